@@ -13,7 +13,7 @@ set -euo pipefail
 
 K8S_VERSION=${ENVTEST_K8S_VERSION:-1.36.3}
 ETCD_VERSION=${ENVTEST_ETCD_VERSION:-v3.6.8}
-SETUP_ENVTEST_VERSION=${SETUP_ENVTEST_VERSION:-release-0.22}
+SETUP_ENVTEST_VERSION=${SETUP_ENVTEST_VERSION:-v0.25.1}
 STORE=${ENVTEST_STORE:-${XDG_DATA_HOME:-$HOME/.local/share}/kubebuilder-envtest}
 ASSETS="$STORE/k8s/${K8S_VERSION}-linux-amd64"
 BINARIES=(etcd kube-apiserver kubectl kube-controller-manager)
