@@ -31,7 +31,9 @@ func (e *Error) Error() string { return fmt.Sprintf("jsonrpc error %d: %s", e.Co
 func NewError(code int, msg string) *Error { return &Error{Code: code, Message: msg} }
 
 // ParseError (-32700): the bytes are not JSON (or not UTF-8, or hold a lone surrogate).
-func ParseError(msg string) *Error { return &Error{Code: CodeParseError, Message: "parse error: " + msg} }
+func ParseError(msg string) *Error {
+	return &Error{Code: CodeParseError, Message: "parse error: " + msg}
+}
 
 // InvalidRequest (-32600): JSON, but not a valid JSON-RPC 2.0 message.
 func InvalidRequest(msg string) *Error {
