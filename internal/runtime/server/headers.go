@@ -1,0 +1,122 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
+)
+
+// MCP protocol revisions the runtime relays. StatelessVersion and later have no sessions.
+const (
+	StatelessVersion = "2026-07-28"
+	legacySSEVersion = "2024-11-05"
+	defaultVersion   = "2025-03-26" // assumed when a session request has no version header
+)
+
+var knownVersions = []string{"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", StatelessVersion}
+
+// Header names of the Streamable HTTP transport.
+const (
+	hdrSessionID       = "Mcp-Session-Id"
+	hdrProtocolVersion = "Mcp-Protocol-Version"
+	hdrMethod          = "Mcp-Method"
+	hdrName            = "Mcp-Name"
+)
+
+// metaProtocolVersion is the per-request _meta key of the stateless revision (SEP-2575).
+const metaProtocolVersion = "io.modelcontextprotocol/protocolVersion"
+
+func knownVersion(v string) bool { return slices.Contains(knownVersions, v) }
+
+// stateless reports a protocol version of the stateless era.
+func stateless(v string) bool { return v >= StatelessVersion && knownVersion(v) }
+
+// checkStatelessHeaders enforces the header/body agreement the 2026-07-28 Streamable HTTP
+// transport requires (SEP-2243, SEP-2575). The headers exist so intermediaries — this
+// runtime, load balancers, rate limiters — can act without parsing the body; if they could
+// disagree with the body, a request could be routed or limited as one thing and executed as
+// another. So a missing or mismatched header is refused with HTTP 400 and -32020.
+//
+// Not checked: Mcp-Param-* headers of x-mcp-header tool arguments (they need each tool's
+// schema annotations; the body is what the tool policy validates either way).
+func checkStatelessHeaders(h http.Header, m *jsonrpc.Message) *jsonrpc.Error {
+	if m.IsResponse() {
+		return nil
+	}
+	got := h.Get(hdrMethod)
+	if got == "" {
+		return jsonrpc.NewError(codeHeaderMismatch, "missing required Mcp-Method header")
+	}
+	if got != m.Method {
+		return jsonrpc.NewError(codeHeaderMismatch, "Mcp-Method header does not match the body's method")
+	}
+	if name, field := addressedName(m); field != "" {
+		hv := h.Get(hdrName)
+		if hv == "" {
+			return jsonrpc.NewError(codeHeaderMismatch, "missing required Mcp-Name header for "+m.Method)
+		}
+		decoded, ok := decodeHeaderValue(hv)
+		if !ok || decoded != name {
+			return jsonrpc.NewError(codeHeaderMismatch, "Mcp-Name header does not match the body's params."+field)
+		}
+	}
+	if !m.IsRequest() {
+		return nil
+	}
+	var p struct {
+		Meta map[string]json.RawMessage `json:"_meta"`
+	}
+	_ = json.Unmarshal(m.Params, &p)
+	var metaVersion string
+	if raw, ok := p.Meta[metaProtocolVersion]; ok {
+		_ = json.Unmarshal(raw, &metaVersion)
+	}
+	if metaVersion == "" {
+		return jsonrpc.InvalidParams("missing _meta." + metaProtocolVersion)
+	}
+	if metaVersion != h.Get(hdrProtocolVersion) {
+		return jsonrpc.NewError(codeHeaderMismatch, "Mcp-Protocol-Version header does not match _meta."+metaProtocolVersion)
+	}
+	return nil
+}
+
+// addressedName returns the target a request names (params.name or params.uri) for the
+// methods that must mirror it in Mcp-Name, and which field held it ("" if none applies).
+func addressedName(m *jsonrpc.Message) (string, string) {
+	var field string
+	switch m.Method {
+	case "tools/call", "prompts/get":
+		field = "name"
+	case "resources/read":
+		field = "uri"
+	default:
+		return "", ""
+	}
+	var p map[string]json.RawMessage
+	_ = json.Unmarshal(m.Params, &p)
+	var v string
+	_ = json.Unmarshal(p[field], &v)
+	return v, field
+}
+
+// decodeHeaderValue undoes the "=?base64?…?=" wrapping SEP-2243 uses for values that are
+// not plain printable ASCII.
+func decodeHeaderValue(v string) (string, bool) {
+	inner, ok := strings.CutPrefix(v, "=?base64?")
+	if !ok {
+		return v, true
+	}
+	inner, ok = strings.CutSuffix(inner, "?=")
+	if !ok {
+		return v, true
+	}
+	b, err := base64.StdEncoding.DecodeString(inner)
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
+}

@@ -1,0 +1,346 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/ratelimit"
+)
+
+// JSON-RPC error codes the runtime itself answers with (beside the -32700..-32603 set).
+const (
+	codeRateLimited    = -32000 // data.retryAfterSeconds says when to retry
+	codeTimeout        = -32001
+	codeHeaderMismatch = -32020 // MCP 2026-07-28: HTTP headers disagree with the body
+	codeUpstream       = jsonrpc.CodeInternalError
+)
+
+// upstreamDepth bounds nesting of upstream messages: the upstream is trusted more than a
+// client, but its output is still parsed with a bound.
+const upstreamDepth = 1000
+
+// refusal is the answer to a client payload the pipeline does not relay.
+type refusal struct {
+	status     int           // HTTP status on HTTP transports
+	retryAfter time.Duration // rate limits: Retry-After
+	body       []byte        // JSON-RPC error response (or an array of them for a batch)
+	reason     string        // metrics/audit label
+	scopes     []string      // insufficient scope: the step-up challenge's scopes
+}
+
+func refuse(status int, id json.RawMessage, e *jsonrpc.Error, reason string) *refusal {
+	return &refusal{status: status, body: jsonrpc.ErrorResponse(id, e), reason: reason}
+}
+
+// write sends a refusal on an HTTP transport.
+func (r *refusal) write(w http.ResponseWriter, req *http.Request, a *auth.Authenticator) {
+	if r.status == http.StatusForbidden && r.scopes != nil {
+		a.WriteInsufficientScope(w, req, r.scopes, r.body)
+		return
+	}
+	if r.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(ratelimit.RetryAfterSeconds(r.retryAfter)))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(r.status)
+	_, _ = w.Write(r.body)
+}
+
+func rateLimitError(retry time.Duration, what string) *jsonrpc.Error {
+	e := jsonrpc.NewError(codeRateLimited, "rate limit exceeded for "+what)
+	e.Data = map[string]any{"retryAfterSeconds": ratelimit.RetryAfterSeconds(retry)}
+	return e
+}
+
+// parse is the first pipeline step: strict JSON-RPC with the configured depth; batches
+// only for the protocol revisions that had them.
+func (s *Server) parse(raw []byte, version string) ([]jsonrpc.Message, bool, *refusal) {
+	msgs, batch, err := jsonrpc.Parse(raw, jsonrpc.Options{
+		MaxDepth:   s.cfg.Limits.MaxDepth,
+		AllowBatch: jsonrpc.BatchAllowed(version),
+	})
+	if err != nil {
+		s.obs.refused("", "invalid_message")
+		return nil, batch, refuse(http.StatusBadRequest, nil, err, "invalid_message")
+	}
+	return msgs, batch, nil
+}
+
+// admitOptions say what the transport already enforced.
+type admitOptions struct {
+	// perMessageLimit applies the per-principal rate limit to each message: sockets and
+	// streams see one HTTP request for many messages.
+	perMessageLimit bool
+	// reply is where responses to the admitted requests go (streamable POST); nil: stream.
+	reply     chan<- []byte
+	requestID string
+}
+
+// admit runs the per-message checks on parsed messages and registers the requests as
+// pending on sess. Either every message is admitted, or none is and a refusal says why
+// (a batch is all-or-nothing, so nothing of a refused batch reaches the upstream).
+func (s *Server) admit(ctx context.Context, sess *session, msgs []jsonrpc.Message, batch bool, opt admitOptions) *refusal {
+	var tracked []*pendingCall
+	var refusals [][]byte
+	var first *refusal
+	for i := range msgs {
+		m := &msgs[i]
+		p, r := s.check(ctx, sess, m, opt)
+		if r != nil {
+			if first == nil {
+				first = r
+			}
+			refusals = append(refusals, r.body)
+			continue
+		}
+		if p != nil {
+			tracked = append(tracked, p)
+		}
+	}
+	if first == nil {
+		for _, p := range tracked {
+			if e := sess.track(p); e != nil {
+				for _, q := range tracked {
+					sess.untrack(q.id)
+				}
+				return refuse(http.StatusConflict, p.id, e, "duplicate_or_busy")
+			}
+		}
+		return nil
+	}
+	if batch {
+		first.body = joinBatch(refusals)
+	}
+	return first
+}
+
+// check is one message through rate limit and tool policy. It returns the pending record
+// for a request that may go upstream.
+func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, opt admitOptions) (*pendingCall, *refusal) {
+	c := sess.caller
+	if opt.perMessageLimit && m.Method != "" {
+		if ok, retry := s.deps.Limiter.Allow(c.rateKey); !ok {
+			s.obs.rateLimited(c, m.Method)
+			r := refuse(http.StatusTooManyRequests, m.ID, rateLimitError(retry, "this client"), "rate_limited")
+			r.retryAfter = retry
+			return nil, r
+		}
+	}
+	if !m.IsRequest() {
+		return nil, nil // notifications and responses to server requests pass as they are
+	}
+	p := &pendingCall{id: m.ID, method: m.Method, requestID: opt.requestID, start: time.Now(), bytesIn: len(m.Raw), reply: opt.reply}
+	if m.Method != "tools/call" {
+		return p, nil
+	}
+	p.tool, p.args = toolCallParts(m.Params)
+	if ok, retry := s.deps.Limiter.AllowTool(c.rateKey, p.tool); !ok {
+		s.obs.rateLimited(c, m.Method)
+		s.audit(sess, p, "rate_limited", 0)
+		r := refuse(http.StatusTooManyRequests, m.ID, rateLimitError(retry, "tool "+strconv.Quote(p.tool)), "rate_limited")
+		r.retryAfter = retry
+		return nil, r
+	}
+	_, cerr := s.deps.Tools.CheckCall(c.principal, m.Params)
+	if cerr != nil && cerr.SchemaUnknown {
+		// A client may call a tool without listing first: learn the schemas, then decide.
+		s.ensureSchemas(ctx)
+		_, cerr = s.deps.Tools.CheckCall(c.principal, m.Params)
+	}
+	if cerr != nil {
+		reason := "invalid_arguments"
+		if cerr.InsufficientScope {
+			reason = "insufficient_scope"
+		}
+		s.obs.refused(c.transport, reason)
+		s.audit(sess, p, "refused:"+reason, 0)
+		// A JSON-RPC error is a normal response to a valid request: 200 on HTTP, except a
+		// missing scope, which HTTP clients get as a 403 step-up challenge.
+		r := refuse(http.StatusOK, m.ID, cerr.RPC, reason)
+		if cerr.InsufficientScope {
+			r.status, r.scopes = http.StatusForbidden, cerr.MissingScopes
+		}
+		return nil, r
+	}
+	return p, nil
+}
+
+// toolCallParts reads the tool name and arguments of tools/call params (already depth-checked).
+func toolCallParts(params json.RawMessage) (string, json.RawMessage) {
+	var p struct {
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
+	}
+	_ = json.Unmarshal(params, &p)
+	return p.Name, p.Arguments
+}
+
+// outbound processes one upstream message: responses are matched to their pending call
+// (tools/list results filtered, tool calls audited), list_changed invalidates the schema
+// cache. It returns the bytes for the client (nil: drop) and the answered call.
+func (s *Server) outbound(sess *session, raw []byte) ([]byte, *pendingCall) {
+	msgs, _, perr := jsonrpc.Parse(raw, jsonrpc.Options{MaxDepth: upstreamDepth})
+	if perr != nil {
+		s.log.Warn("Dropped an invalid message from the upstream", "session", sess.id, "error", perr.Message)
+		return nil, nil
+	}
+	m := msgs[0]
+	if m.Method == "notifications/tools/list_changed" {
+		s.deps.Tools.Invalidate()
+	}
+	if !m.IsResponse() {
+		return raw, nil
+	}
+	p := sess.untrack(m.ID)
+	if p == nil {
+		// Answered already (timed out, cancelled) or a response the client never asked for.
+		return nil, nil
+	}
+	out := raw
+	switch {
+	case m.Error != nil:
+	case p.method == "tools/list":
+		filtered, err := s.deps.Tools.FilterList(m.Result)
+		if err != nil {
+			s.log.Warn("Refusing an unusable tools/list result from the upstream", "error", err)
+			out = jsonrpc.ErrorResponse(m.ID, jsonrpc.InternalError("upstream sent an invalid tools/list result"))
+			break
+		}
+		out, _ = jsonrpc.Response(m.ID, filtered)
+	case p.method == "initialize":
+		var r struct {
+			ProtocolVersion string `json:"protocolVersion"`
+		}
+		if json.Unmarshal(m.Result, &r) == nil {
+			sess.setVersion(r.ProtocolVersion)
+		}
+	}
+	outcome := "ok"
+	if m.Error != nil {
+		outcome = "error"
+	}
+	s.finish(sess, p, outcome, len(out))
+	return out, p
+}
+
+func joinBatch(parts [][]byte) []byte {
+	out := []byte{'['}
+	for i, p := range parts {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, p...)
+	}
+	return append(out, ']')
+}
+
+// finish records the end of a relayed request in metrics and, for tool calls, the audit log.
+func (s *Server) finish(sess *session, p *pendingCall, outcome string, bytesOut int) {
+	s.obs.request(sess.caller.transport, p.method, outcome, time.Since(p.start))
+	if p.method == "tools/call" {
+		s.audit(sess, p, outcome, bytesOut)
+	}
+}
+
+// schemaFetch bounds the tools/list fetches that learn unknown schemas: one at a time,
+// bounded in time, at most one per schemaRetry (a tool that does not exist upstream must
+// not turn every call into a fetch).
+type schemaFetch struct {
+	mu      sync.Mutex
+	lastTry time.Time
+}
+
+const schemaRetry = 5 * time.Second
+
+func (s *Server) ensureSchemas(ctx context.Context) {
+	s.schemas.mu.Lock()
+	defer s.schemas.mu.Unlock()
+	if time.Since(s.schemas.lastTry) < schemaRetry {
+		return
+	}
+	s.schemas.lastTry = time.Now()
+	ctx, cancel := context.WithTimeout(ctx, min(10*time.Second, s.cfg.Upstream.RequestTimeout.Duration))
+	defer cancel()
+	if err := s.fetchTools(ctx); err != nil {
+		s.log.Warn("Could not list the upstream's tools for argument validation", "error", err)
+	}
+}
+
+// fetchTools lists the upstream's tools on an internal session (initialize, initialized,
+// tools/list pages) and feeds every page to the tool policy.
+func (s *Server) fetchTools(ctx context.Context) error {
+	up, err := s.deps.Upstream.NewSession(ctx)
+	if err != nil {
+		return fmt.Errorf("opening an upstream session: %w", err)
+	}
+	defer func() { _ = up.Close() }()
+	call := func(id int, method string, params any) (json.RawMessage, error) {
+		msg, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+		if err := up.Send(ctx, msg); err != nil {
+			return nil, fmt.Errorf("sending %s: %w", method, err)
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("waiting for %s: %w", method, ctx.Err())
+			case raw, ok := <-up.Messages():
+				if !ok {
+					return nil, errors.New("upstream session ended")
+				}
+				var r struct {
+					ID     json.RawMessage `json:"id"`
+					Result json.RawMessage `json:"result"`
+					Error  *jsonrpc.Error  `json:"error"`
+				}
+				if json.Unmarshal(raw, &r) != nil || string(r.ID) != strconv.Itoa(id) {
+					continue // notifications and server requests are not for us
+				}
+				if r.Error != nil {
+					return nil, fmt.Errorf("%s: %w", method, r.Error)
+				}
+				return r.Result, nil
+			}
+		}
+	}
+	if _, err := call(1, "initialize", map[string]any{
+		"protocolVersion": "2025-11-25", "capabilities": map[string]any{},
+		"clientInfo": map[string]any{"name": "mcp-runtime", "version": "internal"},
+	}); err != nil {
+		return err
+	}
+	initialized, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/initialized"})
+	if err := up.Send(ctx, initialized); err != nil {
+		return fmt.Errorf("sending notifications/initialized: %w", err)
+	}
+	cursor := ""
+	for page := 0; page < 20; page++ {
+		params := map[string]any{}
+		if cursor != "" {
+			params["cursor"] = cursor
+		}
+		res, err := call(2+page, "tools/list", params)
+		if err != nil {
+			return err
+		}
+		if _, err := s.deps.Tools.FilterList(res); err != nil {
+			return fmt.Errorf("reading tools/list: %w", err)
+		}
+		var next struct {
+			NextCursor string `json:"nextCursor"`
+		}
+		_ = json.Unmarshal(res, &next)
+		if next.NextCursor == "" {
+			return nil
+		}
+		cursor = next.NextCursor
+	}
+	return nil
+}

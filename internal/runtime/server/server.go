@@ -1,0 +1,271 @@
+// Package server is the client-facing side of mcp-runtime: the HTTP handler chain, the MCP
+// transports (Streamable HTTP in both protocol eras, legacy HTTP+SSE, WebSocket), the one
+// per-message pipeline they share, TLS serving with certificate reload, and the plain
+// health/metrics listener.
+//
+// Handler chain, outermost first: recover → request id + access log → metrics → health →
+// body limit → Origin allowlist → authentication → rate limit → transport → pipeline
+// (JSON-RPC parse → per-tool rate limit → tool policy and argument schema → audit) →
+// upstream. The protected-resource metadata is public; /auth/ticket sits behind the Origin
+// check and the rate limit (the ticket handler checks the bearer itself).
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/netutil"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/origin"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/ratelimit"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/tlsreload"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/tools"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/upstream"
+)
+
+// Deps are the parts the server wires together. Upstream, Origin, Auth, Limiter and Tools
+// are required; Audit and Metrics may be nil (off); Certs is required unless TLS is insecure.
+type Deps struct {
+	Upstream upstream.Upstream
+	Origin   *origin.Checker
+	Auth     *auth.Authenticator
+	Limiter  *ratelimit.Limiter
+	Tools    *tools.Policy
+	Certs    *tlsreload.Reloader
+	Logger   *slog.Logger
+	// DrainTimeout bounds the graceful shutdown of in-flight requests. Default 20s.
+	DrainTimeout time.Duration
+	// SessionIdle closes Streamable HTTP sessions unused for this long. Default 30m.
+	SessionIdle time.Duration
+}
+
+// Server serves MCP clients. Create it with New, run it with Serve.
+type Server struct {
+	cfg        *config.Config
+	deps       Deps
+	log        *slog.Logger
+	obs        observer
+	transports map[string]bool
+	sessions   *registry
+	schemas    schemaFetch
+
+	baseCtx  context.Context // upstream sessions live in it; cancelled after the drain
+	cancel   context.CancelFunc
+	stopping chan struct{} // closed when shutdown starts: streams end, /readyz fails
+	stopOnce atomic.Bool
+}
+
+// New checks the dependencies and builds a server for cfg (defaulted and validated).
+func New(cfg *config.Config, d Deps) (*Server, error) {
+	switch {
+	case d.Upstream == nil, d.Origin == nil, d.Auth == nil, d.Limiter == nil, d.Tools == nil:
+		return nil, errors.New("server: upstream, origin checker, authenticator, limiter and tool policy are required")
+	case !cfg.TLS.Insecure && d.Certs == nil:
+		return nil, errors.New("server: a certificate source is required unless tls.insecure is set")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.DrainTimeout <= 0 {
+		d.DrainTimeout = 20 * time.Second
+	}
+	if d.SessionIdle <= 0 {
+		d.SessionIdle = 30 * time.Minute
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg: cfg, deps: d, log: d.Logger,
+		obs:        observer{},
+		transports: map[string]bool{},
+		sessions:   &registry{max: cfg.Limits.MaxConnections, sessions: map[string]*session{}},
+		baseCtx:    ctx, cancel: cancel,
+		stopping: make(chan struct{}),
+	}
+	for _, t := range cfg.Endpoint.Transports {
+		s.transports[t] = true
+	}
+	return s, nil
+}
+
+func (s *Server) sessionContext() context.Context { return s.baseCtx }
+
+// callerOf collects who sent r, as the auth and rate-limit middlewares established it.
+func (s *Server) callerOf(r *http.Request, transport string) caller {
+	p, ok := auth.PrincipalFrom(r.Context())
+	return caller{
+		principal: p, hasAuth: ok, rateKey: ratelimit.Key(r),
+		origin: r.Header.Get("Origin"), remote: r.RemoteAddr, transport: transport,
+	}
+}
+
+// Handler is the client-facing handler chain.
+func (s *Server) Handler() http.Handler {
+	ep := s.cfg.Endpoint.Path
+	transports := http.NewServeMux()
+	transports.HandleFunc(ep, s.streamableEndpoint)
+	if s.transports[transportSSE] {
+		transports.HandleFunc(ep+sseStreamSuffix, s.sseStream)
+		transports.HandleFunc(ep+sseMessageSuffix, s.sseMessage)
+	}
+	protected := s.deps.Origin.Middleware(s.deps.Auth.Middleware(s.deps.Limiter.Middleware(transports)))
+
+	limited := http.NewServeMux()
+	limited.Handle("/", protected)
+	meta := s.deps.Auth.MetadataHandler()
+	limited.Handle(auth.MetadataPath, meta)
+	limited.Handle(auth.MetadataPath+ep, meta)
+	if !s.cfg.Auth.Anonymous && !s.cfg.Auth.WebSocket.Tickets.Disabled {
+		limited.Handle("/auth/ticket", s.deps.Origin.Middleware(s.deps.Limiter.Middleware(s.deps.Auth.TicketHandler())))
+	}
+
+	top := http.NewServeMux()
+	top.Handle("/", bodyLimit(s.cfg.Limits.MaxMessageBytes)(limited))
+	top.HandleFunc("GET /healthz", s.healthz)
+	top.HandleFunc("GET /readyz", s.readyz)
+
+	var h http.Handler = top
+	return recoverMiddleware(s.log)(accessLog(s.log)(h))
+}
+
+// HealthHandler serves /healthz, /readyz and /metrics on the plain health address.
+func (s *Server) HealthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	return recoverMiddleware(s.log)(mux)
+}
+
+// healthz is 200 while the process serves: liveness must not depend on the upstream, or a
+// slow child would get the whole pod restarted.
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// readyz is 200 when the upstream is initialized and the server is not shutting down.
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	if s.stopOnce.Load() || !s.deps.Upstream.Ready() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// Listen binds the configured client and health addresses.
+func (s *Server) Listen() (client, health net.Listener, err error) {
+	client, err = net.Listen("tcp", s.cfg.Listen.Address)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listening on listen.address %s: %w", s.cfg.Listen.Address, err)
+	}
+	health, err = net.Listen("tcp", s.cfg.Listen.HealthAddress)
+	if err != nil {
+		_ = client.Close()
+		return nil, nil, fmt.Errorf("listening on listen.healthAddress %s: %w", s.cfg.Listen.HealthAddress, err)
+	}
+	return client, health, nil
+}
+
+// Serve serves clients on ln (TLS unless insecure) and health on healthLn until ctx ends,
+// then shuts down gracefully: /readyz fails, streams and sockets close, in-flight requests
+// drain within DrainTimeout, sessions close. It does not close the upstream.
+func (s *Server) Serve(ctx context.Context, ln, healthLn net.Listener) error {
+	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: s.cfg.Limits.ReadHeaderTimeout.Duration,
+		IdleTimeout:       s.cfg.Limits.IdleTimeout.Duration,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          errLog,
+	}
+	health := &http.Server{
+		Handler:           s.HealthHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          errLog,
+	}
+	ln = netutil.LimitListener(ln, s.cfg.Limits.MaxConnections)
+
+	errs := make(chan error, 2)
+	go func() {
+		if s.cfg.TLS.Insecure {
+			s.log.Warn("Serving plain HTTP: tls.insecure is set; never expose this listener")
+			errs <- hs.Serve(ln)
+			return
+		}
+		tc, err := tlsreload.ServerConfig(s.cfg.TLS, s.deps.Certs)
+		if err != nil {
+			errs <- err
+			return
+		}
+		hs.TLSConfig = tc
+		errs <- hs.ServeTLS(ln, "", "")
+	}()
+	go func() { errs <- health.Serve(healthLn) }()
+	if s.deps.Certs != nil {
+		go s.deps.Certs.Run(s.baseCtx)
+	}
+	go s.expireSessions()
+	s.log.Info("Serving", "address", ln.Addr().String(), "health", healthLn.Addr().String(),
+		"path", s.cfg.Endpoint.Path, "transports", s.cfg.Endpoint.Transports, "tls", !s.cfg.TLS.Insecure)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errs:
+		serveErr = fmt.Errorf("serving: %w", serveErr)
+	}
+	s.shutdown(hs, health)
+	return serveErr
+}
+
+func (s *Server) shutdown(hs, health *http.Server) {
+	if s.stopOnce.Swap(true) {
+		return
+	}
+	s.log.Info("Shutting down", "drainTimeout", s.deps.DrainTimeout.String())
+	close(s.stopping)
+	ctx, cancel := context.WithTimeout(context.Background(), s.deps.DrainTimeout)
+	defer cancel()
+	if err := hs.Shutdown(ctx); err != nil {
+		s.log.Warn("Drain deadline passed; closing the remaining connections", "error", err)
+		_ = hs.Close()
+	}
+	s.sessions.closeAll()
+	s.cancel()
+	_ = health.Shutdown(ctx)
+}
+
+func (s *Server) expireSessions() {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.baseCtx.Done():
+			return
+		case <-t.C:
+			s.sessions.expire(s.deps.SessionIdle)
+		}
+	}
+}
+
+// TLSConfig returns the client listener's TLS configuration (nil when insecure).
+func (s *Server) TLSConfig() (*tls.Config, error) {
+	if s.cfg.TLS.Insecure {
+		return nil, nil
+	}
+	return tlsreload.ServerConfig(s.cfg.TLS, s.deps.Certs)
+}

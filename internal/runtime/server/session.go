@@ -1,0 +1,358 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/upstream"
+)
+
+// maxInFlight bounds the requests one client session may have outstanding upstream.
+const maxInFlight = 256
+
+// caller is who sent a message and how: the audit, rate-limit and routing facts of a request.
+type caller struct {
+	principal auth.Principal
+	hasAuth   bool
+	rateKey   string // ratelimit key (subject, else client IP)
+	origin    string
+	remote    string
+	transport string
+}
+
+func (c caller) subject() string {
+	if c.hasAuth && c.principal.Subject != "" {
+		return c.principal.Subject
+	}
+	return "anonymous"
+}
+
+// pendingCall is a client request relayed upstream and not yet answered.
+type pendingCall struct {
+	id        json.RawMessage
+	method    string
+	tool      string
+	args      json.RawMessage
+	requestID string
+	start     time.Time
+	bytesIn   int
+	timer     *time.Timer
+	// reply receives the response (streamable POST); nil: the session's stream gets it.
+	reply chan<- []byte
+}
+
+// streamSink receives messages that are not responses to a waiting POST.
+type streamSink struct {
+	ch chan []byte
+}
+
+// session is one client session bound to one upstream session. All transports use it: the
+// WebSocket and legacy SSE connection own one each, a 2025 Streamable HTTP session lives in
+// the registry, a 2026 stateless request gets a throwaway one.
+type session struct {
+	id      string
+	srv     *Server
+	up      upstream.Session
+	caller  caller
+	created time.Time
+
+	mu       sync.Mutex
+	pending  map[string]*pendingCall
+	version  string        // negotiated protocol version (from the initialize result)
+	lastUsed time.Time     // for idle expiry of registered sessions
+	posts    []*streamSink // in-flight streamable POSTs that accept SSE, newest last
+	stream   *streamSink   // GET stream (streamable), the SSE or WebSocket connection
+	closed   bool
+
+	done chan struct{} // closed when the upstream session's messages end
+}
+
+func newSession(srv *Server, id string, up upstream.Session, c caller) *session {
+	s := &session{
+		id: id, srv: srv, up: up, caller: c, created: time.Now(), lastUsed: time.Now(),
+		pending: map[string]*pendingCall{}, done: make(chan struct{}),
+	}
+	go s.pump()
+	return s
+}
+
+// pump relays everything the upstream sends for this session until it ends, then fails
+// the requests still waiting so no client hangs on a dead upstream.
+func (s *session) pump() {
+	defer close(s.done)
+	for raw := range s.up.Messages() {
+		s.deliver(raw)
+	}
+	s.mu.Lock()
+	calls := make([]*pendingCall, 0, len(s.pending))
+	for k, p := range s.pending {
+		calls = append(calls, p)
+		delete(s.pending, k)
+	}
+	s.mu.Unlock()
+	for _, p := range calls {
+		s.fail(p, jsonrpc.NewError(codeUpstream, "upstream connection closed before the response"), "upstream_closed")
+	}
+}
+
+// deliver processes one upstream message and routes it to its reader.
+func (s *session) deliver(raw []byte) {
+	out, p := s.srv.outbound(s, raw)
+	if out == nil {
+		return
+	}
+	if p != nil && p.reply != nil {
+		p.reply <- out // buffered for the POST's requests: never blocks
+		return
+	}
+	s.toStream(out)
+}
+
+// toStream hands a message to the newest POST that streams, else the session's stream;
+// with neither (a JSON-only POST and no GET stream) the message is dropped and counted.
+func (s *session) toStream(out []byte) {
+	s.mu.Lock()
+	sinks := make([]*streamSink, 0, 2)
+	if n := len(s.posts); n > 0 {
+		sinks = append(sinks, s.posts[n-1])
+	}
+	if s.stream != nil {
+		sinks = append(sinks, s.stream)
+	}
+	s.mu.Unlock()
+	for _, k := range sinks {
+		select {
+		case k.ch <- out:
+			return
+		default: // full: a slow reader must not stall the upstream pump
+		}
+	}
+	s.srv.log.Debug("Dropped a server message with no open stream", "session", s.id)
+	s.srv.obs.dropped()
+}
+
+// track registers a relayed request. It refuses a duplicate id or too many in flight.
+func (s *session) track(p *pendingCall) *jsonrpc.Error {
+	key := string(p.id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return jsonrpc.NewError(codeUpstream, "session closed")
+	}
+	if _, dup := s.pending[key]; dup {
+		return jsonrpc.InvalidRequest("a request with this id is still in flight")
+	}
+	if len(s.pending) >= maxInFlight {
+		return jsonrpc.NewError(codeRateLimited, "too many requests in flight on this session")
+	}
+	s.pending[key] = p
+	s.lastUsed = time.Now()
+	if p.method == "subscriptions/listen" {
+		return nil // a subscription stream is answered when it ends, not within a timeout
+	}
+	timeout := s.srv.cfg.Upstream.RequestTimeout.Duration
+	p.timer = time.AfterFunc(timeout, func() {
+		if s.untrack(p.id) != nil {
+			s.cancelUpstream(p.id, "request timed out")
+			s.fail(p, jsonrpc.NewError(codeTimeout, "upstream did not answer within "+timeout.String()), "timeout")
+		}
+	})
+	return nil
+}
+
+// untrack removes and returns the pending call for id (nil if already answered).
+func (s *session) untrack(id json.RawMessage) *pendingCall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.pending[string(id)]
+	if p != nil {
+		delete(s.pending, string(id))
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+	}
+	return p
+}
+
+// fail answers a pending call with a JSON-RPC error on its own path and audits it.
+func (s *session) fail(p *pendingCall, e *jsonrpc.Error, outcome string) {
+	s.srv.finish(s, p, outcome, 0)
+	out := jsonrpc.ErrorResponse(p.id, e)
+	if p.reply != nil {
+		p.reply <- out
+		return
+	}
+	s.toStream(out)
+}
+
+// abandon gives up on calls whose client went away: the upstream is told to cancel them.
+func (s *session) abandon(ids []json.RawMessage) {
+	for _, id := range ids {
+		if p := s.untrack(id); p != nil {
+			s.srv.finish(s, p, "cancelled", 0)
+			s.cancelUpstream(id, "client disconnected")
+		}
+	}
+}
+
+func (s *session) cancelUpstream(id json.RawMessage, reason string) {
+	msg, _ := json.Marshal(map[string]any{
+		"jsonrpc": "2.0", "method": "notifications/cancelled",
+		"params": map[string]any{"requestId": id, "reason": reason},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.up.Send(ctx, msg)
+}
+
+func (s *session) addPost(k *streamSink) {
+	s.mu.Lock()
+	s.posts = append(s.posts, k)
+	s.mu.Unlock()
+}
+
+func (s *session) removePost(k *streamSink) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, x := range s.posts {
+		if x == k {
+			s.posts = append(s.posts[:i], s.posts[i+1:]...)
+			return
+		}
+	}
+}
+
+// setStream attaches the session stream; false if one is attached already.
+func (s *session) setStream(k *streamSink) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stream != nil && k != nil {
+		return false
+	}
+	s.stream = k
+	s.lastUsed = time.Now()
+	return true
+}
+
+// clearStream detaches k if it is still the session stream.
+func (s *session) clearStream(k *streamSink) {
+	s.mu.Lock()
+	if s.stream == k {
+		s.stream = nil
+	}
+	s.lastUsed = time.Now()
+	s.mu.Unlock()
+}
+
+func (s *session) negotiated() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version
+}
+
+func (s *session) setVersion(v string) {
+	s.mu.Lock()
+	s.version = v
+	s.mu.Unlock()
+}
+
+// idle reports a registered session nobody used for d and with no open stream.
+func (s *session) idle(d time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stream == nil && len(s.posts) == 0 && len(s.pending) == 0 && time.Since(s.lastUsed) > d
+}
+
+func (s *session) touch() {
+	s.mu.Lock()
+	s.lastUsed = time.Now()
+	s.mu.Unlock()
+}
+
+// close ends the upstream session; pump then fails anything still pending.
+func (s *session) close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.mu.Unlock()
+	_ = s.up.Close()
+}
+
+// registry holds the Streamable HTTP (2025) and legacy SSE sessions by id, bounded.
+type registry struct {
+	mu       sync.Mutex
+	max      int
+	sessions map[string]*session
+}
+
+func (r *registry) add(s *session) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.sessions) >= r.max {
+		return false
+	}
+	r.sessions[s.id] = s
+	return true
+}
+
+// get returns the session only to the principal that created it: a leaked session id is
+// useless to anyone else (and looks exactly like an unknown one).
+func (r *registry) get(id string, c caller) *session {
+	r.mu.Lock()
+	s := r.sessions[id]
+	r.mu.Unlock()
+	if s == nil || s.caller.subject() != c.subject() || s.caller.transport != c.transport {
+		return nil
+	}
+	return s
+}
+
+func (r *registry) remove(id string) *session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sessions[id]
+	delete(r.sessions, id)
+	return s
+}
+
+func (r *registry) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sessions)
+}
+
+// expire closes sessions idle for longer than d.
+func (r *registry) expire(d time.Duration) {
+	r.mu.Lock()
+	var old []*session
+	for id, s := range r.sessions {
+		if s.idle(d) {
+			old = append(old, s)
+			delete(r.sessions, id)
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range old {
+		s.close()
+	}
+}
+
+func (r *registry) closeAll() {
+	r.mu.Lock()
+	all := make([]*session, 0, len(r.sessions))
+	for id, s := range r.sessions {
+		all = append(all, s)
+		delete(r.sessions, id)
+	}
+	r.mu.Unlock()
+	for _, s := range all {
+		s.close()
+	}
+}

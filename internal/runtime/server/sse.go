@@ -1,0 +1,91 @@
+package server
+
+import (
+	"net/http"
+	"net/url"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
+)
+
+// Legacy HTTP+SSE transport (protocol 2024-11-05): GET <path>/sse opens the stream and
+// names, in its first "endpoint" event, the URL to POST messages to:
+// <path>/message?sessionId=<id>. Responses and server messages arrive on the stream.
+const (
+	sseStreamSuffix  = "/sse"
+	sseMessageSuffix = "/message"
+)
+
+func (s *Server) sseStream(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		writeJSONError(w, http.StatusMethodNotAllowed, "method_not_allowed")
+		return
+	}
+	c := s.callerOf(r, transportSSE)
+	up, err := s.deps.Upstream.NewSession(s.sessionContext())
+	if err != nil {
+		s.log.Warn("Opening an upstream session failed", "error", err)
+		writeJSONError(w, http.StatusServiceUnavailable, "upstream_unavailable")
+		return
+	}
+	sess := newSession(s, newID(16), up, c)
+	sink := &streamSink{ch: make(chan []byte, 64)}
+	sess.setStream(sink)
+	if !s.sessions.add(sess) {
+		sess.close()
+		writeJSONError(w, http.StatusServiceUnavailable, "too_many_sessions")
+		return
+	}
+	s.obs.sessionOpened(transportSSE)
+	defer func() {
+		s.sessions.remove(sess.id)
+		sess.close()
+		s.obs.sessionClosed(transportSSE)
+	}()
+	sse := startSSE(w)
+	endpoint := s.cfg.Endpoint.Path + sseMessageSuffix + "?sessionId=" + url.QueryEscape(sess.id)
+	if sse.event("endpoint", []byte(endpoint)) != nil {
+		return
+	}
+	s.pumpStream(r.Context(), sse, sess, sink)
+}
+
+// sseMessage takes one POSTed message of a legacy SSE session. Refusals of well-formed
+// messages are JSON-RPC errors on the stream, like every other answer on this transport;
+// the POST itself is 202 Accepted.
+func (s *Server) sseMessage(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeJSONError(w, http.StatusMethodNotAllowed, "method_not_allowed")
+		return
+	}
+	sess := s.sessions.get(r.URL.Query().Get("sessionId"), s.callerOf(r, transportSSE))
+	if sess == nil {
+		writeJSONError(w, http.StatusNotFound, "session_not_found")
+		return
+	}
+	sess.touch()
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	version := sess.negotiated()
+	if version == "" {
+		version = legacySSEVersion
+	}
+	msgs, batch, ref := s.parse(body, version)
+	if ref != nil {
+		ref.write(w, r, s.deps.Auth)
+		return
+	}
+	if ref := s.admit(r.Context(), sess, msgs, batch, admitOptions{requestID: RequestID(r.Context())}); ref != nil {
+		sess.toStream(ref.body)
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	if !s.relay(r.Context(), sess, msgs) {
+		writeRPCError(w, http.StatusBadGateway, jsonrpc.NewError(codeUpstream, "upstream unavailable"))
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}

@@ -1,0 +1,406 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
+)
+
+// Transport labels (audit, metrics).
+const (
+	transportStreamable = "streamable-http"
+	transportSSE        = "sse"
+	transportWebSocket  = "websocket"
+)
+
+// sseKeepalive is how often an idle SSE stream carries a comment, so proxies keep it open
+// and a vanished client is noticed.
+const sseKeepalive = 25 * time.Second
+
+// sseWriteTimeout bounds one event write to a slow client.
+const sseWriteTimeout = 30 * time.Second
+
+// streamableEndpoint serves the MCP endpoint path: Streamable HTTP (POST, GET, DELETE) and,
+// when enabled, the WebSocket upgrade.
+func (s *Server) streamableEndpoint(w http.ResponseWriter, r *http.Request) {
+	if s.transports[transportWebSocket] && isWebSocketUpgrade(r) {
+		s.serveWebSocket(w, r)
+		return
+	}
+	if !s.transports[transportStreamable] {
+		w.Header().Set("Allow", "GET")
+		writeJSONError(w, http.StatusMethodNotAllowed, "websocket_upgrade_required")
+		return
+	}
+	switch r.Method {
+	case http.MethodPost:
+		s.streamablePost(w, r)
+	case http.MethodGet:
+		s.streamableGet(w, r)
+	case http.MethodDelete:
+		s.streamableDelete(w, r)
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		writeJSONError(w, http.StatusMethodNotAllowed, "method_not_allowed")
+	}
+}
+
+// streamablePost relays one POSTed JSON-RPC message (or batch). A 2025-era request belongs
+// to the session named by Mcp-Session-Id (initialize opens one); a 2026-07-28 request is
+// stateless and gets an upstream session for its own lifetime.
+func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		writeRPCError(w, http.StatusUnsupportedMediaType, jsonrpc.InvalidRequest("Content-Type must be application/json"))
+		return
+	}
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	c := s.callerOf(r, transportStreamable)
+	version := r.Header.Get(hdrProtocolVersion)
+	if version != "" && !knownVersion(version) {
+		writeRPCError(w, http.StatusBadRequest, jsonrpc.InvalidRequest("unsupported Mcp-Protocol-Version "+strconv.Quote(version)+"; supported: "+strings.Join(knownVersions, ", ")))
+		return
+	}
+	var sess *session
+	if sid := r.Header.Get(hdrSessionID); sid != "" && !stateless(version) {
+		if sess = s.sessions.get(sid, c); sess == nil {
+			writeRPCError(w, http.StatusNotFound, jsonrpc.InvalidRequest("session not found: start a new one with initialize"))
+			return
+		}
+		sess.touch()
+		neg := sess.negotiated()
+		switch {
+		case version == "":
+			version = max(neg, defaultVersion)
+		case neg != "" && version != neg:
+			writeRPCError(w, http.StatusBadRequest, jsonrpc.InvalidRequest("Mcp-Protocol-Version does not match the version negotiated for this session"))
+			return
+		}
+	}
+	msgs, batch, ref := s.parse(body, version)
+	if ref != nil {
+		ref.write(w, r, s.deps.Auth)
+		return
+	}
+
+	ctx := r.Context()
+	opened := false
+	if sess == nil {
+		switch {
+		case !batch && msgs[0].Method == "initialize" && !stateless(version):
+			opened = true
+		case stateless(version):
+			if !batch {
+				if e := checkStatelessHeaders(r.Header, &msgs[0]); e != nil {
+					s.obs.refused(c.transport, "header_mismatch")
+					writeRPCError(w, http.StatusBadRequest, withID(e, msgs[0].ID))
+					return
+				}
+			}
+		default:
+			writeRPCError(w, http.StatusBadRequest, jsonrpc.InvalidRequest("Mcp-Session-Id header required: send initialize first"))
+			return
+		}
+		up, err := s.deps.Upstream.NewSession(s.sessionContext())
+		if err != nil {
+			s.log.Warn("Opening an upstream session failed", "error", err)
+			writeRPCError(w, http.StatusServiceUnavailable, jsonrpc.NewError(codeUpstream, "upstream unavailable"))
+			return
+		}
+		sess = newSession(s, newID(16), up, c)
+		if opened {
+			if !s.sessions.add(sess) {
+				sess.close()
+				writeRPCError(w, http.StatusServiceUnavailable, jsonrpc.NewError(codeUpstream, "too many sessions"))
+				return
+			}
+		} else {
+			defer sess.close() // a stateless request's upstream session ends with it
+		}
+	}
+
+	requests := 0
+	for i := range msgs {
+		if msgs[i].IsRequest() {
+			requests++
+		}
+	}
+	reply := make(chan []byte, requests)
+	var sink *streamSink
+	if acceptsStream(r) && requests > 0 {
+		sink = &streamSink{ch: make(chan []byte, 64)}
+		sess.addPost(sink)
+		defer sess.removePost(sink)
+	}
+	if ref := s.admit(ctx, sess, msgs, batch, admitOptions{reply: reply, requestID: RequestID(ctx)}); ref != nil {
+		if opened {
+			s.sessions.remove(sess.id)
+			sess.close()
+		}
+		ref.write(w, r, s.deps.Auth)
+		return
+	}
+	if !s.relay(ctx, sess, msgs) {
+		if opened {
+			s.sessions.remove(sess.id)
+			sess.close()
+		}
+		writeRPCError(w, http.StatusBadGateway, jsonrpc.NewError(codeUpstream, "upstream unavailable"))
+		return
+	}
+	if opened {
+		w.Header().Set(hdrSessionID, sess.id)
+	}
+	if requests == 0 {
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	s.awaitResponses(w, r, sess, msgs, batch, requests, reply, sink)
+}
+
+// awaitResponses answers a POST: one JSON body when the response comes first, else an SSE
+// stream that carries the server's notifications and requests before the response(s).
+func (s *Server) awaitResponses(w http.ResponseWriter, r *http.Request, sess *session, msgs []jsonrpc.Message, batch bool, want int, reply <-chan []byte, sink *streamSink) {
+	var sinkCh chan []byte
+	if sink != nil {
+		sinkCh = sink.ch
+	}
+	var responses [][]byte
+	var sse *sseWriter
+	stopping := s.stopping
+	got := 0
+	for got < want {
+		select {
+		case out := <-reply:
+			got++
+			if sse == nil {
+				responses = append(responses, out)
+				continue
+			}
+			if sse.event("message", out) != nil {
+				s.abandonRequests(sess, msgs)
+				return
+			}
+		case out := <-sinkCh:
+			if sse == nil {
+				sse = startSSE(w)
+				for _, resp := range responses {
+					_ = sse.event("message", resp)
+				}
+			}
+			if sse.event("message", out) != nil {
+				s.abandonRequests(sess, msgs)
+				return
+			}
+		case <-r.Context().Done():
+			s.abandonRequests(sess, msgs)
+			return
+		case <-stopping:
+			if sse != nil { // a long-lived stream (subscriptions/listen) ends at shutdown
+				s.abandonRequests(sess, msgs)
+				return
+			}
+			stopping = nil // keep draining plain requests; session timers bound them
+		}
+	}
+	if sse != nil {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if batch {
+		_, _ = w.Write(joinBatch(responses))
+		return
+	}
+	_, _ = w.Write(responses[0])
+}
+
+func (s *Server) abandonRequests(sess *session, msgs []jsonrpc.Message) {
+	ids := make([]json.RawMessage, 0, len(msgs))
+	for i := range msgs {
+		if msgs[i].IsRequest() {
+			ids = append(ids, msgs[i].ID)
+		}
+	}
+	sess.abandon(ids)
+}
+
+// streamableGet opens the 2025-era server→client stream of a session.
+func (s *Server) streamableGet(w http.ResponseWriter, r *http.Request) {
+	if stateless(r.Header.Get(hdrProtocolVersion)) {
+		w.Header().Set("Allow", "POST")
+		writeJSONError(w, http.StatusMethodNotAllowed, "no_get_stream_in_stateless_protocol")
+		return
+	}
+	if !acceptsStream(r) {
+		writeJSONError(w, http.StatusNotAcceptable, "accept_text_event_stream_required")
+		return
+	}
+	sid := r.Header.Get(hdrSessionID)
+	if sid == "" {
+		writeJSONError(w, http.StatusBadRequest, "mcp_session_id_required")
+		return
+	}
+	sess := s.sessions.get(sid, s.callerOf(r, transportStreamable))
+	if sess == nil {
+		writeJSONError(w, http.StatusNotFound, "session_not_found")
+		return
+	}
+	sink := &streamSink{ch: make(chan []byte, 64)}
+	if !sess.setStream(sink) {
+		writeJSONError(w, http.StatusConflict, "stream_already_open")
+		return
+	}
+	defer sess.clearStream(sink)
+	s.pumpStream(r.Context(), startSSE(w), sess, sink)
+}
+
+// pumpStream writes a session stream as SSE "message" events until the client, the
+// session or the server ends it.
+func (s *Server) pumpStream(ctx context.Context, sse *sseWriter, sess *session, sink *streamSink) {
+	keep := time.NewTicker(sseKeepalive)
+	defer keep.Stop()
+	for {
+		select {
+		case out := <-sink.ch:
+			if sse.event("message", out) != nil {
+				return
+			}
+		case <-keep.C:
+			if sse.comment("keepalive") != nil {
+				return
+			}
+		case <-ctx.Done():
+			return
+		case <-sess.done:
+			return
+		case <-s.stopping:
+			return
+		}
+	}
+}
+
+func (s *Server) streamableDelete(w http.ResponseWriter, r *http.Request) {
+	sid := r.Header.Get(hdrSessionID)
+	if sid == "" || s.sessions.get(sid, s.callerOf(r, transportStreamable)) == nil {
+		writeJSONError(w, http.StatusNotFound, "session_not_found")
+		return
+	}
+	if sess := s.sessions.remove(sid); sess != nil {
+		sess.close()
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// relay sends admitted messages upstream. On failure the requests among them are answered
+// with errors (the waiting reader gets them) and false is returned.
+func (s *Server) relay(ctx context.Context, sess *session, msgs []jsonrpc.Message) bool {
+	sendCtx, cancel := context.WithTimeout(ctx, s.cfg.Upstream.RequestTimeout.Duration)
+	defer cancel()
+	for i := range msgs {
+		if err := sess.up.Send(sendCtx, msgs[i].Raw); err != nil {
+			s.log.Warn("Relaying to the upstream failed", "session", sess.id, "error", err)
+			for j := i; j < len(msgs); j++ {
+				if msgs[j].IsRequest() {
+					if p := sess.untrack(msgs[j].ID); p != nil {
+						s.finish(sess, p, "upstream_error", 0)
+					}
+				}
+			}
+			return false
+		}
+	}
+	return true
+}
+
+// readBody reads the whole (size-limited) body: the relay buffers before it forwards.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		if isTooLarge(err) {
+			s.obs.refused("", "message_too_large")
+			writeRPCError(w, http.StatusRequestEntityTooLarge, jsonrpc.InvalidRequest("message exceeds "+strconv.FormatInt(s.cfg.Limits.MaxMessageBytes, 10)+" bytes"))
+			return nil, false
+		}
+		writeJSONError(w, http.StatusBadRequest, "unreadable_body")
+		return nil, false
+	}
+	return body, true
+}
+
+func writeRPCError(w http.ResponseWriter, status int, e *jsonrpc.Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(jsonrpc.ErrorResponse(nil, e))
+}
+
+func withID(e *jsonrpc.Error, id json.RawMessage) *jsonrpc.Error {
+	e.ID = id
+	return e
+}
+
+// acceptsStream reports whether the client accepts an SSE response.
+func acceptsStream(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, _ := mime.ParseMediaType(strings.TrimSpace(part))
+			if mt == "text/event-stream" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sseWriter writes Server-Sent Events, flushing each, with a write deadline per event.
+type sseWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func startSSE(w http.ResponseWriter) *sseWriter {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	s := &sseWriter{w: w, rc: http.NewResponseController(w)}
+	_ = s.rc.Flush()
+	return s
+}
+
+func (s *sseWriter) event(name string, data []byte) error {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
+	var b strings.Builder
+	b.WriteString("event: ")
+	b.WriteString(name)
+	b.WriteByte('\n')
+	// A JSON text may contain raw newlines only as whitespace; one data line each keeps
+	// the event well-formed and the joined data identical.
+	for _, line := range strings.Split(string(data), "\n") {
+		b.WriteString("data: ")
+		b.WriteString(strings.TrimSuffix(line, "\r"))
+		b.WriteByte('\n')
+	}
+	b.WriteByte('\n')
+	if _, err := io.WriteString(s.w, b.String()); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+func (s *sseWriter) comment(text string) error {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
+	if _, err := io.WriteString(s.w, ": "+text+"\n\n"); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}

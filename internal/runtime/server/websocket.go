@@ -1,0 +1,198 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/ratelimit"
+)
+
+// wsSubprotocol is required on every MCP WebSocket.
+const wsSubprotocol = "mcp"
+
+// WebSocket timing: pings find dead peers behind idle NATs; writes to a slow peer are bounded.
+const (
+	wsPingInterval = 30 * time.Second
+	wsPingTimeout  = 10 * time.Second
+	wsWriteTimeout = 30 * time.Second
+)
+
+func isWebSocketUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet && headerHasToken(r.Header, "Connection", "upgrade") &&
+		headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serveWebSocket runs one MCP WebSocket: one JSON-RPC message per text frame, binary frames
+// refused (1003), frames over MaxMessageBytes refused (1009), and — when the upgrade carried
+// no credentials — a first frame {"type":"auth","token":…} within the configured timeout
+// (1008 otherwise). The Origin allowlist ran before this handler: a foreign page never gets
+// an upgrade.
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	if !headerHasToken(r.Header, "Sec-WebSocket-Protocol", wsSubprotocol) {
+		writeJSONError(w, http.StatusBadRequest, "websocket_subprotocol_mcp_required")
+		return
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols: []string{wsSubprotocol},
+		// The origin middleware already enforced the allowlist (which may admit other
+		// origins than the Host); the library's same-host check would contradict it.
+		InsecureSkipVerify: true,
+		// No permessage-deflate: compression bombs and CRIME-style leaks are not worth it.
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return // Accept answered the client
+	}
+	defer func() { _ = conn.CloseNow() }()
+	conn.SetReadLimit(s.cfg.Limits.MaxMessageBytes)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+
+	c := s.callerOf(r, transportWebSocket)
+	if auth.FirstMessagePending(r.Context()) {
+		p, ok := s.firstMessageAuth(ctx, conn)
+		if !ok {
+			return
+		}
+		c.principal, c.hasAuth = p, true
+		c.rateKey = ratelimit.Key(r.WithContext(auth.WithPrincipal(r.Context(), p)))
+	}
+
+	up, err := s.deps.Upstream.NewSession(s.sessionContext())
+	if err != nil {
+		s.log.Warn("Opening an upstream session failed", "error", err)
+		_ = conn.Close(websocket.StatusTryAgainLater, "upstream unavailable")
+		return
+	}
+	sess := newSession(s, newID(16), up, c)
+	sink := &streamSink{ch: make(chan []byte, 64)}
+	sess.setStream(sink)
+	s.obs.sessionOpened(transportWebSocket)
+	defer func() {
+		sess.close()
+		s.obs.sessionClosed(transportWebSocket)
+	}()
+
+	go s.wsWriter(ctx, cancel, conn, sess, sink)
+	go wsPinger(ctx, cancel, conn)
+
+	for {
+		typ, data, err := conn.Read(ctx)
+		if err != nil {
+			return // closed, too big (the library closed with 1009), or shutting down
+		}
+		if typ != websocket.MessageText {
+			_ = conn.Close(websocket.StatusUnsupportedData, "binary frames are not accepted; send JSON-RPC as text")
+			return
+		}
+		msgs, batch, ref := s.parse(data, sess.negotiated())
+		if ref == nil {
+			ref = s.admit(ctx, sess, msgs, batch, admitOptions{perMessageLimit: true, requestID: RequestID(r.Context())})
+		}
+		if ref != nil {
+			sess.toStream(ref.body)
+			continue
+		}
+		if !s.relay(ctx, sess, msgs) {
+			_ = conn.Close(websocket.StatusInternalError, "upstream unavailable")
+			return
+		}
+	}
+}
+
+// firstMessageAuth reads and verifies the auth frame; on failure it closes with 1008.
+func (s *Server) firstMessageAuth(ctx context.Context, conn *websocket.Conn) (auth.Principal, bool) {
+	actx, cancel := context.WithTimeout(ctx, s.cfg.Auth.WebSocket.FirstMessage.Timeout.Duration)
+	typ, frame, err := conn.Read(actx)
+	cancel()
+	if err != nil {
+		if actx.Err() != nil {
+			// The read was cut by the deadline: the library closes the connection then,
+			// so answer with our code first where still possible.
+			_ = conn.Close(websocket.StatusPolicyViolation, "authentication required")
+		}
+		return auth.Principal{}, false
+	}
+	if typ != websocket.MessageText {
+		_ = conn.Close(websocket.StatusPolicyViolation, "authentication required")
+		return auth.Principal{}, false
+	}
+	p, err := s.deps.Auth.FirstMessage(ctx, frame)
+	if err != nil {
+		_ = conn.Close(websocket.StatusPolicyViolation, "authentication failed")
+		return auth.Principal{}, false
+	}
+	return p, true
+}
+
+// wsWriter sends the session's messages, one text frame each. It closes the socket when the
+// upstream session ends (1011) or the server shuts down (1001).
+func (s *Server) wsWriter(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn, sess *session, sink *streamSink) {
+	defer cancel()
+	for {
+		select {
+		case out := <-sink.ch:
+			wctx, wcancel := context.WithTimeout(ctx, wsWriteTimeout)
+			err := conn.Write(wctx, websocket.MessageText, out)
+			wcancel()
+			if err != nil {
+				return
+			}
+		case <-sess.done:
+			// Deliver what the pump queued last (errors for in-flight calls) before closing.
+			for {
+				select {
+				case out := <-sink.ch:
+					wctx, wcancel := context.WithTimeout(ctx, wsWriteTimeout)
+					_ = conn.Write(wctx, websocket.MessageText, out)
+					wcancel()
+					continue
+				default:
+				}
+				break
+			}
+			_ = conn.Close(websocket.StatusInternalError, "upstream session ended")
+			return
+		case <-s.stopping:
+			_ = conn.Close(websocket.StatusGoingAway, "server shutting down")
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func wsPinger(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn) {
+	t := time.NewTicker(wsPingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, pcancel := context.WithTimeout(ctx, wsPingTimeout)
+			err := conn.Ping(pctx)
+			pcancel()
+			if err != nil {
+				cancel()
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,88 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/origin"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/ratelimit"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/tlsreload"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/tools"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/upstream"
+)
+
+// Options for Build. The zero value is safe.
+type Options struct {
+	// Command starts a stdio upstream (the words after "--"); empty: cfg.Upstream.Command.
+	Command []string
+	Logger  *slog.Logger
+	// Upstream replaces the upstream built from cfg (tests).
+	Upstream upstream.Upstream
+	// UpstreamOptions tune the built upstream.
+	UpstreamOptions upstream.Options
+	// DrainTimeout: see Deps.
+	DrainTimeout time.Duration
+}
+
+// Build creates every part from a validated config and wires a Server. The upstream is
+// built but not started (see Server.Start).
+func Build(ctx context.Context, cfg *config.Config, o Options) (*Server, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	d := Deps{Logger: log, Upstream: o.Upstream, DrainTimeout: o.DrainTimeout}
+	var err error
+	if d.Origin, err = origin.New(cfg.Origins, cfg.Endpoint.PublicURL); err != nil {
+		return nil, fmt.Errorf("origins: %w", err)
+	}
+	if d.Auth, err = auth.New(ctx, cfg.Auth, cfg.Endpoint.PublicURL, auth.Options{Logger: log}); err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	d.Limiter = ratelimit.New(cfg.Limits)
+	if d.Tools, err = tools.New(cfg.Tools); err != nil {
+		return nil, fmt.Errorf("tools: %w", err)
+	}
+	if !cfg.TLS.Insecure {
+		if d.Certs, err = tlsreload.New(cfg.TLS.CertFile, cfg.TLS.KeyFile, tlsreload.Options{Logger: log}); err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+	}
+	if d.Upstream == nil {
+		uo := o.UpstreamOptions
+		if uo.Logger == nil {
+			uo.Logger = log
+		}
+		if d.Upstream, err = newUpstream(cfg, o.Command, uo); err != nil {
+			return nil, err
+		}
+	}
+	return New(cfg, d)
+}
+
+func newUpstream(cfg *config.Config, command []string, uo upstream.Options) (upstream.Upstream, error) {
+	switch cfg.Upstream.Transport {
+	case config.UpstreamStdio:
+		if len(command) == 0 {
+			command = cfg.Upstream.Command
+		}
+		if len(command) == 0 {
+			return nil, errors.New("upstream.command: a stdio upstream needs a command (after \"--\" or in upstream.command)")
+		}
+		up, err := upstream.NewStdio(cfg.Upstream, command, uo)
+		if err != nil {
+			return nil, fmt.Errorf("upstream: %w", err)
+		}
+		return up, nil
+	default:
+		return nil, fmt.Errorf("upstream.transport %q is not supported by this build", cfg.Upstream.Transport)
+	}
+}
+
+// Upstream returns the server's upstream (the CLI starts and closes it).
+func (s *Server) Upstream() upstream.Upstream { return s.deps.Upstream }
