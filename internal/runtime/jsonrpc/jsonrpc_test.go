@@ -2,6 +2,7 @@ package jsonrpc
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -229,4 +230,31 @@ func TestValidateIsLinear(t *testing.T) {
 	err := Validate(deep, 64)
 	g.Expect(err).NotTo(BeNil())
 	g.Expect(err.Code).To(Equal(CodeInvalidRequest))
+}
+
+func TestDecodeStrict(t *testing.T) {
+	g := NewWithT(t)
+	v, err := DecodeStrict([]byte(` {"a":[1,2.5e3,"x\u00e9",true,false,null],"b":{"c":{}}} `))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(v).To(Equal(map[string]any{
+		"a": []any{json.Number("1"), json.Number("2.5e3"), "xé", true, false, nil},
+		"b": map[string]any{"c": map[string]any{}},
+	}))
+
+	many := `{` + strings.Repeat(`"k0":0,`, 0)
+	for i := range 20 {
+		many += fmt.Sprintf(`"key%d":%d,`, i, i)
+	}
+	for in, want := range map[string]string{
+		`{"a":1,"a":2}`:                 `at /a: duplicate key`,
+		`{"x":{"p/q":{"a":1,"A":2}}}`:   `at /x/p~1q/A: key "A" differs from key "a" only in letter case`,
+		`[{"ok":1},{"s":1,"\u017f":2}]`: `at /1/ſ: key "ſ" differs from key "s"`,
+		`{"k":1,"\u212a":2}`:            `differs from key "k"`,
+		many + `"KEY7":1}`:              `at /KEY7: key "KEY7" differs from key "key7"`,
+		many + `"key3":1}`:              `at /key3: duplicate key`,
+		`{"a":`:                         `invalid JSON`,
+	} {
+		_, err := DecodeStrict([]byte(in))
+		g.Expect(err).To(MatchError(ContainSubstring(want)), in)
+	}
 }

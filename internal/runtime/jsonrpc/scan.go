@@ -127,8 +127,11 @@ var errNotObject = errors.New("not a JSON object")
 // It refuses duplicate keys, and keys that differ from one of known only in letter case:
 // encoding/json matches struct fields case-insensitively, so an upstream written in Go would
 // read {"method":"a","METHOD":"b"} as method "b" while a strict reader sees "a".
-// obj should be valid JSON (see Validate); malformed input gives an error, never a panic.
+// Input that is not one valid JSON value is refused.
 func Members(obj []byte, known ...string) ([]Member, error) {
+	if !json.Valid(obj) {
+		return nil, errors.New("invalid JSON")
+	}
 	kb := make([][]byte, len(known))
 	for i, k := range known {
 		kb[i] = []byte(k)
