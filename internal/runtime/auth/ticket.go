@@ -1,0 +1,183 @@
+package auth
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+)
+
+// MinTicketKeyBytes is the shortest accepted ticket HMAC key.
+const MinTicketKeyBytes = 32
+
+// maxOutstandingTickets bounds the replay set; beyond it redemption fails closed.
+const maxOutstandingTickets = 100_000
+
+const ticketPrefix = "mt1."
+
+// ticketer issues and redeems single-use WebSocket tickets:
+// "mt1.<base64url claims>.<base64url HMAC-SHA256>". Any replica holding the same key can
+// verify a ticket; single use is enforced per process by a replay set whose entries expire
+// with the tickets.
+type ticketer struct {
+	key  []byte
+	ttl  time.Duration
+	opts *Options
+
+	mu        sync.Mutex
+	used      map[string]time.Time // ticket id → expiry
+	lastSweep time.Time
+	maxUsed   int
+}
+
+type ticketClaims struct {
+	Subject string   `json:"sub"`
+	Issuer  string   `json:"iss,omitempty"`
+	Scopes  []string `json:"scp,omitempty"`
+	Origin  string   `json:"org"`
+	Expiry  int64    `json:"exp"` // Unix milliseconds
+	ID      string   `json:"jti"`
+}
+
+func newTicketer(cfg config.Tickets, opts *Options) (*ticketer, error) {
+	t := &ticketer{ttl: cfg.TTL.Duration, opts: opts, used: map[string]time.Time{}, maxUsed: maxOutstandingTickets}
+	if t.ttl <= 0 {
+		t.ttl = 30 * time.Second
+	}
+	if cfg.KeyFile == "" {
+		t.key = make([]byte, MinTicketKeyBytes)
+		if _, err := rand.Read(t.key); err != nil {
+			return nil, fmt.Errorf("generating the ticket key: %w", err)
+		}
+		return t, nil
+	}
+	data, err := readBounded(cfg.KeyFile, 4096)
+	if err != nil {
+		return nil, fmt.Errorf("reading the ticket key: %w", err)
+	}
+	if t.key, err = ParseTicketKey(data); err != nil {
+		return nil, fmt.Errorf("ticket key %s: %w", cfg.KeyFile, err)
+	}
+	return t, nil
+}
+
+// ParseTicketKey reads a ticket HMAC key file. If its content, surrounding whitespace
+// trimmed, is standard or URL-safe base64 (padded or not) decoding to at least 32 bytes,
+// the decoded bytes are the key; otherwise the raw content is the key and must be at least
+// 32 bytes. So both a Secret's raw 32 random bytes and their base64 text work.
+func ParseTicketKey(data []byte) ([]byte, error) {
+	text := string(bytes.TrimSpace(data))
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if key, err := enc.DecodeString(text); err == nil && len(key) >= MinTicketKeyBytes {
+			return key, nil
+		}
+	}
+	if len(data) >= MinTicketKeyBytes {
+		return bytes.Clone(data), nil
+	}
+	return nil, fmt.Errorf("a ticket key needs at least %d bytes (raw, or base64 encoded)", MinTicketKeyBytes)
+}
+
+func (t *ticketer) mac(payload string) []byte {
+	m := hmac.New(sha256.New, t.key)
+	m.Write([]byte(ticketPrefix))
+	m.Write([]byte(payload))
+	return m.Sum(nil)
+}
+
+// issue mints a ticket for p, bound to the Origin of the requesting page ("" for clients
+// that send none).
+func (t *ticketer) issue(p Principal, origin string) (string, error) {
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return "", fmt.Errorf("generating a ticket id: %w", err)
+	}
+	claims, err := json.Marshal(ticketClaims{
+		Subject: p.Subject,
+		Issuer:  p.Issuer,
+		Scopes:  p.Scopes,
+		Origin:  origin,
+		Expiry:  t.opts.Now().Add(t.ttl).UnixMilli(),
+		ID:      base64.RawURLEncoding.EncodeToString(id),
+	})
+	if err != nil {
+		return "", fmt.Errorf("encoding a ticket: %w", err)
+	}
+	payload := base64.RawURLEncoding.EncodeToString(claims)
+	return ticketPrefix + payload + "." + base64.RawURLEncoding.EncodeToString(t.mac(payload)), nil
+}
+
+// redeem verifies a ticket presented at a WebSocket upgrade from origin and consumes it.
+func (t *ticketer) redeem(ticket, origin string) (Principal, error) {
+	if len(ticket) > MaxTokenBytes {
+		return Principal{}, invalid(ErrTooLong)
+	}
+	rest, ok := strings.CutPrefix(ticket, ticketPrefix)
+	payload, sig, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 {
+		return Principal{}, invalid(ErrTicketInvalid)
+	}
+	got, err := base64.RawURLEncoding.Strict().DecodeString(sig) // strict: one encoding per MAC
+	if err != nil || !hmac.Equal(got, t.mac(payload)) {
+		return Principal{}, invalid(ErrTicketInvalid)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return Principal{}, invalid(ErrTicketInvalid)
+	}
+	var c ticketClaims
+	if err := json.Unmarshal(raw, &c); err != nil || c.Subject == "" || c.ID == "" {
+		return Principal{}, invalid(ErrTicketInvalid)
+	}
+	now := t.opts.Now()
+	exp := time.UnixMilli(c.Expiry)
+	if !now.Before(exp) {
+		return Principal{}, invalid(ErrTicketExpired)
+	}
+	if exp.Sub(now) > t.ttl+time.Minute { // minted with a longer TTL than this replica allows
+		return Principal{}, invalid(ErrTicketInvalid)
+	}
+	if c.Origin != origin {
+		return Principal{}, invalid(ErrTicketOrigin)
+	}
+	if err := t.consume(c.ID, exp, now); err != nil {
+		return Principal{}, err
+	}
+	return Principal{Subject: c.Subject, Issuer: c.Issuer, Method: MethodTicket, Scopes: c.Scopes}, nil
+}
+
+// consume records a ticket id as used until it expires.
+func (t *ticketer) consume(id string, exp, now time.Time) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if now.Sub(t.lastSweep) >= t.ttl || (len(t.used) >= t.maxUsed && now.Sub(t.lastSweep) >= time.Second) {
+		t.lastSweep = now
+		for k, e := range t.used {
+			if !now.Before(e) {
+				delete(t.used, k)
+			}
+		}
+	}
+	if _, replayed := t.used[id]; replayed {
+		return invalid(ErrTicketReplayed)
+	}
+	if len(t.used) >= t.maxUsed {
+		return invalid(ErrTicketCapacity)
+	}
+	t.used[id] = exp
+	return nil
+}
+
+func (t *ticketer) outstanding() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.used)
+}
