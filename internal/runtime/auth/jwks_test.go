@@ -92,7 +92,7 @@ func TestJWKSKeyAlgorithms(t *testing.T) {
 	}{
 		"alg derived from key type":        {sign(t, jwt.SigningMethodES256, ecKey, "ec-noalg", claims(now)), nil},
 		"alg not accepted by the provider": {sign(t, jwt.SigningMethodPS256, rsaKey, "rs-ps", claims(now)), ErrAlgorithm},
-		"key pinned to PS256 not RS256":           {sign(t, jwt.SigningMethodRS256, rsaKey, "rs-ps", claims(now)), ErrUnknownKey},
+		"key pinned to PS256 not RS256":    {sign(t, jwt.SigningMethodRS256, rsaKey, "rs-ps", claims(now)), ErrUnknownKey},
 		"ES384 key skipped":                {sign(t, jwt.SigningMethodES256, ecKey, "ec384", claims(now)), ErrUnknownKey},
 		"EC key labelled RS256":            {sign(t, jwt.SigningMethodRS256, rsaKey, "ec-as-rs", claims(now)), ErrUnknownKey},
 		"oct key never used":               {hs256([]byte("0123456789abcdef0123456789abcdef"), claims(now)), ErrAlgorithm},
