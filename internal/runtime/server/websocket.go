@@ -118,15 +118,13 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 
 // firstMessageAuth reads and verifies the auth frame; on failure it closes with 1008.
 func (s *Server) firstMessageAuth(ctx context.Context, conn *websocket.Conn) (auth.Principal, bool) {
-	actx, cancel := context.WithTimeout(ctx, s.cfg.Auth.WebSocket.FirstMessage.Timeout.Duration)
-	typ, frame, err := conn.Read(actx)
-	cancel()
-	if err != nil {
-		if actx.Err() != nil {
-			// The read was cut by the deadline: the library closes the connection then,
-			// so answer with our code first where still possible.
-			_ = conn.Close(websocket.StatusPolicyViolation, "authentication required")
-		}
+	// A read context deadline would make the library drop the TCP connection without a
+	// close frame; closing from a timer tells the client why (1008).
+	timer := time.AfterFunc(s.deps.Auth.FirstMessageTimeout(), func() {
+		_ = conn.Close(websocket.StatusPolicyViolation, "authentication required")
+	})
+	typ, frame, err := conn.Read(ctx)
+	if !timer.Stop() || err != nil {
 		return auth.Principal{}, false
 	}
 	if typ != websocket.MessageText {

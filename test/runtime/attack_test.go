@@ -1,0 +1,543 @@
+package runtime_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
+	. "github.com/onsi/gomega"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+)
+
+const initBody = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+
+// wsDial opens an MCP WebSocket (subprotocol mcp) with optional headers and query.
+func (r *rt) wsDial(ctx context.Context, query string, hdr http.Header) (*websocket.Conn, *http.Response, error) {
+	u := "wss://" + r.addr + "/mcp" + query
+	return websocket.Dial(ctx, u, &websocket.DialOptions{
+		HTTPClient:   r.client(),
+		HTTPHeader:   hdr,
+		Subprotocols: []string{"mcp"},
+	})
+}
+
+func closeStatus(err error) websocket.StatusCode { return websocket.CloseStatus(err) }
+
+// wsCall sends one message and reads frames until the response with the given id.
+func wsCall(ctx context.Context, t *testing.T, c *websocket.Conn, msg string, id string) string {
+	t.Helper()
+	if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	for {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		var m struct {
+			ID json.RawMessage `json:"id"`
+		}
+		_ = json.Unmarshal(data, &m)
+		if string(m.ID) == id {
+			return string(data)
+		}
+	}
+}
+
+func TestForeignOriginIsRefusedBeforeAnyUpstreamWork(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, nil)
+	tok := k.token(t, "alice", nil)
+	sessionsBefore := r.up.Sessions()
+
+	// POST
+	resp, body := r.post(t, initBody, map[string]string{"Authorization": "Bearer " + tok, "Origin": foreignOrigin})
+	g.Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
+	g.Expect(body).To(ContainSubstring("origin_not_allowed"))
+
+	// SSE GET (legacy stream)
+	req, _ := http.NewRequest(http.MethodGet, r.url("/mcp/sse"), nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Origin", foreignOrigin)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := r.client().Do(req)
+	g.Expect(err).NotTo(HaveOccurred())
+	_ = resp.Body.Close()
+	g.Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
+
+	// WebSocket upgrade: 403, no 101
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, wsResp, err := r.wsDial(ctx, "", http.Header{"Authorization": {"Bearer " + tok}, "Origin": {foreignOrigin}})
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(wsResp).NotTo(BeNil())
+	g.Expect(wsResp.StatusCode).To(Equal(http.StatusForbidden))
+
+	g.Expect(r.up.Sessions()).To(Equal(sessionsBefore), "no upstream session was opened")
+	g.Expect(r.up.Sent("initialize")).To(BeEmpty())
+
+	// The allowed Origin passes and gets CORS headers.
+	resp, _ = r.post(t, initBody, map[string]string{"Authorization": "Bearer " + tok, "Origin": allowedOrigin})
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	g.Expect(resp.Header.Get("Access-Control-Allow-Origin")).To(Equal(allowedOrigin))
+}
+
+func TestAuthenticationFailures(t *testing.T) {
+	k := newKeys(t)
+	r := start(t, k, nil)
+
+	t.Run("no token: 401 with resource metadata", func(t *testing.T) {
+		g := NewWithT(t)
+		resp, _ := r.post(t, initBody, nil)
+		g.Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
+		g.Expect(resp.Header.Get("WWW-Authenticate")).To(ContainSubstring(`resource_metadata="https://mcp.test/.well-known/oauth-protected-resource"`))
+		// The metadata document itself is public.
+		mresp, err := r.client().Get(r.url("/.well-known/oauth-protected-resource"))
+		g.Expect(err).NotTo(HaveOccurred())
+		defer func() { _ = mresp.Body.Close() }()
+		var doc map[string]any
+		g.Expect(json.NewDecoder(mresp.Body).Decode(&doc)).To(Succeed())
+		g.Expect(doc).To(HaveKeyWithValue("resource", publicURL))
+	})
+
+	for _, tc := range []struct {
+		name  string
+		token func() string
+	}{
+		{"expired", func() string {
+			return k.token(t, "alice", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Hour).Unix() })
+		}},
+		{"wrong audience", func() string {
+			return k.token(t, "alice", func(c jwt.MapClaims) { c["aud"] = "https://other.test" })
+		}},
+		{"wrong issuer", func() string {
+			return k.token(t, "alice", func(c jwt.MapClaims) { c["iss"] = "https://evil.test" })
+		}},
+		{"signed by another key", func() string {
+			s, _ := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"iss": issuer, "sub": "alice", "aud": publicURL, "exp": time.Now().Add(time.Hour).Unix()}).SignedString(k.otherKey)
+			return s
+		}},
+		{"alg none", func() string {
+			s, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"iss": issuer, "sub": "alice", "aud": publicURL, "exp": time.Now().Add(time.Hour).Unix()}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+			return s
+		}},
+		{"HS256 with the public key as secret", func() string {
+			s, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"iss": issuer, "sub": "alice", "aud": publicURL, "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte("not-a-secret"))
+			return s
+		}},
+		{"garbage", func() string { return "not.a.jwt" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			resp, _ := r.post(t, initBody, map[string]string{"Authorization": "Bearer " + tc.token()})
+			g.Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
+			g.Expect(resp.Header.Get("WWW-Authenticate")).To(ContainSubstring(`error="invalid_token"`))
+		})
+	}
+	NewWithT(t).Expect(r.up.Sent("initialize")).To(BeEmpty(), "no unauthenticated message reached the upstream")
+}
+
+// ticket asks /auth/ticket for a WebSocket ticket from origin.
+func (r *rt) ticket(t *testing.T, token, origin string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, r.url("/auth/ticket"), nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Origin", origin)
+	resp, err := r.client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var out struct {
+		Ticket string `json:"ticket"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&out) != nil || out.Ticket == "" {
+		t.Fatalf("ticket: status %d", resp.StatusCode)
+	}
+	return out.Ticket
+}
+
+func TestWebSocketTicketIsSingleUseAndBoundToOrigin(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, nil)
+	tok := k.token(t, "alice", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	origin := http.Header{"Origin": {allowedOrigin}}
+
+	ticket := r.ticket(t, tok, allowedOrigin)
+	c, _, err := r.wsDial(ctx, "?ticket="+ticket, origin)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(c.Subprotocol()).To(Equal("mcp"))
+	resp := wsCall(ctx, t, c, initBody, "1")
+	g.Expect(resp).To(ContainSubstring(`"protocolVersion"`))
+	g.Expect(c.Write(ctx, websocket.MessageText, []byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`))).To(Succeed())
+	resp = wsCall(ctx, t, c, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"test_simple_text","arguments":{}}}`, "2")
+	g.Expect(resp).To(ContainSubstring("simple text"))
+	_ = c.Close(websocket.StatusNormalClosure, "")
+
+	// Replay of the same ticket: refused at the upgrade.
+	_, hresp, err := r.wsDial(ctx, "?ticket="+ticket, origin)
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(hresp.StatusCode).To(Equal(http.StatusUnauthorized))
+
+	// A ticket issued to one Origin is no good from another allowed page... or none.
+	other := r.ticket(t, tok, allowedOrigin)
+	_, hresp, err = r.wsDial(ctx, "?ticket="+other, http.Header{})
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(hresp.StatusCode).To(Equal(http.StatusUnauthorized))
+	g.Expect(r.logs.String()).NotTo(ContainSubstring(other), "tickets never reach the logs")
+	g.Expect(r.logs.String()).NotTo(ContainSubstring(tok), "tokens never reach the logs")
+}
+
+func TestWebSocketFirstMessageAuth(t *testing.T) {
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) { c.Auth.WebSocket.FirstMessage.Timeout = config.D(300 * time.Millisecond) })
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+
+	t.Run("auth frame then MCP", func(t *testing.T) {
+		g := NewWithT(t)
+		c, _, err := r.wsDial(ctx, "", nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer func() { _ = c.CloseNow() }()
+		g.Expect(c.Write(ctx, websocket.MessageText, []byte(`{"type":"auth","token":"`+k.token(t, "bob", nil)+`"}`))).To(Succeed())
+		g.Expect(wsCall(ctx, t, c, initBody, "1")).To(ContainSubstring(`"serverInfo"`))
+	})
+	t.Run("no auth frame: closed 1008", func(t *testing.T) {
+		g := NewWithT(t)
+		c, _, err := r.wsDial(ctx, "", nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer func() { _ = c.CloseNow() }()
+		_, _, err = c.Read(ctx) // we send nothing: the server gives up after the timeout
+		g.Expect(closeStatus(err)).To(Equal(websocket.StatusPolicyViolation))
+	})
+	t.Run("MCP instead of auth: closed 1008", func(t *testing.T) {
+		g := NewWithT(t)
+		c, _, err := r.wsDial(ctx, "", nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer func() { _ = c.CloseNow() }()
+		g.Expect(c.Write(ctx, websocket.MessageText, []byte(initBody))).To(Succeed())
+		_, _, err = c.Read(ctx)
+		g.Expect(closeStatus(err)).To(Equal(websocket.StatusPolicyViolation))
+	})
+	NewWithT(t).Expect(r.up.Sent(`"clientInfo":{"name":"raw"`)).To(HaveLen(1), "only the authenticated socket reached the upstream")
+}
+
+func TestWebSocketFrameLimits(t *testing.T) {
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) { c.Limits.MaxMessageBytes = 4096 })
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	auth := http.Header{"Authorization": {"Bearer " + k.token(t, "alice", nil)}}
+
+	t.Run("oversized frame: 1009", func(t *testing.T) {
+		g := NewWithT(t)
+		c, _, err := r.wsDial(ctx, "", auth)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer func() { _ = c.CloseNow() }()
+		big := `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"` + strings.Repeat("a", 5000) + `"}}`
+		_ = c.Write(ctx, websocket.MessageText, []byte(big))
+		_, _, err = c.Read(ctx)
+		g.Expect(closeStatus(err)).To(Equal(websocket.StatusMessageTooBig))
+	})
+	t.Run("binary frame: 1003", func(t *testing.T) {
+		g := NewWithT(t)
+		c, _, err := r.wsDial(ctx, "", auth)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer func() { _ = c.CloseNow() }()
+		g.Expect(c.Write(ctx, websocket.MessageBinary, []byte(initBody))).To(Succeed())
+		_, _, err = c.Read(ctx)
+		g.Expect(closeStatus(err)).To(Equal(websocket.StatusUnsupportedData))
+	})
+	t.Run("no mcp subprotocol: refused before the upgrade", func(t *testing.T) {
+		g := NewWithT(t)
+		_, resp, err := websocket.Dial(ctx, "wss://"+r.addr+"/mcp", &websocket.DialOptions{HTTPClient: r.client(), HTTPHeader: auth})
+		g.Expect(err).To(HaveOccurred())
+		g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest))
+	})
+	t.Run("invalid JSON-RPC in a frame: error frame, socket stays", func(t *testing.T) {
+		g := NewWithT(t)
+		c, _, err := r.wsDial(ctx, "", auth)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer func() { _ = c.CloseNow() }()
+		g.Expect(c.Write(ctx, websocket.MessageText, []byte(`{"jsonrpc":"2.0","id":7,"method":`))).To(Succeed())
+		_, data, err := c.Read(ctx)
+		g.Expect(err).NotTo(HaveOccurred())
+		code, _, _ := rpcError(t, string(data))
+		g.Expect(code).To(Equal(-32700))
+		g.Expect(wsCall(ctx, t, c, initBody, "1")).To(ContainSubstring(`"serverInfo"`))
+	})
+}
+
+func TestMalformedAndOversizedInput(t *testing.T) {
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) { c.Limits.MaxMessageBytes = 4096; c.Limits.MaxDepth = 16 })
+	tok := k.token(t, "alice", nil)
+	sid := r.initSession(t, tok)
+	h := r.sessionHeaders(tok, sid)
+	sentBefore := len(r.up.Sent(""))
+
+	for _, tc := range []struct {
+		name   string
+		body   string
+		status int
+		code   int
+	}{
+		{"deep nesting", `{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{"a":` + strings.Repeat(`[`, 40) + strings.Repeat(`]`, 40) + `}}`, 400, -32600},
+		{"invalid UTF-8", "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/list\",\"params\":{\"a\":\"\xff\xfe\"}}", 400, -32700},
+		{"not JSON", `{"jsonrpc":"2.0",`, 400, -32700},
+		{"batch in 2025-11-25", `[{"jsonrpc":"2.0","id":5,"method":"tools/list"}]`, 400, -32600},
+		{"wrong jsonrpc version", `{"jsonrpc":"1.0","id":5,"method":"tools/list"}`, 400, -32600},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			resp, body := r.post(t, tc.body, h)
+			g.Expect(resp.StatusCode).To(Equal(tc.status), body)
+			code, _, _ := rpcError(t, body)
+			g.Expect(code).To(Equal(tc.code))
+		})
+	}
+	t.Run("oversized body: 413", func(t *testing.T) {
+		g := NewWithT(t)
+		resp, _ := r.post(t, `{"jsonrpc":"2.0","id":5,"method":"ping","params":{"x":"`+strings.Repeat("a", 5000)+`"}}`, h)
+		g.Expect(resp.StatusCode).To(Equal(http.StatusRequestEntityTooLarge))
+	})
+	t.Run("oversized chunked body: 413", func(t *testing.T) {
+		g := NewWithT(t)
+		req, _ := http.NewRequest(http.MethodPost, r.url("/mcp"), io.MultiReader(strings.NewReader(`{"x":"`), strings.NewReader(strings.Repeat("a", 5000))))
+		req.ContentLength = -1 // chunked: the limit must hold while reading, too
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := r.client().Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		_ = resp.Body.Close()
+		g.Expect(resp.StatusCode).To(Equal(http.StatusRequestEntityTooLarge))
+	})
+	t.Run("unknown session: 404", func(t *testing.T) {
+		g := NewWithT(t)
+		resp, _ := r.post(t, `{"jsonrpc":"2.0","id":5,"method":"tools/list"}`, r.sessionHeaders(tok, "nope"))
+		g.Expect(resp.StatusCode).To(Equal(http.StatusNotFound))
+	})
+	t.Run("another principal's session: 404", func(t *testing.T) {
+		g := NewWithT(t)
+		resp, _ := r.post(t, `{"jsonrpc":"2.0","id":5,"method":"tools/list"}`, r.sessionHeaders(k.token(t, "mallory", nil), sid))
+		g.Expect(resp.StatusCode).To(Equal(http.StatusNotFound))
+	})
+	t.Run("no session id after initialize: 400", func(t *testing.T) {
+		g := NewWithT(t)
+		resp, _ := r.post(t, `{"jsonrpc":"2.0","id":5,"method":"tools/list"}`, map[string]string{"Authorization": "Bearer " + tok})
+		g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest))
+	})
+	t.Run("unsupported protocol version header: 400", func(t *testing.T) {
+		g := NewWithT(t)
+		hh := r.sessionHeaders(tok, sid)
+		hh["Mcp-Protocol-Version"] = "1999-01-01"
+		resp, _ := r.post(t, `{"jsonrpc":"2.0","id":5,"method":"tools/list"}`, hh)
+		g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest))
+	})
+	NewWithT(t).Expect(r.up.Sent("")).To(HaveLen(sentBefore), "nothing refused reached the upstream")
+
+	t.Run("session still works after the refusals; DELETE ends it", func(t *testing.T) {
+		g := NewWithT(t)
+		resp, body := r.post(t, `{"jsonrpc":"2.0","id":6,"method":"tools/list"}`, h)
+		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+		g.Expect(body).To(ContainSubstring("test_simple_text"))
+		req, _ := http.NewRequest(http.MethodDelete, r.url("/mcp"), nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		dresp, err := r.client().Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		_ = dresp.Body.Close()
+		g.Expect(dresp.StatusCode).To(Equal(http.StatusNoContent))
+		resp, _ = r.post(t, `{"jsonrpc":"2.0","id":7,"method":"tools/list"}`, h)
+		g.Expect(resp.StatusCode).To(Equal(http.StatusNotFound))
+	})
+}
+
+func TestStatelessHeaderBodyMismatch(t *testing.T) {
+	k := newKeys(t)
+	r := start(t, k, nil)
+	tok := k.token(t, "alice", nil)
+	call := `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"test_simple_text","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+	base := func() map[string]string {
+		return map[string]string{"Authorization": "Bearer " + tok, "Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "test_simple_text"}
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(map[string]string)
+		body string
+	}{
+		{"missing Mcp-Method", func(h map[string]string) { delete(h, "Mcp-Method") }, call},
+		{"Mcp-Method differs", func(h map[string]string) { h["Mcp-Method"] = "tools/list" }, call},
+		{"missing Mcp-Name", func(h map[string]string) { delete(h, "Mcp-Name") }, call},
+		{"Mcp-Name differs", func(h map[string]string) { h["Mcp-Name"] = "test_error_handling" }, call},
+		{"_meta version differs from header", func(map[string]string) {}, strings.Replace(call, `"2026-07-28",`, `"2025-11-25",`, 1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			h := base()
+			tc.edit(h)
+			resp, body := r.post(t, tc.body, h)
+			g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest))
+			code, _, _ := rpcError(t, body)
+			g.Expect(code).To(Equal(-32020))
+		})
+	}
+	g := NewWithT(t)
+	g.Expect(r.up.Sent("tools/call")).To(BeEmpty(), "mismatched requests never reach the upstream")
+	resp, body := r.post(t, call, base())
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	g.Expect(body).To(ContainSubstring("simple text"))
+	g.Expect(resp.Header.Get("Mcp-Session-Id")).To(BeEmpty(), "the stateless revision has no sessions")
+}
+
+func TestSchemaInvalidArgumentsNeverReachTheUpstream(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, nil)
+	tok := k.token(t, "alice", nil)
+	sid := r.initSession(t, tok)
+	// No tools/list first: the runtime must learn the schema itself before deciding.
+	resp, body := r.post(t, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"json_schema_2020_12_tool","arguments":{"name":"Ada","address":{"street":7}}}}`, r.sessionHeaders(tok, sid))
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	code, msg, data := rpcError(t, body)
+	g.Expect(code).To(Equal(-32602))
+	g.Expect(msg).To(ContainSubstring("/address/street"))
+	g.Expect(string(data)).To(ContainSubstring(`"path":"/address/street"`))
+	g.Expect(r.up.Sent("json_schema_2020_12_tool")).To(BeEmpty())
+}
+
+func TestRateLimitBurst(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) { c.Limits.RequestsPerSecond = 0.5; c.Limits.Burst = 3 })
+	tok := k.token(t, "alice", nil)
+	statuses := map[int]int{}
+	var retryAfter string
+	for range 6 {
+		resp, _ := r.post(t, initBody, map[string]string{"Authorization": "Bearer " + tok})
+		statuses[resp.StatusCode]++
+		if resp.StatusCode == http.StatusTooManyRequests {
+			retryAfter = resp.Header.Get("Retry-After")
+		}
+	}
+	g.Expect(statuses[http.StatusOK]).To(Equal(3))
+	g.Expect(statuses[http.StatusTooManyRequests]).To(Equal(3))
+	g.Expect(retryAfter).To(MatchRegexp(`^[1-9][0-9]*$`))
+}
+
+func TestPerToolRateLimitOnWebSocketIsAJSONRPCError(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) {
+		c.Limits.PerTool = []config.ToolLimit{{Tool: "test_simple_*", RequestsPerSecond: 0.1, Burst: 1}}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, _, err := r.wsDial(ctx, "", http.Header{"Authorization": {"Bearer " + k.token(t, "alice", nil)}})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = c.CloseNow() }()
+	wsCall(ctx, t, c, initBody, "1")
+	call := `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"test_simple_text","arguments":{}}}`
+	g.Expect(wsCall(ctx, t, c, strings.Replace(call, "%d", "2", 1), "2")).To(ContainSubstring("simple text"))
+	code, _, data := rpcError(t, wsCall(ctx, t, c, strings.Replace(call, "%d", "3", 1), "3"))
+	g.Expect(code).To(Equal(-32000))
+	g.Expect(string(data)).To(MatchRegexp(`"retryAfterSeconds":[1-9]`))
+}
+
+func TestHeaderThatNeverFinishesIsCut(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) { c.Limits.ReadHeaderTimeout = config.D(300 * time.Millisecond) })
+	conn, err := tls.Dial("tcp", r.addr, &tls.Config{RootCAs: k.ca.Pool(), ServerName: "localhost"})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = conn.Close() }()
+	_, err = conn.Write([]byte("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "))
+	g.Expect(err).NotTo(HaveOccurred())
+	start := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.ReadAll(conn) // returns when the server closes the connection
+	var ne net.Error
+	g.Expect(errors.As(err, &ne) && ne.Timeout()).To(BeFalse(), "the server, not our deadline, ended the connection")
+	g.Expect(time.Since(start)).To(BeNumerically("<", 3*time.Second))
+}
+
+func TestTLSCertificateRotationKeepsOpenConnections(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, nil)
+	tok := k.token(t, "alice", nil)
+
+	// One keep-alive connection, opened before the rotation.
+	old := r.client()
+	resp, _ := postWith(t, old, r.url("/mcp"), initBody, tok)
+	g.Expect(resp.TLS.PeerCertificates[0].Subject.CommonName).To(Equal("runtime-1"))
+
+	k.vol.Write(t, k.ca.Issue(t, "runtime-2"))
+	g.Eventually(func() string {
+		c, err := tls.Dial("tcp", r.addr, &tls.Config{RootCAs: k.ca.Pool(), ServerName: "localhost"})
+		if err != nil {
+			return err.Error()
+		}
+		defer func() { _ = c.Close() }()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}, 5*time.Second, 50*time.Millisecond).Should(Equal("runtime-2"))
+
+	resp, _ = postWith(t, old, r.url("/mcp"), initBody, tok)
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	g.Expect(resp.TLS.PeerCertificates[0].Subject.CommonName).To(Equal("runtime-1"), "the old connection was reused, not re-dialled")
+}
+
+func postWith(t *testing.T, c *http.Client, url, body, tok string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func TestUpstreamDyingMidCallAnswersWithAnError(t *testing.T) {
+	g := NewWithT(t)
+	self, err := os.Executable()
+	g.Expect(err).NotTo(HaveOccurred())
+	k := newKeys(t)
+	t.Setenv("MCP_FAKE_SERVER", "1") // inherited by the child the upstream starts
+	r := start(t, k, nil, self)
+	tok := k.token(t, "alice", nil)
+	sid := r.initSession(t, tok)
+
+	done := make(chan string, 1)
+	go func() {
+		_, body := r.post(t, `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"crash","arguments":{}}}`, r.sessionHeaders(tok, sid))
+		done <- body
+	}()
+	var body string
+	g.Eventually(done, 8*time.Second).Should(Receive(&body), "the call must not hang")
+	code, msg, _ := rpcError(t, body)
+	g.Expect(code).To(BeNumerically("<", 0))
+	g.Expect(msg).NotTo(BeEmpty())
+}
