@@ -1,0 +1,614 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+)
+
+const (
+	headerSessionID       = "Mcp-Session-Id"
+	headerProtocolVersion = "MCP-Protocol-Version"
+	// maxPostsPerSession bounds concurrent POSTs (and their goroutines) per session.
+	maxPostsPerSession = 64
+	deleteTimeout      = 5 * time.Second
+	probeTimeout       = 10 * time.Second
+)
+
+// NewHTTP returns an upstream that relays each client session to a Streamable HTTP MCP
+// server at cfg.URL (normally on localhost), one upstream session per client session.
+func NewHTTP(cfg config.Upstream, opts Options) (Upstream, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("upstream: url %q must be an absolute http(s) URL such as http://127.0.0.1:8080/mcp", cfg.URL)
+	}
+	s := resolve(cfg, opts)
+	client := opts.HTTPClient
+	if client == nil {
+		client = DefaultHTTPClient()
+	}
+	return &httpUpstream{
+		url:      u.String(),
+		client:   client,
+		s:        &s,
+		sessions: map[*httpSession]struct{}{},
+		kick:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+	}, nil
+}
+
+// DefaultHTTPClient is sized for one busy server on localhost: no proxy (a proxy from the
+// environment must not see local traffic), many idle connections per host (Go's default
+// of 2 cost ~15% throughput in the relay), no overall timeout (SSE streams are long;
+// each request carries its own deadline).
+func DefaultHTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}}
+}
+
+type httpUpstream struct {
+	url    string
+	client *http.Client
+	s      *settings
+	ready  atomic.Bool
+
+	mu       sync.Mutex
+	sessions map[*httpSession]struct{}
+	closed   bool
+	started  bool
+	kick     chan struct{}
+	done     chan struct{}
+	wg       sync.WaitGroup // prober, session goroutines, DELETEs
+}
+
+// Start begins probing the server with an initialize handshake until one succeeds; Ready
+// reports it. A server that is still starting is not an error.
+func (u *httpUpstream) Start(context.Context) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return ErrClosed
+	}
+	if !u.started {
+		u.started = true
+		u.wg.Add(1)
+		go u.prober()
+		u.recheck()
+	}
+	return nil
+}
+
+func (u *httpUpstream) Ready() bool { return u.ready.Load() }
+
+// recheck marks the server as unverified and wakes the prober.
+func (u *httpUpstream) recheck() {
+	select {
+	case u.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (u *httpUpstream) prober() {
+	defer u.wg.Done()
+	for {
+		select {
+		case <-u.kick:
+		case <-u.done:
+			return
+		}
+		delay := u.s.backoff.Min
+		for !u.ready.Load() {
+			err := u.probe()
+			if err == nil {
+				u.ready.Store(true)
+				u.s.log.Info("upstream reachable and initialized", "url", u.url)
+				break
+			}
+			u.s.log.Warn("upstream probe failed", "url", u.url, "err", err, "retryIn", delay)
+			select {
+			case <-time.After(delay):
+			case <-u.done:
+				return
+			}
+			delay = min(2*delay, u.s.backoff.Max)
+		}
+	}
+}
+
+// probe runs an initialize handshake and ends the session it opened.
+func (u *httpUpstream) probe() error {
+	ctx, cancel := context.WithTimeout(context.Background(), min(probeTimeout, u.s.requestTimeout))
+	defer cancel()
+	go func() {
+		select {
+		case <-u.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	msg := request(0, "initialize", u.s.initParams)
+	resp, err := u.post(ctx, msg, "", "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("initialize answered HTTP %d", resp.StatusCode)
+	}
+	ok := false
+	err = u.readMessages(resp, func(m []byte) {
+		if env, err := parseEnvelope(m); err == nil && env.isResponse() && env.result.ok() {
+			ok = true
+		}
+	})
+	if sid := resp.Header.Get(headerSessionID); sid != "" {
+		u.deleteSession(sid)
+	}
+	if !ok {
+		if err == nil {
+			err = errors.New("no initialize result")
+		}
+		return err
+	}
+	return nil
+}
+
+func (u *httpUpstream) post(ctx context.Context, msg []byte, sid, version string) (*http.Response, error) {
+	// A fully buffered body (bytes.Reader: known length, replayable) avoids the request
+	// truncation of golang/go#40747 when the server answers while the body is in flight.
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.url, bytes.NewReader(msg))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if sid != "" {
+		req.Header.Set(headerSessionID, sid)
+	}
+	if version != "" {
+		req.Header.Set(headerProtocolVersion, version)
+	}
+	return u.client.Do(req)
+}
+
+// readMessages reads a 200 answer: one JSON body (object or batch) or an SSE stream.
+func (u *httpUpstream) readMessages(resp *http.Response, fn func([]byte)) error {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch mt {
+	case "text/event-stream":
+		_, err := readSSE(resp.Body, u.s.maxMsg, func(data []byte, _ string) { fn(data) }, u.s)
+		return err
+	case "application/json":
+		body, err := io.ReadAll(io.LimitReader(resp.Body, int64(u.s.maxMsg)+1))
+		if err != nil {
+			return err
+		}
+		if len(body) > u.s.maxMsg {
+			return fmt.Errorf("upstream response exceeded the %d-byte message size limit", u.s.maxMsg)
+		}
+		body = bytes.TrimSpace(body)
+		if len(body) > 0 && body[0] == '[' {
+			var batch []json.RawMessage
+			if err := json.Unmarshal(body, &batch); err != nil {
+				return fmt.Errorf("upstream sent invalid JSON: %w", err)
+			}
+			for _, m := range batch {
+				fn(m)
+			}
+			return nil
+		}
+		fn(body)
+		return nil
+	}
+	return fmt.Errorf("upstream answered with unexpected content type %q", mt)
+}
+
+func (u *httpUpstream) deleteSession(sid string) {
+	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u.url, nil)
+	if err != nil {
+		return
+	}
+	req.Header.Set(headerSessionID, sid)
+	resp, err := u.client.Do(req)
+	if err != nil {
+		u.s.log.Debug("ending upstream session failed", "err", err)
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	_ = resp.Body.Close()
+}
+
+func (u *httpUpstream) NewSession(context.Context) (Session, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return nil, ErrClosed
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &httpSession{
+		u:      u,
+		id:     newID(),
+		ctx:    ctx,
+		cancel: cancel,
+		out:    make(chan []byte, u.s.queue),
+		sem:    make(chan struct{}, maxPostsPerSession),
+	}
+	u.sessions[s] = struct{}{}
+	return s, nil
+}
+
+// Close ends every session (DELETE upstream) and stops probing.
+func (u *httpUpstream) Close(ctx context.Context) error {
+	u.mu.Lock()
+	if !u.closed {
+		u.closed = true
+		close(u.done)
+	}
+	sessions := make([]*httpSession, 0, len(u.sessions))
+	for s := range u.sessions {
+		sessions = append(sessions, s)
+	}
+	u.mu.Unlock()
+	for _, s := range sessions {
+		_ = s.Close()
+	}
+	u.ready.Store(false)
+	waited := make(chan struct{})
+	go func() {
+		u.wg.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// httpSession is one client session relayed to its own upstream session.
+type httpSession struct {
+	u      *httpUpstream
+	id     string
+	ctx    context.Context // canceled on Close: ends every POST and the GET stream
+	cancel context.CancelFunc
+	out    chan []byte
+	sem    chan struct{}
+
+	mu        sync.Mutex
+	closed    bool
+	sessionID string        // upstream Mcp-Session-Id
+	version   string        // negotiated protocol version, sent as MCP-Protocol-Version
+	initWait  chan struct{} // open while an initialize is in flight
+	listening bool
+}
+
+func (s *httpSession) ID() string              { return s.id }
+func (s *httpSession) Messages() <-chan []byte { return s.out }
+
+func (s *httpSession) Send(ctx context.Context, msg []byte) error {
+	env, err := parseEnvelope(msg)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidMessage, err)
+	}
+	if !env.isRequest() && !env.isNotification() && !env.isResponse() {
+		return fmt.Errorf("%w: neither a request, a notification nor a response", ErrInvalidMessage)
+	}
+	initialize := env.isRequest() && env.method == "initialize"
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrSessionClosed
+	}
+	// Messages after an initialize need the session id its answer carries.
+	if wait := s.initWait; wait != nil && !initialize {
+		s.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.ctx.Done():
+			return ErrSessionClosed
+		}
+		s.mu.Lock()
+	}
+	if initialize {
+		s.initWait = make(chan struct{})
+	}
+	s.mu.Unlock()
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.ctx.Done():
+		return ErrSessionClosed
+	}
+	var id []byte
+	if env.isRequest() {
+		id = append([]byte(nil), env.idRaw()...)
+	}
+	s.u.wg.Add(1)
+	go s.exchange(append([]byte(nil), msg...), id, env.method)
+	return nil
+}
+
+// exchange POSTs one message and relays whatever the server answers on that request.
+func (s *httpSession) exchange(msg, id []byte, method string) {
+	defer s.u.wg.Done()
+	defer func() { <-s.sem }()
+	s.mu.Lock()
+	sid, version, initWait := s.sessionID, s.version, s.initWait
+	s.mu.Unlock()
+	initialize := method == "initialize" && id != nil
+	if initialize {
+		defer close(initWait)
+		defer func() {
+			s.mu.Lock()
+			if s.initWait == initWait {
+				s.initWait = nil
+			}
+			s.mu.Unlock()
+		}()
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.u.s.requestTimeout)
+	defer cancel()
+	resp, err := s.u.post(ctx, msg, sid, version)
+	if err != nil {
+		switch {
+		case s.ctx.Err() != nil:
+		case ctx.Err() != nil:
+			s.fail(id, fmt.Sprintf("upstream request timed out after %s", s.u.s.requestTimeout))
+		default:
+			s.u.s.log.Warn("upstream HTTP request failed", "err", err)
+			s.u.ready.Store(false)
+			s.u.recheck()
+			s.fail(id, "upstream unreachable; request not completed")
+		}
+		return
+	}
+	defer resp.Body.Close()
+	if initialize {
+		if v := resp.Header.Get(headerSessionID); v != "" {
+			s.mu.Lock()
+			s.sessionID = v
+			s.mu.Unlock()
+		}
+	}
+	answered := false
+	want := ""
+	if id != nil {
+		want = idKey(id)
+	}
+	relay := func(m []byte) {
+		env, err := parseEnvelope(m)
+		if err != nil {
+			s.u.s.log.Warn("upstream sent an invalid message; dropped", "err", err)
+			return
+		}
+		if want != "" && env.isResponse() && idKey(env.idRaw()) == want {
+			answered = true
+			if initialize && env.result.ok() {
+				s.u.ready.Store(true)
+				if v, ok := path(env.raw, env.result, "protocolVersion"); ok {
+					if pv, err := unquote(env.get(v)); err == nil {
+						s.mu.Lock()
+						s.version = pv
+						s.mu.Unlock()
+					}
+				}
+			}
+		}
+		s.deliver(append([]byte(nil), m...))
+	}
+	switch {
+	case resp.StatusCode == http.StatusAccepted:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		if method == "notifications/initialized" {
+			s.listen()
+		}
+	case resp.StatusCode == http.StatusOK:
+		if err := s.u.readMessages(resp, relay); err != nil && s.ctx.Err() == nil {
+			if ctx.Err() != nil && !answered {
+				s.fail(id, fmt.Sprintf("upstream request timed out after %s", s.u.s.requestTimeout))
+				return
+			}
+			s.u.s.log.Warn("reading upstream response failed", "err", err)
+		}
+	default:
+		// Relay a JSON-RPC error body as is; otherwise say what the server answered.
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if env, err := parseEnvelope(bytes.TrimSpace(body)); err == nil && env.isResponse() && want != "" && idKey(env.idRaw()) == want {
+			relay(env.raw)
+		} else if resp.StatusCode == http.StatusNotFound && sid != "" {
+			s.fail(id, "upstream session expired; initialize a new session")
+			return
+		} else {
+			s.fail(id, fmt.Sprintf("upstream answered HTTP %d", resp.StatusCode))
+			return
+		}
+	}
+	if id != nil && !answered && s.ctx.Err() == nil {
+		s.fail(id, "upstream ended the response without answering the request")
+	}
+}
+
+// listen opens the GET stream for server notifications and requests, once, if the
+// server keeps sessions; it reconnects (with Last-Event-ID) until the session ends.
+func (s *httpSession) listen() {
+	s.mu.Lock()
+	if s.listening || s.sessionID == "" || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.listening = true
+	s.mu.Unlock()
+	s.u.wg.Add(1)
+	go func() {
+		defer s.u.wg.Done()
+		delay := s.u.s.backoff.Min
+		lastID := ""
+		for s.ctx.Err() == nil {
+			s.mu.Lock()
+			sid, version := s.sessionID, s.version
+			s.mu.Unlock()
+			req, err := http.NewRequestWithContext(s.ctx, http.MethodGet, s.u.url, nil)
+			if err != nil {
+				return
+			}
+			req.Header.Set("Accept", "text/event-stream")
+			req.Header.Set(headerSessionID, sid)
+			if version != "" {
+				req.Header.Set(headerProtocolVersion, version)
+			}
+			if lastID != "" {
+				req.Header.Set("Last-Event-ID", lastID)
+			}
+			resp, err := s.u.client.Do(req)
+			if err == nil {
+				mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+				switch {
+				case resp.StatusCode == http.StatusOK && mt == "text/event-stream":
+					delay = s.u.s.backoff.Min
+					lastID, _ = readSSE(resp.Body, s.u.s.maxMsg, func(data []byte, id string) {
+						s.deliver(append([]byte(nil), data...))
+					}, s.u.s)
+					_ = resp.Body.Close()
+				default:
+					_ = resp.Body.Close()
+					// 405: the server offers no stream; 4xx: the session is gone.
+					s.u.s.log.Debug("upstream GET stream not available", "status", resp.StatusCode)
+					return
+				}
+			}
+			select {
+			case <-time.After(delay):
+			case <-s.ctx.Done():
+				return
+			}
+			delay = min(2*delay, s.u.s.backoff.Max)
+		}
+	}()
+}
+
+func (s *httpSession) fail(id []byte, msg string) {
+	if id == nil {
+		s.u.s.log.Warn("upstream message not delivered", "reason", msg)
+		return
+	}
+	s.deliver(errorResponse(id, codeInternalError, msg))
+}
+
+// deliver queues a message without blocking; a session whose reader falls a whole queue
+// behind is closed.
+func (s *httpSession) deliver(m []byte) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	select {
+	case s.out <- m:
+		s.mu.Unlock()
+	default:
+		s.mu.Unlock()
+		s.u.s.log.Warn("closing upstream session: its client stopped reading messages", "session", s.id)
+		_ = s.Close()
+	}
+}
+
+// Close cancels everything in flight and ends the upstream session (DELETE).
+func (s *httpSession) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.out)
+	sid := s.sessionID
+	s.mu.Unlock()
+	s.cancel()
+	u := s.u
+	u.mu.Lock()
+	delete(u.sessions, s)
+	u.mu.Unlock()
+	if sid != "" {
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			u.deleteSession(sid)
+		}()
+	}
+	return nil
+}
+
+// readSSE reads server-sent events, calling fn with each message event's data. Lines
+// and events are bounded by max; an over-long event is dropped. It returns the last
+// event id seen.
+func readSSE(r io.Reader, max int, fn func(data []byte, id string), s *settings) (string, error) {
+	lr := newLineReader(r, max)
+	var data []byte
+	var event, lastID string
+	tooLong := false
+	for {
+		line, err := lr.next()
+		if errors.Is(err, errLineTooLong) {
+			tooLong = true
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			return lastID, err
+		}
+		if len(line) == 0 { // dispatch
+			switch {
+			case tooLong:
+				s.log.Error("upstream event dropped: larger than the message size limit", "limit", max)
+			case len(data) > 0 && (event == "" || event == "message"):
+				fn(bytes.TrimSuffix(data, []byte("\n")), lastID)
+			}
+			data, event, tooLong = data[:0], "", false
+			continue
+		}
+		if line[0] == ':' {
+			continue // comment / keep-alive
+		}
+		field, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(field) {
+		case "data":
+			if len(data)+len(value) > max {
+				tooLong = true
+				continue
+			}
+			data = append(append(data, value...), '\n')
+		case "event":
+			event = string(value)
+		case "id":
+			lastID = string(value)
+		}
+	}
+}

@@ -1,0 +1,69 @@
+package upstream
+
+import (
+	"bufio"
+	"errors"
+	"io"
+)
+
+// errLineTooLong reports a line over the limit; it was read to its end and dropped.
+var errLineTooLong = errors.New("line exceeds the size limit")
+
+// prefixKeep is how much of an over-long line is kept, to find the id it answers.
+const prefixKeep = 4096
+
+// lineReader reads newline-delimited lines with a bounded length: an over-long line is
+// consumed and dropped (only its first bytes are kept), never buffered whole.
+type lineReader struct {
+	r   *bufio.Reader
+	max int
+}
+
+func newLineReader(r io.Reader, max int) *lineReader {
+	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+}
+
+// next returns the next line without its line ending. For an over-long line it returns
+// the kept prefix and errLineTooLong; the next call continues with the following line.
+func (l *lineReader) next() ([]byte, error) {
+	var line []byte
+	tooLong := false
+	for {
+		chunk, err := l.r.ReadSlice('\n')
+		if !tooLong {
+			if len(line)+len(chunk) > l.max+2 { // +2: the line ending is not counted
+				tooLong = true
+				line = append(line, chunk[:min(len(chunk), max(0, prefixKeep-len(line)))]...)
+			} else {
+				line = append(line, chunk...)
+			}
+		}
+		switch {
+		case err == nil:
+			if tooLong {
+				return line, errLineTooLong
+			}
+			return trimEOL(line), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		default:
+			if tooLong {
+				return line, errLineTooLong
+			}
+			if len(line) > 0 && errors.Is(err, io.EOF) {
+				return trimEOL(line), nil // last line without a newline
+			}
+			return nil, err
+		}
+	}
+}
+
+func trimEOL(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		b = b[:n-1]
+	}
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		b = b[:n-1]
+	}
+	return b
+}

@@ -1,0 +1,458 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	. "github.com/onsi/gomega"
+)
+
+func childPID(u Upstream) int {
+	m := u.(*shared).m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.child == nil {
+		return 0
+	}
+	return m.child.pid
+}
+
+// alive reports whether pid runs (a zombie waiting to be reaped does not count).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	return procState(b) != "Z"
+}
+
+func procState(stat []byte) string {
+	rest := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if len(rest) == 0 {
+		return ""
+	}
+	return rest[0]
+}
+
+func TestSharedChildMultiplexesConcurrentSessionsWithCollidingIDs(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	argv, log := teeCommand(t, everythingServer(t))
+	u, err := NewStdio(testConfig(), argv, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+
+	// Every session uses the same ids; the escaped string "\u0031" is the string "1" and
+	// must come back exactly as written.
+	const calls = 8
+	idFormats := []func(j int) string{
+		func(j int) string { return fmt.Sprint(j) },
+		func(j int) string { return fmt.Sprint(j) },
+		func(j int) string { return fmt.Sprintf(`"%d"`, j) },
+		func(j int) string { return fmt.Sprintf(`"\u003%d"`, j) },
+	}
+	clients := make([]*client, len(idFormats))
+	for i := range clients {
+		clients[i] = newClient(t, u)
+		clients[i].send(`{"jsonrpc":"2.0","id":` + idFormats[i](0) + `,"method":"initialize","params":` + initializeParams + `}`)
+		clients[i].send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	}
+	var first map[string]any
+	for i, c := range clients {
+		resp := c.await(responseTo(idFormats[i](0)), 5*time.Second)
+		g.Expect(resp).To(HaveKeyWithValue("result", HaveKeyWithValue("serverInfo", HaveKeyWithValue("name", "mcp-conformance-test-server"))))
+		if first == nil {
+			first = resp
+		}
+		g.Expect(resp["result"]).To(Equal(first["result"]), "every session sees the cached initialize result")
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(clients)*calls)
+	for i, c := range clients {
+		for j := 1; j <= calls; j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				msg := fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"json_schema_2020_12_tool","arguments":{"name":"s%d-c%d","email":"x@example.com"}}}`, idFormats[i](j), i, j)
+				if err := c.s.Send(context.Background(), []byte(msg)); err != nil {
+					errs <- err
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Send: %v", err)
+	}
+	for i, c := range clients {
+		for j := 1; j <= calls; j++ {
+			resp := c.await(responseTo(idFormats[i](j)), 5*time.Second)
+			g.Expect(text(resp)).To(ContainSubstring(fmt.Sprintf(`"name":"s%d-c%d"`, i, j)), "session %d call %d got someone else's answer", i, j)
+		}
+		g.Expect(c.count(func(e *envelope) bool { return e.isResponse() })).To(Equal(calls+1), "no extra responses")
+	}
+
+	// The child was initialized once, by the runtime; clients' initialize/initialized
+	// never reached it.
+	g.Expect(received(log, `"method":"initialize"`)).To(Equal(1))
+	g.Expect(received(log, `"method":"notifications/initialized"`)).To(Equal(1))
+	g.Expect(received(log, `"method":"tools/call"`)).To(Equal(len(clients) * calls))
+}
+
+func TestSharedChildServesOfficialSDKClients(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	u, err := NewStdio(testConfig(), []string{everythingServer(t)}, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	runSDKClients(ctx, t, u, 3)
+}
+
+// runSDKClients drives n official SDK clients through the upstream: concurrently
+// initialize, tools/list, a plain call and a call with progress (each client must see
+// only its own progress); then, one client at a time, a call that makes the server ask
+// that client for sampling (a server→client request routed back by id).
+func runSDKClients(ctx context.Context, t *testing.T, u Upstream, n int) {
+	g := NewWithT(t)
+	sessions := make([]*mcp.ClientSession, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cs, err := sdkSession(ctx, u, i)
+			sessions[i] = cs
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+	for i, cs := range sessions {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test_sampling", Arguments: map[string]any{"prompt": "hi"}})
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(res.Content[0].(*mcp.TextContent).Text).To(Equal(fmt.Sprintf("LLM response: answer-%d", i)))
+		g.Expect(cs.Close()).To(Succeed())
+	}
+}
+
+func sdkSession(ctx context.Context, u Upstream, i int) (*mcp.ClientSession, error) {
+	s, err := u.NewSession(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var progress atomic.Int32
+	wantToken := fmt.Sprintf("tok-%d", i)
+	var badToken atomic.Value
+	c := mcp.NewClient(&mcp.Implementation{Name: fmt.Sprintf("sdk-%d", i), Version: "1"}, &mcp.ClientOptions{
+		CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+			return &mcp.CreateMessageResult{Model: "m", Role: "assistant", Content: &mcp.TextContent{Text: fmt.Sprintf("answer-%d", i)}}, nil
+		},
+		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
+			if req.Params.ProgressToken != wantToken {
+				badToken.Store(fmt.Sprint(req.Params.ProgressToken))
+			}
+			progress.Add(1)
+		},
+	})
+	cs, err := c.Connect(ctx, sessionTransport{s}, &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		return nil, fmt.Errorf("client %d connect: %w", i, err)
+	}
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		return cs, fmt.Errorf("client %d tools/list: %w", i, err)
+	}
+	if len(tools.Tools) < 10 {
+		return cs, fmt.Errorf("client %d: only %d tools listed", i, len(tools.Tools))
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test_simple_text"})
+	if err != nil || len(res.Content) == 0 {
+		return cs, fmt.Errorf("client %d test_simple_text: %v", i, err)
+	}
+	p := &mcp.CallToolParams{Name: "test_tool_with_progress"}
+	p.SetProgressToken(wantToken)
+	if _, err := cs.CallTool(ctx, p); err != nil {
+		return cs, fmt.Errorf("client %d progress call: %w", i, err)
+	}
+	if n := progress.Load(); n != 3 {
+		return cs, fmt.Errorf("client %d got %d progress notifications, want 3", i, n)
+	}
+	if bad := badToken.Load(); bad != nil {
+		return cs, fmt.Errorf("client %d got progress for token %v", i, bad)
+	}
+	return cs, nil
+}
+
+func TestChildKilledMidRequestFailsFastAndRestarts(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	var restarts atomic.Int32
+	opts := testOptions()
+	opts.OnRestart = func() { restarts.Add(1) }
+	argv, log := teeCommand(t, everythingServer(t))
+	u, err := NewStdio(testConfig(), argv, opts)
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	c := newClient(t, u)
+	c.send(`{"jsonrpc":"2.0","id":"init","method":"initialize","params":` + initializeParams + `}`)
+	c.await(responseTo(`"init"`), 5*time.Second)
+
+	// test_sampling waits for the client's answer: the request stays in flight.
+	c.send(`{"jsonrpc":"2.0","id":"call-1","method":"tools/call","params":{"name":"test_sampling","arguments":{"prompt":"hi"}}}`)
+	c.await(method("sampling/createMessage"), 5*time.Second)
+	pid := childPID(u)
+	g.Expect(syscall.Kill(-pid, syscall.SIGKILL)).To(Succeed())
+	killed := time.Now()
+
+	resp := c.await(responseTo(`"call-1"`), time.Second)
+	g.Expect(time.Since(killed)).To(BeNumerically("<", time.Second))
+	g.Expect(errorCode(resp)).To(BeEquivalentTo(-32603))
+	g.Expect(resp).To(HaveKeyWithValue("error", HaveKeyWithValue("message", "upstream process exited; request not completed")))
+
+	g.Eventually(restarts.Load).WithTimeout(3 * time.Second).Should(BeEquivalentTo(1))
+	g.Eventually(u.Ready).WithTimeout(5 * time.Second).Should(BeTrue())
+	g.Expect(childPID(u)).NotTo(Equal(pid))
+	g.Expect(alive(pid)).To(BeFalse())
+
+	// The same session goes on; the new child was re-initialized by the runtime first.
+	c.send(`{"jsonrpc":"2.0","id":"call-2","method":"tools/call","params":{"name":"test_simple_text"}}`)
+	resp = c.await(responseTo(`"call-2"`), 5*time.Second)
+	g.Expect(text(resp)).To(Equal("This is a simple text response for testing."))
+	g.Expect(received(log, `"method":"initialize"`)).To(Equal(2))
+}
+
+func TestRequestsDuringRestartWaitForReinitialization(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	opts := testOptions()
+	opts.Backoff = Backoff{Min: 300 * time.Millisecond, Max: time.Second}
+	u, err := NewStdio(testConfig(), []string{everythingServer(t)}, opts)
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	c := newClient(t, u)
+
+	g.Expect(syscall.Kill(-childPID(u), syscall.SIGKILL)).To(Succeed())
+	g.Eventually(u.Ready).Should(BeFalse())
+	// Sent while no child runs: held until the new child is initialized, then answered.
+	c.send(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_simple_text"}}`)
+	resp := c.await(responseTo(`1`), 5*time.Second)
+	g.Expect(text(resp)).To(Equal("This is a simple text response for testing."))
+}
+
+func TestRequestTimeoutAnswersTheSessionAndCancelsUpstream(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	cfg := testConfig()
+	cfg.RequestTimeout.Duration = 400 * time.Millisecond
+	argv, log := teeCommand(t, everythingServer(t))
+	u, err := NewStdio(cfg, argv, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	c := newClient(t, u)
+
+	start := time.Now()
+	c.send(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"test_sampling","arguments":{"prompt":"never answered"}}}`)
+	resp := c.await(responseTo(`42`), 2*time.Second)
+	g.Expect(time.Since(start)).To(BeNumerically(">=", 400*time.Millisecond))
+	g.Expect(errorCode(resp)).To(BeEquivalentTo(-32603))
+	g.Expect(resp).To(HaveKeyWithValue("error", HaveKeyWithValue("message", ContainSubstring("timed out"))))
+	g.Eventually(func() int { return received(log, `"notifications/cancelled"`) }).Should(Equal(1))
+}
+
+func TestCancellationAndServerRequestIDsAreRewritten(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	argv, log := teeCommand(t, everythingServer(t))
+	u, err := NewStdio(testConfig(), argv, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	a, b := newClient(t, u), newClient(t, u)
+
+	// Both sessions use id 7; each one's sampling request must reach that session only.
+	a.send(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"test_sampling","arguments":{"prompt":"from-a"}}}`)
+	reqA := a.await(method("sampling/createMessage"), 5*time.Second)
+	b.send(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"test_sampling","arguments":{"prompt":"from-b"}}}`)
+	reqB := b.await(method("sampling/createMessage"), 5*time.Second)
+	g.Expect(fmt.Sprint(reqA["params"])).To(ContainSubstring("from-a"))
+	g.Expect(fmt.Sprint(reqB["params"])).To(ContainSubstring("from-b"))
+
+	// b answers its sampling request: mapped back to the child's own id.
+	idB := fmt.Sprint(reqB["id"])
+	b.send(`{"jsonrpc":"2.0","id":` + idB + `,"result":{"model":"m","role":"assistant","content":{"type":"text","text":"b-answer"}}}`)
+	respB := b.await(responseTo(`7`), 5*time.Second)
+	g.Expect(text(respB)).To(Equal("LLM response: b-answer"))
+
+	// a cancels its call: the child sees the upstream id, a gets no answer for 7.
+	a.send(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7,"reason":"user"}}`)
+	g.Eventually(func() int { return received(log, `"notifications/cancelled"`, `"reason":"user"`) }).Should(Equal(1))
+	g.Expect(received(log, `"notifications/cancelled"`, `"requestId":7,`)).To(Equal(0), "the client's id must not reach the child")
+	g.Consistently(func() []byte { return a.find(responseTo(`7`)) }).WithTimeout(300 * time.Millisecond).Should(BeNil())
+}
+
+func TestNotificationsAreBroadcastOrRoutedBySubscription(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	argv, log := teeCommand(t, everythingServer(t))
+	u, err := NewStdio(testConfig(), argv, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	a, b, c := newClient(t, u), newClient(t, u), newClient(t, u)
+
+	// Logging turned on by a; the log messages of its call reach every session.
+	a.send(`{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"info"}}`)
+	a.await(responseTo(`1`), 5*time.Second)
+	a.send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"test_tool_with_logging"}}`)
+	a.await(responseTo(`2`), 5*time.Second)
+	for _, cl := range []*client{a, b, c} {
+		g.Eventually(func() int { return cl.count(method("notifications/message")) }).Should(Equal(3))
+	}
+	b.send(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_trigger_tool_change"}}`)
+	b.await(responseTo(`1`), 5*time.Second)
+	for _, cl := range []*client{a, b, c} {
+		cl.await(method("notifications/tools/list_changed"), 2*time.Second)
+	}
+
+	// a and b subscribe to the resource the server updates every 3s; c does not.
+	const watched = `{"uri":"test://watched-resource"}`
+	a.send(`{"jsonrpc":"2.0","id":3,"method":"resources/subscribe","params":` + watched + `}`)
+	a.await(responseTo(`3`), 5*time.Second)
+	b.send(`{"jsonrpc":"2.0","id":3,"method":"resources/subscribe","params":` + watched + `}`)
+	g.Expect(b.await(responseTo(`3`), 5*time.Second)).To(HaveKey("result"))
+	g.Expect(received(log, `"resources/subscribe"`)).To(Equal(1), "the second subscription is answered by the relay")
+	a.await(method("notifications/resources/updated"), 4*time.Second)
+	b.await(method("notifications/resources/updated"), time.Second)
+	g.Expect(c.find(method("notifications/resources/updated"))).To(BeNil())
+
+	// a unsubscribing must not stop b's updates: the child is not told.
+	a.send(`{"jsonrpc":"2.0","id":4,"method":"resources/unsubscribe","params":` + watched + `}`)
+	a.await(responseTo(`4`), 5*time.Second)
+	g.Expect(received(log, `"resources/unsubscribe"`)).To(Equal(0))
+	// Closing b, the last subscriber, unsubscribes upstream.
+	g.Expect(b.s.Close()).To(Succeed())
+	g.Eventually(func() int { return received(log, `"resources/unsubscribe"`) }).Should(Equal(1))
+}
+
+func TestSlowSessionIsClosedWithoutStallingOthers(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	opts := testOptions()
+	opts.SessionQueue = 2
+	u, err := NewStdio(testConfig(), []string{everythingServer(t)}, opts)
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+
+	slow, err := u.NewSession(context.Background()) // never read
+	g.Expect(err).NotTo(HaveOccurred())
+	fast := newClient(t, u)
+	// Three progress notifications and a response: more than slow's queue holds.
+	g.Expect(slow.Send(context.Background(), []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_tool_with_progress","_meta":{"progressToken":1}}}`))).To(Succeed())
+	fast.send(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_tool_with_progress","_meta":{"progressToken":"p"}}}`)
+	fast.await(responseTo(`1`), 5*time.Second)
+	g.Expect(fast.count(method("notifications/progress"))).To(Equal(3))
+
+	n := 0
+	for range slow.Messages() { // drained and closed
+		n++
+	}
+	g.Expect(n).To(Equal(2))
+	err = slow.Send(context.Background(), []byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`))
+	g.Expect(errors.Is(err, ErrSessionClosed)).To(BeTrue())
+}
+
+func TestOversizedResponseIsDroppedAndAnsweredWithAnError(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	opts := testOptions()
+	opts.MaxMessageBytes = 1024 // initialize (~330 bytes) fits, tools/list does not
+	u, err := NewStdio(testConfig(), []string{everythingServer(t)}, opts)
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	c := newClient(t, u)
+	c.send(`{"jsonrpc":"2.0","id":"big","method":"tools/list"}`)
+	resp := c.await(responseTo(`"big"`), 5*time.Second)
+	g.Expect(resp).To(HaveKeyWithValue("error", HaveKeyWithValue("message", ContainSubstring("1024-byte"))))
+	c.send(`{"jsonrpc":"2.0","id":"small","method":"ping"}`)
+	g.Expect(c.await(responseTo(`"small"`), 5*time.Second)).To(HaveKey("result"))
+}
+
+func TestChildStderrGoesToTheLogLineByLine(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	var stderr syncBuffer
+	opts := testOptions()
+	opts.Stderr = &stderr
+	long := strings.Repeat("x", 40000)
+	argv := []string{"/bin/sh", "-c", `echo "hello from the child" >&2; echo "` + long + `" >&2; exec "$0"`, everythingServer(t)}
+	u, err := NewStdio(testConfig(), argv, opts)
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	g.Eventually(stderr.String).Should(ContainSubstring("hello from the child\n"))
+	g.Eventually(func() int { return strings.Count(stderr.String(), "\n") }).Should(Equal(2))
+	g.Expect(len(stderr.String())).To(BeNumerically("<", stderrLineMax), "an over-long stderr line is cut")
+}
+
+func TestCloseForwardsSIGTERMToTheProcessGroup(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	out := filepath.Join(t.TempDir(), "signals")
+	u, err := NewStdio(testConfig(), []string{"testdata/sigterm.sh", out}, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(u.Start(context.Background())).To(Succeed())
+	read := func() string { b, _ := os.ReadFile(out); return string(b) }
+	g.Eventually(read).Should(And(ContainSubstring("parent-ready"), ContainSubstring("child-ready")))
+	pid := childPID(u)
+
+	start := time.Now()
+	g.Expect(u.Close(context.Background())).To(Succeed())
+	g.Expect(time.Since(start)).To(BeNumerically("<", time.Second), "a child that exits on SIGTERM is not waited for the whole grace")
+	g.Expect(read()).To(And(ContainSubstring("parent-term"), ContainSubstring("child-term")))
+	g.Expect(alive(pid)).To(BeFalse())
+}
+
+func TestCloseKillsAChildThatIgnoresSIGTERMAfterTheGrace(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	cfg := testConfig()
+	cfg.ShutdownGrace.Duration = 300 * time.Millisecond
+	out := filepath.Join(t.TempDir(), "ready")
+	u, err := NewStdio(cfg, []string{"testdata/ignoreterm.sh", out}, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(u.Start(context.Background())).To(Succeed())
+	g.Eventually(func() error { _, err := os.Stat(out); return err }).Should(Succeed())
+	pid := childPID(u)
+
+	start := time.Now()
+	g.Expect(u.Close(context.Background())).To(Succeed())
+	g.Expect(time.Since(start)).To(BeNumerically(">=", 300*time.Millisecond))
+	g.Expect(time.Since(start)).To(BeNumerically("<", 2*time.Second))
+	g.Expect(alive(pid)).To(BeFalse())
+	g.Expect(groupAlive(pid)).To(BeFalse(), "nothing of the process group is left")
+}
+
+func TestStartFailsForAMissingCommand(t *testing.T) {
+	g := NewWithT(t)
+	u, err := NewStdio(testConfig(), []string{"/nonexistent/mcp-server"}, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(u.Start(context.Background())).To(MatchError(ContainSubstring("/nonexistent/mcp-server")))
+	g.Expect(u.Ready()).To(BeFalse())
+	_, err = NewStdio(testConfig(), nil, testOptions())
+	g.Expect(err).To(HaveOccurred())
+}
