@@ -1,0 +1,204 @@
+package tools
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"strings"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
+)
+
+// schemaURL is where each inputSchema is registered for compiling. Relative $refs resolve
+// against it to other mem: URLs, which the loader refuses like any other.
+const schemaURL = "mem:///tool-input-schema.json"
+
+// noLoader refuses every URL: schemas may only reference themselves and the metaschemas the
+// library embeds (draft-04 to 2020-12).
+type noLoader struct{}
+
+func (noLoader) Load(url string) (any, error) {
+	return nil, fmt.Errorf("remote references are disabled in the runtime (%s)", url)
+}
+
+// allMatch stands in for a pattern Go's RE2 cannot compile (look-around, backreferences):
+// such a pattern is not asserted rather than making the whole tool uncallable.
+type allMatch string
+
+func (a allMatch) MatchString(string) bool { return true }
+func (a allMatch) String() string          { return string(a) }
+
+func lenientRegexp(s string) (jsonschema.Regexp, error) {
+	re, err := regexp.Compile(s)
+	if err != nil {
+		return allMatch(s), nil
+	}
+	return re, nil
+}
+
+var printer = message.NewPrinter(language.English)
+
+// compile compiles one inputSchema: JSON Schema 2020-12 unless its $schema names another
+// draft the library embeds; no loader, bounded size and depth.
+func compile(raw []byte) (*jsonschema.Schema, error) {
+	if len(raw) > MaxSchemaBytes {
+		return nil, fmt.Errorf("inputSchema is %d bytes, more than %d", len(raw), MaxSchemaBytes)
+	}
+	if err := jsonrpc.Validate(raw, MaxSchemaDepth); err != nil {
+		return nil, fmt.Errorf("inputSchema: %s", err.Message)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("inputSchema: %w", err)
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.UseLoader(noLoader{})
+	c.UseRegexpEngine(lenientRegexp)
+	if err := c.AddResource(schemaURL, doc); err != nil {
+		return nil, fmt.Errorf("inputSchema: %w", err)
+	}
+	s, err := c.Compile(schemaURL)
+	if err != nil {
+		return nil, fmt.Errorf("inputSchema does not compile: %s", firstLine(err.Error()))
+	}
+	return s, nil
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return truncate(s)
+}
+
+// FilterList takes the result of a tools/list response from the upstream and returns it
+// without the tools the policy hides, other members unchanged. It also compiles the
+// inputSchema of every visible tool into the cache (merging: a paginated list adds to what
+// earlier pages cached; Invalidate starts over). An unchanged schema is not recompiled.
+// A schema that fails to compile makes calls of that tool fail, not FilterList.
+// An error means the result is not a tools/list result; do not relay it unfiltered.
+func (p *Policy) FilterList(result json.RawMessage) (json.RawMessage, error) {
+	members, err := jsonrpc.Members(result)
+	if err != nil {
+		return nil, fmt.Errorf("tools/list result: %w", err)
+	}
+	var out bytes.Buffer
+	out.Grow(len(result))
+	out.WriteByte('{')
+	found := false
+	compiled := map[string]*entry{}
+	for i, m := range members {
+		if i > 0 {
+			out.WriteByte(',')
+		}
+		key, _ := json.Marshal(m.Key)
+		out.Write(key)
+		out.WriteByte(':')
+		if m.Key != "tools" {
+			out.Write(m.Value)
+			continue
+		}
+		found = true
+		var list []json.RawMessage
+		if err := json.Unmarshal(m.Value, &list); err != nil {
+			return nil, fmt.Errorf("tools/list result: \"tools\" is not an array: %w", err)
+		}
+		out.WriteByte('[')
+		n := 0
+		for _, tool := range list {
+			name, schema, ok := readTool(tool)
+			if !ok || !p.Visible(name) {
+				continue
+			}
+			if n > 0 {
+				out.WriteByte(',')
+			}
+			out.Write(tool)
+			n++
+			compiled[name] = &entry{raw: string(schema)}
+		}
+		out.WriteByte(']')
+	}
+	if !found {
+		return nil, errors.New(`tools/list result has no "tools" array`)
+	}
+	out.WriteByte('}')
+	p.store(compiled)
+	return out.Bytes(), nil
+}
+
+// store merges freshly listed tools into the cache, compiling what changed.
+func (p *Policy) store(listed map[string]*entry) {
+	if p.skipArgs || len(listed) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.schemas.Load()
+	next := maps.Clone(old)
+	for name, e := range listed {
+		if prev, ok := old[name]; ok && prev.raw == e.raw {
+			continue
+		}
+		if _, ok := next[name]; !ok && len(next) >= MaxTools {
+			next[name] = &entry{raw: e.raw, err: fmt.Errorf("more than %d tools listed", MaxTools)}
+			continue
+		}
+		e.schema, e.err = compile([]byte(e.raw))
+		next[name] = e
+	}
+	p.schemas.Store(&next)
+}
+
+// readTool reads a tool's name and inputSchema ({"type":"object"} when absent: MCP requires
+// an object schema). ok is false for entries without a plain string name, or with keys a
+// lenient reader would see differently (they are dropped).
+func readTool(tool json.RawMessage) (string, json.RawMessage, bool) {
+	members, err := jsonrpc.Members(tool, "name", "inputSchema")
+	if err != nil {
+		return "", nil, false
+	}
+	var name string
+	schema := json.RawMessage(`{"type":"object"}`)
+	for _, m := range members {
+		switch m.Key {
+		case "name":
+			if json.Unmarshal(m.Value, &name) != nil {
+				return "", nil, false
+			}
+		case "inputSchema":
+			if string(m.Value) != "null" {
+				schema = m.Value
+			}
+		}
+	}
+	return name, schema, name != ""
+}
+
+func pointerOrRoot(p string) string {
+	if p == "" {
+		return "(root)"
+	}
+	return p
+}
+
+// describe picks the first leaf of a validation error tree: its instance location as a JSON
+// pointer ("" for the root), the failing keyword and the library's English message.
+func describe(ve *jsonschema.ValidationError) (ptr, keyword, msg string) {
+	for len(ve.Causes) > 0 {
+		ve = ve.Causes[0]
+	}
+	var sb strings.Builder
+	for _, tok := range ve.InstanceLocation {
+		sb.WriteByte('/')
+		sb.WriteString(jsonrpc.EscapePointer(tok))
+	}
+	keyword = strings.Join(ve.ErrorKind.KeywordPath(), "/")
+	return sb.String(), keyword, ve.ErrorKind.LocalizedString(printer)
+}
