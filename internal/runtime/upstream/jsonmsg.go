@@ -27,9 +27,11 @@ type envelope struct {
 
 func (e *envelope) isRequest() bool      { return e.method != "" && e.id.ok() }
 func (e *envelope) isNotification() bool { return e.method != "" && !e.id.ok() }
-func (e *envelope) isResponse() bool     { return e.method == "" && e.id.ok() && (e.result.ok() || e.errv.ok()) }
-func (e *envelope) idRaw() []byte        { return e.raw[e.id.start:e.id.end] }
-func (e *envelope) get(s span) []byte    { return e.raw[s.start:s.end] }
+func (e *envelope) isResponse() bool {
+	return e.method == "" && e.id.ok() && (e.result.ok() || e.errv.ok())
+}
+func (e *envelope) idRaw() []byte     { return e.raw[e.id.start:e.id.end] }
+func (e *envelope) get(s span) []byte { return e.raw[s.start:s.end] }
 
 var errNotObject = errors.New("not a JSON-RPC message object")
 

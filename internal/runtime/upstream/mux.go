@@ -36,10 +36,10 @@ type mux struct {
 	readyCh    chan struct{} // closed while ready (or closed)
 	initResult []byte
 	sessions   map[*session]struct{}
-	pending    map[string]*pending        // by upstream id key
-	progress   map[string]*progressRoute  // by upstream progress token key
-	srvReqs    map[string]*serverReq      // by the id given to the client
-	srvByOrig  map[string]*serverReq      // by the child's own id
+	pending    map[string]*pending          // by upstream id key
+	progress   map[string]*progressRoute    // by upstream progress token key
+	srvReqs    map[string]*serverReq        // by the id given to the client
+	srvByOrig  map[string]*serverReq        // by the child's own id
 	subs       map[string]map[*session]bool // resource uri → subscribed sessions
 	seq        int64
 	closed     bool
