@@ -53,9 +53,14 @@ func buildMetadata(cfg config.Auth, publicURL string) metadataDoc {
 	return d
 }
 
-// MetadataHandler serves the OAuth Protected Resource Metadata document (GET or HEAD).
+// MetadataHandler serves the OAuth Protected Resource Metadata document (GET or HEAD);
+// 404 in anonymous mode, where no authorization server exists.
 func (a *Authenticator) MetadataHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.anonymous {
+			writeJSONError(w, http.StatusNotFound, "not_found")
+			return
+		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			writeJSONError(w, http.StatusMethodNotAllowed, "method_not_allowed")
@@ -72,7 +77,7 @@ func (a *Authenticator) MetadataHandler() http.Handler {
 }
 
 func (a *Authenticator) isMetadataRequest(r *http.Request) bool {
-	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+	return !a.anonymous && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
 		(r.URL.Path == MetadataPath || (a.resourceMetaPath != "" && r.URL.Path == a.resourceMetaPath))
 }
 
@@ -350,6 +355,15 @@ func (a *Authenticator) TicketHandler() http.Handler {
 			ExpiresIn int    `json:"expiresIn"`
 		}{ticket, int(a.tickets.ttl / time.Second)})
 	})
+}
+
+// TicketsEnabled reports whether TicketHandler issues tickets (mount it at TicketPath).
+func (a *Authenticator) TicketsEnabled() bool { return a.tickets != nil }
+
+// FirstMessageEnabled reports whether upgrades without credentials may authenticate with
+// their first frame.
+func (a *Authenticator) FirstMessageEnabled() bool {
+	return !a.anonymous && !a.ws.FirstMessage.Disabled
 }
 
 // FirstMessageTimeout is how long the server waits for the auth frame.
