@@ -138,7 +138,9 @@ type Authenticator struct {
 // New builds an Authenticator from the defaulted and validated config (config.Config.Default
 // and Validate). publicURL is config.Endpoint.PublicURL. Local key material (PEM files, API
 // key directory, ticket key) must load; remote JWKS that cannot be fetched yet do not fail
-// New: tokens are refused until the keys arrive. ctx bounds background refreshes.
+// New: tokens are refused until the keys arrive. Fetches, the first one included, are
+// bounded by FetchTimeout; they use ctx's values but not its cancellation, because a fetch
+// is shared by every request waiting on it.
 func New(ctx context.Context, cfg config.Auth, publicURL string, opts Options) (*Authenticator, error) {
 	opts.defaults()
 	a := &Authenticator{opts: opts, anonymous: cfg.Anonymous, ws: cfg.WebSocket, publicURL: publicURL}
