@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,4 +204,35 @@ func TestOIDCDiscoveryWithMismatchedIssuerIsRefused(t *testing.T) {
 	_, err := a.VerifyToken(context.Background(), sign(t, jwt.SigningMethodES256, ecKey, "k1", c))
 	g.Expect(err).To(MatchError(ErrKeysUnavailable))
 	g.Expect(err.Error()).To(ContainSubstring("must equal the configured issuer"))
+}
+
+func TestJWKSConcurrentUnknownKidsShareOneFetch(t *testing.T) {
+	g := NewWithT(t)
+	testKeys(t)
+	srv := newJWKSServer(t, jwk(&ecKey.PublicKey, "k1", "ES256"))
+	clk := newClock()
+	a := jwksAuth(t, srv.URL, clk, Options{})
+	body := srv.body
+	srv.mu.Lock()
+	srv.handler = func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(50 * time.Millisecond) // keep the fetch in flight while the others arrive
+		_, _ = w.Write(body)
+	}
+	srv.mu.Unlock()
+	clk.Advance(time.Minute)
+	tok := sign(t, jwt.SigningMethodES256, ecKey2, "k2", claims(clk.Now()))
+	errs := make(chan error, 20)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			_, err := a.VerifyToken(context.Background(), tok)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		g.Expect(err).To(MatchError(ErrUnknownKey))
+	}
+	g.Expect(srv.count()).To(Equal(2), "the initial fetch plus one shared refetch")
 }
