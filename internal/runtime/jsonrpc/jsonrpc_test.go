@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 )
@@ -256,5 +257,28 @@ func TestDecodeStrict(t *testing.T) {
 	} {
 		_, err := DecodeStrict([]byte(in))
 		g.Expect(err).To(MatchError(ContainSubstring(want)), in)
+	}
+}
+
+// Every pass is linear: a 4 MiB string of escapes (quadratic scanning would take hours)
+// and 4 MiB of brackets inside strings finish well inside the deadline.
+func TestScanningIsLinear(t *testing.T) {
+	g := NewWithT(t)
+	escapes := `{"jsonrpc":"2.0","id":1,"method":"m","params":{"s":"` + strings.Repeat(`\n\t\u00e9`, 1<<19) + `"}}`
+	brackets := `{"jsonrpc":"2.0","id":1,"method":"m","params":{"s":"` + strings.Repeat(`[{`, 1<<21) + `"}}`
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, in := range []string{escapes, brackets} {
+			_, _, err := Parse([]byte(in), Options{})
+			g.Expect(err).To(BeNil())
+			_, merr := Members([]byte(in))
+			g.Expect(merr).NotTo(HaveOccurred())
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("parsing 4 MiB took more than 20s: not linear")
 	}
 }

@@ -42,15 +42,19 @@ func checkText(data []byte, maxDepth int) *Error {
 // scanString returns the index of the closing quote of the string whose body starts at i
 // (len(data) when unterminated: json.Valid reports that).
 func scanString(data []byte, i int) (int, *Error) {
+	q := -1 // index of the next quote at or after i, once found; kept so escapes stay linear
 	for i < len(data) {
 		// Jump with IndexByte (vectorised) to the next quote, then look for an escape before it.
-		q := bytes.IndexByte(data[i:], '"')
-		if q < 0 {
-			return len(data), nil
+		if q < i {
+			k := bytes.IndexByte(data[i:], '"')
+			if k < 0 {
+				return len(data), nil
+			}
+			q = i + k
 		}
-		b := bytes.IndexByte(data[i:i+q], '\\')
+		b := bytes.IndexByte(data[i:q], '\\')
 		if b < 0 {
-			return i + q, nil
+			return q, nil
 		}
 		i += b
 		if i+1 < len(data) && data[i+1] == 'u' {
