@@ -77,7 +77,7 @@ type httpUpstream struct {
 	started  bool
 	kick     chan struct{}
 	done     chan struct{}
-	wg       sync.WaitGroup // prober, session goroutines, DELETEs
+	tasks    tasks // prober, POSTs, GET streams, DELETEs
 }
 
 // Start begins probing the server with an initialize handshake until one succeeds; Ready
@@ -90,8 +90,7 @@ func (u *httpUpstream) Start(context.Context) error {
 	}
 	if !u.started {
 		u.started = true
-		u.wg.Add(1)
-		go u.prober()
+		u.tasks.run(u.prober)
 		u.recheck()
 	}
 	return nil
@@ -108,7 +107,6 @@ func (u *httpUpstream) recheck() {
 }
 
 func (u *httpUpstream) prober() {
-	defer u.wg.Done()
 	for {
 		select {
 		case <-u.kick:
@@ -274,17 +272,7 @@ func (u *httpUpstream) Close(ctx context.Context) error {
 		_ = s.Close()
 	}
 	u.ready.Store(false)
-	waited := make(chan struct{})
-	go func() {
-		u.wg.Wait()
-		close(waited)
-	}()
-	select {
-	case <-waited:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return u.tasks.wait(ctx)
 }
 
 // httpSession is one client session relayed to its own upstream session.
@@ -348,14 +336,13 @@ func (s *httpSession) Send(ctx context.Context, msg []byte) error {
 	if env.isRequest() {
 		id = append([]byte(nil), env.idRaw()...)
 	}
-	s.u.wg.Add(1)
-	go s.exchange(append([]byte(nil), msg...), id, env.method)
+	msg = append([]byte(nil), msg...)
+	s.u.tasks.run(func() { s.exchange(msg, id, env.method) })
 	return nil
 }
 
 // exchange POSTs one message and relays whatever the server answers on that request.
 func (s *httpSession) exchange(msg, id []byte, method string) {
-	defer s.u.wg.Done()
 	defer func() { <-s.sem }()
 	s.mu.Lock()
 	sid, version, initWait := s.sessionID, s.version, s.initWait
@@ -463,9 +450,7 @@ func (s *httpSession) listen() {
 	}
 	s.listening = true
 	s.mu.Unlock()
-	s.u.wg.Add(1)
-	go func() {
-		defer s.u.wg.Done()
+	s.u.tasks.run(func() {
 		delay := s.u.s.backoff.Min
 		lastID := ""
 		for s.ctx.Err() == nil {
@@ -490,9 +475,12 @@ func (s *httpSession) listen() {
 				switch {
 				case resp.StatusCode == http.StatusOK && mt == "text/event-stream":
 					delay = s.u.s.backoff.Min
-					lastID, _ = readSSE(resp.Body, s.u.s.maxMsg, func(data []byte, id string) {
+					last, _ := readSSE(resp.Body, s.u.s.maxMsg, func(data []byte, _ string) {
 						s.deliver(append([]byte(nil), data...))
 					}, s.u.s)
+					if last != "" {
+						lastID = last
+					}
 					_ = resp.Body.Close()
 				default:
 					_ = resp.Body.Close()
@@ -508,7 +496,7 @@ func (s *httpSession) listen() {
 			}
 			delay = min(2*delay, s.u.s.backoff.Max)
 		}
-	}()
+	})
 }
 
 func (s *httpSession) fail(id []byte, msg string) {
@@ -554,11 +542,7 @@ func (s *httpSession) Close() error {
 	delete(u.sessions, s)
 	u.mu.Unlock()
 	if sid != "" {
-		u.wg.Add(1)
-		go func() {
-			defer u.wg.Done()
-			u.deleteSession(sid)
-		}()
+		u.tasks.run(func() { u.deleteSession(sid) })
 	}
 	return nil
 }
@@ -610,5 +594,49 @@ func readSSE(r io.Reader, max int, fn func(data []byte, id string), s *settings)
 		case "id":
 			lastID = string(value)
 		}
+	}
+}
+
+// tasks tracks goroutines so Close can wait for them; unlike a sync.WaitGroup it allows
+// starting one while another goroutine waits (a session closed during shutdown).
+type tasks struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{}
+}
+
+func (t *tasks) run(f func()) {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.zero = make(chan struct{})
+	}
+	t.n++
+	t.mu.Unlock()
+	go func() {
+		defer func() {
+			t.mu.Lock()
+			if t.n--; t.n == 0 {
+				close(t.zero)
+			}
+			t.mu.Unlock()
+		}()
+		f()
+	}()
+}
+
+// wait returns once no task runs, or with ctx's error.
+func (t *tasks) wait(ctx context.Context) error {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	zero := t.zero
+	t.mu.Unlock()
+	select {
+	case <-zero:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }

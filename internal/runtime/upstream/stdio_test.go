@@ -192,6 +192,10 @@ func sdkSession(ctx context.Context, u Upstream, i int) (*mcp.ClientSession, err
 	if _, err := cs.CallTool(ctx, p); err != nil {
 		return cs, fmt.Errorf("client %d progress call: %w", i, err)
 	}
+	// The SDK may run notification handlers after the call returned.
+	for deadline := time.Now().Add(time.Second); progress.Load() < 3 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if n := progress.Load(); n != 3 {
 		return cs, fmt.Errorf("client %d got %d progress notifications, want 3", i, n)
 	}
@@ -455,4 +459,43 @@ func TestStartFailsForAMissingCommand(t *testing.T) {
 	g.Expect(u.Ready()).To(BeFalse())
 	_, err = NewStdio(testConfig(), nil, testOptions())
 	g.Expect(err).To(HaveOccurred())
+}
+
+func TestClientThatNeverInitializesIsServed(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	u, err := NewStdio(testConfig(), []string{everythingServer(t)}, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := u.NewSession(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	// The SDK's default is the stateless 2026-07-28 protocol: server/discover, no
+	// initialize; the child was initialized by the runtime, so this works too.
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "stateless", Version: "1"}, nil).Connect(ctx, sessionTransport{s}, nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer cs.Close()
+	g.Expect(cs.InitializeResult().ProtocolVersion).To(Equal("2026-07-28"))
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test_simple_text"})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.Content[0].(*mcp.TextContent).Text).To(Equal("This is a simple text response for testing."))
+}
+
+func TestClosingOneSessionLeavesTheChildToTheOthers(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	u, err := NewStdio(testConfig(), []string{everythingServer(t)}, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	a, b := newClient(t, u), newClient(t, u)
+	pid := childPID(u)
+	a.send(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_tool_with_progress"}}`)
+	b.send(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_tool_with_progress"}}`)
+	g.Expect(b.s.Close()).To(Succeed()) // the client went away (EOF) mid-request
+	g.Eventually(b.done).Should(BeClosed())
+	g.Expect(text(a.await(responseTo(`1`), 5*time.Second))).NotTo(BeEmpty())
+	g.Expect(childPID(u)).To(Equal(pid), "the child's stdin stays open")
+	g.Expect(b.find(responseTo(`1`))).To(BeNil(), "a closed session's late response is dropped")
+	g.Expect(errors.Is(b.s.Send(context.Background(), []byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`)), ErrSessionClosed)).To(BeTrue())
 }
