@@ -25,6 +25,9 @@ const (
 	maxPostsPerSession = 64
 	deleteTimeout      = 5 * time.Second
 	probeTimeout       = 10 * time.Second
+	// healthInterval: how often a ready upstream is checked for a listening port, so
+	// Ready turns false when the server dies even while no client talks to it.
+	healthInterval = 5 * time.Second
 )
 
 // NewHTTP returns an upstream that relays each client session to a Streamable HTTP MCP
@@ -40,12 +43,14 @@ func NewHTTP(cfg config.Upstream, opts Options) (Upstream, error) {
 		client = DefaultHTTPClient()
 	}
 	return &httpUpstream{
-		url:      u.String(),
-		client:   client,
-		s:        &s,
-		sessions: map[*httpSession]struct{}{},
-		kick:     make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		url:         u.String(),
+		host:        hostPort(u),
+		healthEvery: healthInterval,
+		client:      client,
+		s:           &s,
+		sessions:    map[*httpSession]struct{}{},
+		kick:        make(chan struct{}, 1),
+		done:        make(chan struct{}),
 	}, nil
 }
 
@@ -66,10 +71,12 @@ func DefaultHTTPClient() *http.Client {
 }
 
 type httpUpstream struct {
-	url    string
-	client *http.Client
-	s      *settings
-	ready  atomic.Bool
+	url         string
+	host        string // host:port dialed by the health check
+	healthEvery time.Duration
+	client      *http.Client
+	s           *settings
+	ready       atomic.Bool
 
 	mu       sync.Mutex
 	sessions map[*httpSession]struct{}
@@ -107,9 +114,16 @@ func (u *httpUpstream) recheck() {
 }
 
 func (u *httpUpstream) prober() {
+	health := time.NewTicker(u.healthEvery)
+	defer health.Stop()
 	for {
 		select {
 		case <-u.kick:
+		case <-health.C:
+			if u.ready.Load() && !u.listening() {
+				u.s.log.Warn("upstream stopped listening", "url", u.url)
+				u.ready.Store(false)
+			}
 		case <-u.done:
 			return
 		}
@@ -130,6 +144,26 @@ func (u *httpUpstream) prober() {
 			delay = min(2*delay, u.s.backoff.Max)
 		}
 	}
+}
+
+// listening dials the server's port: cheap, and it opens no MCP session.
+func (u *httpUpstream) listening() bool {
+	conn, err := net.DialTimeout("tcp", u.host, 2*time.Second)
+	if err != nil {
+		return false
+	}
+	_ = conn.Close()
+	return true
+}
+
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
 }
 
 // probe runs an initialize handshake and ends the session it opened.

@@ -26,16 +26,21 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// serveHTTP runs everything-server in Streamable HTTP mode until the test ends.
-func serveHTTP(t *testing.T, addr string, stateless bool) {
+// serveHTTP runs everything-server in Streamable HTTP mode until stopped or the test ends.
+func serveHTTP(t *testing.T, addr string, stateless bool) (stop func()) {
 	cmd := exec.Command(everythingServer(t), "-http", addr, fmt.Sprintf("-stateless=%t", stateless))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func httpConfig(addr string) config.Upstream {
@@ -175,6 +180,7 @@ func TestHTTPUpstreamDownAnswersWithErrorsAndRecovers(t *testing.T) {
 	addr := freeAddr(t)
 	u, err := NewHTTP(httpConfig(addr), testOptions())
 	g.Expect(err).NotTo(HaveOccurred())
+	u.(*httpUpstream).healthEvery = 100 * time.Millisecond
 	g.Expect(u.Start(context.Background())).To(Succeed())
 	t.Cleanup(func() { _ = u.Close(context.Background()) })
 	g.Consistently(u.Ready).WithTimeout(200 * time.Millisecond).Should(BeFalse())
@@ -185,10 +191,14 @@ func TestHTTPUpstreamDownAnswersWithErrorsAndRecovers(t *testing.T) {
 	g.Expect(errorCode(resp)).To(BeEquivalentTo(-32603))
 	g.Expect(resp).To(HaveKeyWithValue("error", HaveKeyWithValue("message", ContainSubstring("unreachable"))))
 
-	serveHTTP(t, addr, true)
+	stop := serveHTTP(t, addr, true)
 	g.Eventually(u.Ready).WithTimeout(5 * time.Second).Should(BeTrue())
 	c.send(`{"jsonrpc":"2.0","id":2,"method":"ping"}`)
 	g.Expect(c.await(responseTo(`2`), 5*time.Second)).To(HaveKey("result"))
+
+	// A server that dies while nobody talks to it is noticed by the health check.
+	stop()
+	g.Eventually(u.Ready).WithTimeout(2 * time.Second).Should(BeFalse())
 }
 
 func TestNewHTTPRefusesABadURL(t *testing.T) {
