@@ -214,6 +214,9 @@ var callParamKeys = []string{"name", "arguments", "_meta"}
 // readCallParams reads name and arguments from tools/call params, refusing duplicate and
 // case-variant keys (see jsonrpc.Members).
 func readCallParams(params json.RawMessage) (string, json.RawMessage, *CallError) {
+	if len(params) == 0 {
+		return "", nil, &CallError{RPC: jsonrpc.InvalidParams(`invalid tools/call params: missing params with a "name"`)}
+	}
 	members, err := jsonrpc.Members(params, callParamKeys...)
 	if err != nil {
 		return "", nil, &CallError{RPC: jsonrpc.InvalidParams("invalid tools/call params: " + err.Error())}

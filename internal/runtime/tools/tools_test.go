@@ -232,6 +232,7 @@ func TestCheckCallMalformedParams(t *testing.T) {
 		`{"name":"add","Arguments":{"a":"x"}}`:    `keys are case-sensitive`,
 		`["add"]`:                                 `invalid tools/call params`,
 		`{"name":"add","arguments":{"a":1,"b":2}`: `invalid tools/call params`,
+		``: `missing params`,
 	} {
 		_, cerr := p.CheckCall(auth.Principal{}, json.RawMessage(in))
 		if cerr == nil || cerr.RPC.Code != jsonrpc.CodeInvalidParams || !strings.Contains(cerr.RPC.Message, want) {
