@@ -550,7 +550,7 @@ func (m *mux) sendRequest(ctx context.Context, s *session, env *envelope) error 
 	switch env.method {
 	case "initialize":
 		// The child was initialized by the runtime; every client gets the cached answer.
-		m.deliverLocked(s, resultResponse(id, m.initResult))
+		m.deliverLocked(s, resultResponse(id, initResultFor(env, m.initResult)))
 		m.mu.Unlock()
 		return nil
 	case "resources/subscribe", "resources/unsubscribe":
@@ -616,6 +616,27 @@ func (m *mux) sendRequest(ctx context.Context, s *session, env *envelope) error 
 		return err
 	}
 	return nil
+}
+
+// olderProtocolVersions are the dated MCP revisions a client may still ask for.
+var olderProtocolVersions = map[string]bool{"2024-11-05": true, "2025-03-26": true, "2025-06-18": true}
+
+// initResultFor adapts the cached initialize result to a client that asked for an older
+// known protocol revision: it gets its own version back (later revisions only add to the
+// wire format) instead of one it would refuse to speak.
+func initResultFor(env *envelope, cached []byte) []byte {
+	asked, ok := stringAt(env, "protocolVersion")
+	if !ok || !olderProtocolVersions[asked] {
+		return cached
+	}
+	sp, ok := member(cached, span{0, len(cached)}, "protocolVersion")
+	if !ok || cached[sp.start] != '"' {
+		return cached
+	}
+	if have, err := unquote(cached[sp.start:sp.end]); err != nil || have <= asked {
+		return cached
+	}
+	return splice(cached, sp, []byte(`"`+asked+`"`))
 }
 
 func boolInt(b bool) int {

@@ -77,6 +77,12 @@ func TestSharedChildMultiplexesConcurrentSessionsWithCollidingIDs(t *testing.T) 
 		g.Expect(resp["result"]).To(Equal(first["result"]), "every session sees the cached initialize result")
 	}
 
+	// A client that asks for an older revision is answered in that revision.
+	older := newClient(t, u)
+	older.send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"old","version":"1"}}}`)
+	g.Expect(older.await(responseTo(`1`), 5*time.Second)).To(HaveKeyWithValue("result", HaveKeyWithValue("protocolVersion", "2025-06-18")))
+	g.Expect(first).To(HaveKeyWithValue("result", HaveKeyWithValue("protocolVersion", "2025-11-25")))
+
 	var wg sync.WaitGroup
 	errs := make(chan error, len(clients)*calls)
 	for i, c := range clients {
