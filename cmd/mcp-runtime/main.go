@@ -115,8 +115,8 @@ func serve(args []string, stderr io.Writer) int {
 	// The upstream gets its own grace after the clients drained.
 	closeCtx, cancel := context.WithTimeout(context.Background(), cfg.Upstream.ShutdownGrace.Duration+5*time.Second)
 	defer cancel()
-	if err := up.Close(closeCtx); err != nil {
-		log.Warn("Upstream did not stop cleanly", "error", err)
+	if err := srv.Close(closeCtx); err != nil {
+		log.Warn("Upstream or audit log did not stop cleanly", "error", err)
 	}
 	if serveErr != nil {
 		log.Error("Server failed", "error", serveErr)

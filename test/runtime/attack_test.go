@@ -422,6 +422,14 @@ func TestSchemaInvalidArgumentsNeverReachTheUpstream(t *testing.T) {
 	g.Expect(msg).To(ContainSubstring("/address/street"))
 	g.Expect(string(data)).To(ContainSubstring(`"path":"/address/street"`))
 	g.Expect(r.up.Sent("json_schema_2020_12_tool")).To(BeEmpty())
+
+	g.Eventually(func() []map[string]any { return r.auditLines(t) }).Should(ContainElement(And(
+		HaveKeyWithValue("kind", "tool_call"), HaveKeyWithValue("tool", "json_schema_2020_12_tool"),
+		HaveKeyWithValue("outcome", "refused"), HaveKeyWithValue("principal", "alice"))))
+	audit, _ := os.ReadFile(r.cfg.Audit.File)
+	g.Expect(string(audit)).NotTo(ContainSubstring(tok), "no token in the audit log")
+	g.Expect(string(audit)).NotTo(ContainSubstring(`"street":7`), "arguments are hashed unless logArguments")
+	g.Expect(r.metrics(t)).To(MatchRegexp(`validation_failures_total\{[^}]*invalid_arguments[^}]*\} 1`))
 }
 
 func TestRateLimitBurst(t *testing.T) {

@@ -73,11 +73,12 @@ type keys struct {
 	ca       *tlstest.CA
 	vol      *tlstest.SecretVolume
 	otherKey *ecdsa.PrivateKey
+	dir      string
 }
 
 func newKeys(t *testing.T) *keys {
 	t.Helper()
-	k := &keys{ca: tlstest.NewCA(t, "runtime-test-ca")}
+	k := &keys{ca: tlstest.NewCA(t, "runtime-test-ca"), dir: t.TempDir()}
 	k.vol = tlstest.NewSecretVolume(t, k.ca.Issue(t, "runtime-1"))
 	var err error
 	if k.jwtKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
@@ -115,9 +116,10 @@ func (k *keys) token(t *testing.T, sub string, edit func(jwt.MapClaims)) string 
 	return s
 }
 
-// baseConfig is TLS + JWT + every transport, short timeouts.
+// baseConfig is TLS + JWT + every transport, short timeouts, audit to a file.
 func baseConfig(k *keys) *config.Config {
 	return &config.Config{
+		Audit:    config.Audit{File: filepath.Join(k.dir, "audit.log")},
 		Listen:   config.Listen{Address: "127.0.0.1:0", HealthAddress: "localhost:0"},
 		TLS:      config.TLS{CertFile: k.vol.CertFile(), KeyFile: k.vol.KeyFile()},
 		Endpoint: config.Endpoint{PublicURL: publicURL, Transports: []string{config.TransportStreamableHTTP, config.TransportSSE, config.TransportWebSocket}},
@@ -141,6 +143,32 @@ type rt struct {
 }
 
 func (r *rt) url(path string) string { return "https://" + r.addr + path }
+
+// auditLines returns the audit log's records so far (the writer is asynchronous: poll).
+func (r *rt) auditLines(t *testing.T) []map[string]any {
+	t.Helper()
+	b, _ := os.ReadFile(r.cfg.Audit.File)
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// metrics scrapes the health port's /metrics.
+func (r *rt) metrics(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + r.health + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
 
 // client is an HTTPS client trusting the test CA, HTTP/1.1 only (WebSocket upgrades).
 func (r *rt) client() *http.Client {
@@ -200,7 +228,7 @@ func start(t *testing.T, k *keys, edit func(*config.Config), command ...string) 
 		}
 		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer ccancel()
-		_ = up.Close(cctx)
+		_ = srv.Close(cctx)
 		if t.Failed() {
 			t.Logf("runtime log:\n%s", logs.String())
 		}

@@ -1,16 +1,103 @@
 package server
 
-import "time"
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
 
-// observer records metrics; a zero observer records nothing.
-type observer struct{}
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/audit"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/metrics"
+)
 
-func (o observer) refused(transport, reason string)                                  {}
-func (o observer) rateLimited(c caller, method string)                               {}
-func (o observer) request(transport, method, outcome string, latency time.Duration) {}
-func (o observer) dropped()                                                          {}
-func (o observer) sessionOpened(transport string)                                    {}
-func (o observer) sessionClosed(transport string)                                    {}
+// observer feeds the metrics; a nil *metrics.Metrics records nothing.
+type observer struct{ m *metrics.Metrics }
 
-// audit writes the audit record of a tool call.
-func (s *Server) audit(sess *session, p *pendingCall, outcome string, bytesOut int) {}
+// refused counts a message the pipeline did not relay.
+func (o observer) refused(transport, method, reason string) {
+	o.m.ValidationFailure(reason)
+	if method != "" {
+		o.m.ObserveRPC(transport, method, "refused", 0)
+	}
+}
+
+func (o observer) rateLimited(transport, method, scope string) {
+	o.m.RateLimited(scope)
+	o.m.ObserveRPC(transport, method, "rate_limited", 0)
+}
+
+func (o observer) request(transport, method, outcome string, latency time.Duration) {
+	o.m.ObserveRPC(transport, method, outcome, latency)
+}
+
+func (o observer) dropped(transport string)       { o.m.MessageDropped(transport) }
+func (o observer) sessionOpened(transport string) { o.m.SessionOpened(transport) }
+func (o observer) sessionClosed(transport string) { o.m.SessionClosed(transport) }
+func (o observer) connOpened(transport string)    { o.m.ConnOpened(transport) }
+func (o observer) connClosed(transport string)    { o.m.ConnClosed(transport) }
+
+// audit writes the audit record of a tool call. outcome is "ok", "error", "timeout", … or
+// "refused:<reason>" / "rate_limited".
+func (s *Server) audit(sess *session, p *pendingCall, outcome string, bytesOut int) {
+	if s.deps.Audit == nil {
+		return
+	}
+	reason := ""
+	if o, r, ok := strings.Cut(outcome, ":"); ok {
+		outcome, reason = o, r
+	}
+	c := sess.caller
+	s.deps.Audit.Log(audit.Record{
+		Kind: audit.KindToolCall, RequestID: p.requestID, Principal: c.subject(),
+		Origin: c.origin, RemoteAddr: c.remote, Transport: c.transport,
+		Method: p.method, Tool: p.tool, Outcome: outcome, Reason: reason,
+		AuthMethod: c.principal.Method, Latency: time.Since(p.start),
+		BytesIn: p.bytesIn, BytesOut: bytesOut, Arguments: p.args,
+	})
+}
+
+// OnAuthDecision records authentication outcomes in metrics and the audit log.
+func (s *Server) OnAuthDecision(r *http.Request, d auth.Decision) {
+	s.obs.m.AuthDecision(d.Method, d.Outcome)
+	if s.deps.Audit == nil {
+		return
+	}
+	rec := audit.Record{
+		Kind: audit.KindAuth, Principal: d.Subject, Outcome: d.Outcome, Reason: d.Reason, AuthMethod: d.Method,
+	}
+	if r != nil {
+		rec.RequestID, rec.Origin, rec.RemoteAddr, rec.Method = RequestID(r.Context()), r.Header.Get("Origin"), r.RemoteAddr, r.Method
+		if isWebSocketUpgrade(r) {
+			rec.Transport = transportWebSocket
+		}
+	}
+	s.deps.Audit.Log(rec)
+}
+
+// countOriginRejections wraps the origin middleware: a request it answered itself with 403
+// or 421 is counted as a rejection.
+func (s *Server) countOriginRejections(check func(http.Handler) http.Handler, next http.Handler) http.Handler {
+	type reachedKey struct{}
+	inner := check(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f, ok := r.Context().Value(reachedKey{}).(*bool); ok {
+			*f = true
+		}
+		next.ServeHTTP(w, r)
+	}))
+	if s.obs.m == nil {
+		return inner
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached := false
+		sw := &statusRecorder{ResponseWriter: w}
+		inner.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), reachedKey{}, &reached)))
+		switch {
+		case reached:
+		case sw.status == http.StatusForbidden:
+			s.obs.m.OriginRejected("origin")
+		case sw.status == http.StatusMisdirectedRequest:
+			s.obs.m.OriginRejected("host")
+		}
+	})
+}

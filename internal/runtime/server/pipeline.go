@@ -68,7 +68,7 @@ func (s *Server) parse(raw []byte, version string) ([]jsonrpc.Message, bool, *re
 		AllowBatch: jsonrpc.BatchAllowed(version),
 	})
 	if err != nil {
-		s.obs.refused("", "invalid_message")
+		s.obs.refused("", "", "invalid_message")
 		return nil, batch, refuse(http.StatusBadRequest, nil, err, "invalid_message")
 	}
 	return msgs, batch, nil
@@ -128,7 +128,7 @@ func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, o
 	c := sess.caller
 	if opt.perMessageLimit && m.Method != "" {
 		if ok, retry := s.deps.Limiter.Allow(c.rateKey); !ok {
-			s.obs.rateLimited(c, m.Method)
+			s.obs.rateLimited(c.transport, m.Method, "client")
 			r := refuse(http.StatusTooManyRequests, m.ID, rateLimitError(retry, "this client"), "rate_limited")
 			r.retryAfter = retry
 			return nil, r
@@ -143,7 +143,7 @@ func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, o
 	}
 	p.tool, p.args = toolCallParts(m.Params)
 	if ok, retry := s.deps.Limiter.AllowTool(c.rateKey, p.tool); !ok {
-		s.obs.rateLimited(c, m.Method)
+		s.obs.rateLimited(c.transport, m.Method, "tool")
 		s.audit(sess, p, "rate_limited", 0)
 		r := refuse(http.StatusTooManyRequests, m.ID, rateLimitError(retry, "tool "+strconv.Quote(p.tool)), "rate_limited")
 		r.retryAfter = retry
@@ -160,7 +160,7 @@ func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, o
 		if cerr.InsufficientScope {
 			reason = "insufficient_scope"
 		}
-		s.obs.refused(c.transport, reason)
+		s.obs.refused(c.transport, m.Method, reason)
 		s.audit(sess, p, "refused:"+reason, 0)
 		// A JSON-RPC error is a normal response to a valid request: 200 on HTTP, except a
 		// missing scope, which HTTP clients get as a 403 step-up challenge.

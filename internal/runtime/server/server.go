@@ -12,9 +12,9 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,8 +23,10 @@ import (
 
 	"golang.org/x/net/netutil"
 
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/audit"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/metrics"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/origin"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/ratelimit"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/tlsreload"
@@ -34,12 +36,16 @@ import (
 
 // Deps are the parts the server wires together. Upstream, Origin, Auth, Limiter and Tools
 // are required; Audit and Metrics may be nil (off); Certs is required unless TLS is insecure.
+// Auth decisions reach the audit log and metrics when Auth was built with
+// Options.OnDecision set to Server.OnAuthDecision (Build does that).
 type Deps struct {
 	Upstream upstream.Upstream
 	Origin   *origin.Checker
 	Auth     *auth.Authenticator
 	Limiter  *ratelimit.Limiter
 	Tools    *tools.Policy
+	Audit    *audit.Logger
+	Metrics  *metrics.Metrics
 	Certs    *tlsreload.Reloader
 	Logger   *slog.Logger
 	// DrainTimeout bounds the graceful shutdown of in-flight requests. Default 20s.
@@ -62,6 +68,7 @@ type Server struct {
 	cancel   context.CancelFunc
 	stopping chan struct{} // closed when shutdown starts: streams end, /readyz fails
 	stopOnce atomic.Bool
+	closers  []io.Closer // files Build opened (audit log)
 }
 
 // New checks the dependencies and builds a server for cfg (defaulted and validated).
@@ -84,7 +91,7 @@ func New(cfg *config.Config, d Deps) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg: cfg, deps: d, log: d.Logger,
-		obs:        observer{},
+		obs:        observer{m: d.Metrics},
 		transports: map[string]bool{},
 		sessions:   &registry{max: cfg.Limits.MaxConnections, sessions: map[string]*session{}},
 		baseCtx:    ctx, cancel: cancel,
@@ -116,7 +123,7 @@ func (s *Server) Handler() http.Handler {
 		transports.HandleFunc(ep+sseStreamSuffix, s.sseStream)
 		transports.HandleFunc(ep+sseMessageSuffix, s.sseMessage)
 	}
-	protected := s.deps.Origin.Middleware(s.deps.Auth.Middleware(s.deps.Limiter.Middleware(transports)))
+	protected := s.countOriginRejections(s.deps.Origin.Middleware, s.deps.Auth.Middleware(s.deps.Limiter.Middleware(transports)))
 
 	limited := http.NewServeMux()
 	limited.Handle("/", protected)
@@ -124,7 +131,7 @@ func (s *Server) Handler() http.Handler {
 	limited.Handle(auth.MetadataPath, meta)
 	limited.Handle(auth.MetadataPath+ep, meta)
 	if !s.cfg.Auth.Anonymous && !s.cfg.Auth.WebSocket.Tickets.Disabled {
-		limited.Handle("/auth/ticket", s.deps.Origin.Middleware(s.deps.Limiter.Middleware(s.deps.Auth.TicketHandler())))
+		limited.Handle("/auth/ticket", s.countOriginRejections(s.deps.Origin.Middleware, s.deps.Limiter.Middleware(s.deps.Auth.TicketHandler())))
 	}
 
 	top := http.NewServeMux()
@@ -132,8 +139,7 @@ func (s *Server) Handler() http.Handler {
 	top.HandleFunc("GET /healthz", s.healthz)
 	top.HandleFunc("GET /readyz", s.readyz)
 
-	var h http.Handler = top
-	return recoverMiddleware(s.log)(accessLog(s.log)(h))
+	return recoverMiddleware(s.log)(accessLog(s.log)(s.deps.Metrics.Middleware(top)))
 }
 
 // HealthHandler serves /healthz, /readyz and /metrics on the plain health address.
@@ -141,6 +147,9 @@ func (s *Server) HealthHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.deps.Metrics != nil && !s.cfg.Metrics.Disabled {
+		mux.Handle("GET /metrics", s.deps.Metrics.Handler())
+	}
 	return recoverMiddleware(s.log)(mux)
 }
 
@@ -262,10 +271,15 @@ func (s *Server) expireSessions() {
 	}
 }
 
-// TLSConfig returns the client listener's TLS configuration (nil when insecure).
-func (s *Server) TLSConfig() (*tls.Config, error) {
-	if s.cfg.TLS.Insecure {
-		return nil, nil
+// Close stops the upstream (SIGTERM, its grace, then kill) and flushes the audit log. Call
+// it after Serve returned.
+func (s *Server) Close(ctx context.Context) error {
+	err := s.deps.Upstream.Close(ctx)
+	if s.deps.Audit != nil {
+		err = errors.Join(err, s.deps.Audit.Close(ctx))
 	}
-	return tlsreload.ServerConfig(s.cfg.TLS, s.deps.Certs)
+	for _, c := range s.closers {
+		err = errors.Join(err, c.Close())
+	}
+	return err
 }

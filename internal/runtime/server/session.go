@@ -76,6 +76,7 @@ func newSession(srv *Server, id string, up upstream.Session, c caller) *session 
 		id: id, srv: srv, up: up, caller: c, created: time.Now(), lastUsed: time.Now(),
 		pending: map[string]*pendingCall{}, done: make(chan struct{}),
 	}
+	srv.obs.sessionOpened(c.transport)
 	go s.pump()
 	return s
 }
@@ -132,7 +133,7 @@ func (s *session) toStream(out []byte) {
 		}
 	}
 	s.srv.log.Debug("Dropped a server message with no open stream", "session", s.id)
-	s.srv.obs.dropped()
+	s.srv.obs.dropped(s.caller.transport)
 }
 
 // track registers a relayed request. It refuses a duplicate id or too many in flight.
@@ -282,6 +283,7 @@ func (s *session) close() {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.srv.obs.sessionClosed(s.caller.transport)
 	_ = s.up.Close()
 }
 

@@ -36,11 +36,11 @@ func (s *Server) sseStream(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "too_many_sessions")
 		return
 	}
-	s.obs.sessionOpened(transportSSE)
+	s.obs.connOpened(transportSSE)
 	defer func() {
 		s.sessions.remove(sess.id)
 		sess.close()
-		s.obs.sessionClosed(transportSSE)
+		s.obs.connClosed(transportSSE)
 	}()
 	sse := startSSE(w)
 	endpoint := s.cfg.Endpoint.Path + sseMessageSuffix + "?sessionId=" + url.QueryEscape(sess.id)

@@ -101,7 +101,7 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		case stateless(version):
 			if !batch {
 				if e := checkStatelessHeaders(r.Header, &msgs[0]); e != nil {
-					s.obs.refused(c.transport, "header_mismatch")
+					s.obs.refused(c.transport, msgs[0].Method, "header_mismatch")
 					writeRPCError(w, http.StatusBadRequest, withID(e, msgs[0].ID))
 					return
 				}
@@ -260,6 +260,8 @@ func (s *Server) streamableGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sess.clearStream(sink)
+	s.obs.connOpened(transportStreamable)
+	defer s.obs.connClosed(transportStreamable)
 	s.pumpStream(r.Context(), startSSE(w), sess, sink)
 }
 
@@ -326,7 +328,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		if isTooLarge(err) {
-			s.obs.refused("", "message_too_large")
+			s.obs.refused("", "", "message_too_large")
 			writeRPCError(w, http.StatusRequestEntityTooLarge, jsonrpc.InvalidRequest("message exceeds "+strconv.FormatInt(s.cfg.Limits.MaxMessageBytes, 10)+" bytes"))
 			return nil, false
 		}

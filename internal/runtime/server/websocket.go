@@ -83,10 +83,10 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	sess := newSession(s, newID(16), up, c)
 	sink := &streamSink{ch: make(chan []byte, 64)}
 	sess.setStream(sink)
-	s.obs.sessionOpened(transportWebSocket)
+	s.obs.connOpened(transportWebSocket)
 	defer func() {
 		sess.close()
-		s.obs.sessionClosed(transportWebSocket)
+		s.obs.connClosed(transportWebSocket)
 	}()
 
 	go s.wsWriter(ctx, cancel, conn, sess, sink)

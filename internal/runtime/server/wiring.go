@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"sync/atomic"
 	"time"
 
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/audit"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/metrics"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/origin"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/ratelimit"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/tlsreload"
@@ -38,10 +43,32 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Server, error) 
 	}
 	d := Deps{Logger: log, Upstream: o.Upstream, DrainTimeout: o.DrainTimeout}
 	var err error
+	if !cfg.Metrics.Disabled {
+		d.Metrics = metrics.New()
+	}
+	var closers []io.Closer
+	if !cfg.Audit.Disabled {
+		w, err := audit.OpenWriter(cfg.Audit)
+		if err != nil {
+			return nil, fmt.Errorf("audit.file: %w", err)
+		}
+		closers = append(closers, w)
+		d.Audit = audit.New(cfg.Audit, w)
+		if err := d.Metrics.WatchAudit(d.Audit); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
 	if d.Origin, err = origin.New(cfg.Origins, cfg.Endpoint.PublicURL); err != nil {
 		return nil, fmt.Errorf("origins: %w", err)
 	}
-	if d.Auth, err = auth.New(ctx, cfg.Auth, cfg.Endpoint.PublicURL, auth.Options{Logger: log}); err != nil {
+	// The server records auth decisions; it exists only after the authenticator.
+	var srv atomic.Pointer[Server]
+	onDecision := func(r *http.Request, dec auth.Decision) {
+		if s := srv.Load(); s != nil {
+			s.OnAuthDecision(r, dec)
+		}
+	}
+	if d.Auth, err = auth.New(ctx, cfg.Auth, cfg.Endpoint.PublicURL, auth.Options{Logger: log, OnDecision: onDecision}); err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	d.Limiter = ratelimit.New(cfg.Limits)
@@ -58,11 +85,20 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Server, error) 
 		if uo.Logger == nil {
 			uo.Logger = log
 		}
+		if uo.OnRestart == nil {
+			uo.OnRestart = d.Metrics.UpstreamRestart
+		}
 		if d.Upstream, err = newUpstream(cfg, o.Command, uo); err != nil {
 			return nil, err
 		}
 	}
-	return New(cfg, d)
+	s, err := New(cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = closers
+	srv.Store(s)
+	return s, nil
 }
 
 func newUpstream(cfg *config.Config, command []string, uo upstream.Options) (upstream.Upstream, error) {
