@@ -47,7 +47,7 @@ func (s *Server) audit(sess *session, p *pendingCall, outcome string, bytesOut i
 	if o, r, ok := strings.Cut(outcome, ":"); ok {
 		outcome, reason = o, r
 	}
-	c := sess.caller
+	c := p.from
 	s.deps.Audit.Log(audit.Record{
 		Kind: audit.KindToolCall, RequestID: p.requestID, Principal: c.subject(),
 		Origin: c.origin, RemoteAddr: c.remote, Transport: c.transport,

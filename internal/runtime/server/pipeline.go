@@ -82,6 +82,9 @@ type admitOptions struct {
 	// reply is where responses to the admitted requests go (streamable POST); nil: stream.
 	reply     chan<- []byte
 	requestID string
+	// from is the sender when it differs per request (HTTP transports: the session's
+	// creator may be on another connection); nil: the session's caller.
+	from *caller
 }
 
 // admit runs the per-message checks on parsed messages and registers the requests as
@@ -126,6 +129,9 @@ func (s *Server) admit(ctx context.Context, sess *session, msgs []jsonrpc.Messag
 // for a request that may go upstream.
 func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, opt admitOptions) (*pendingCall, *refusal) {
 	c := sess.caller
+	if opt.from != nil {
+		c = *opt.from
+	}
 	if opt.perMessageLimit && m.Method != "" {
 		if ok, retry := s.deps.Limiter.Allow(c.rateKey); !ok {
 			s.obs.rateLimited(c.transport, m.Method, "client")
@@ -137,7 +143,7 @@ func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, o
 	if !m.IsRequest() {
 		return nil, nil // notifications and responses to server requests pass as they are
 	}
-	p := &pendingCall{id: m.ID, method: m.Method, requestID: opt.requestID, start: time.Now(), bytesIn: len(m.Raw), reply: opt.reply}
+	p := &pendingCall{id: m.ID, method: m.Method, requestID: opt.requestID, start: time.Now(), bytesIn: len(m.Raw), reply: opt.reply, from: c}
 	if m.Method != "tools/call" {
 		return p, nil
 	}

@@ -43,6 +43,7 @@ type pendingCall struct {
 	timer     *time.Timer
 	// reply receives the response (streamable POST); nil: the session's stream gets it.
 	reply chan<- []byte
+	from  caller // who sent it
 }
 
 // streamSink receives messages that are not responses to a waiting POST.

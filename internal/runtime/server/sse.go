@@ -59,7 +59,8 @@ func (s *Server) sseMessage(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusMethodNotAllowed, "method_not_allowed")
 		return
 	}
-	sess := s.sessions.get(r.URL.Query().Get("sessionId"), s.callerOf(r, transportSSE))
+	c := s.callerOf(r, transportSSE)
+	sess := s.sessions.get(r.URL.Query().Get("sessionId"), c)
 	if sess == nil {
 		writeJSONError(w, http.StatusNotFound, "session_not_found")
 		return
@@ -78,7 +79,7 @@ func (s *Server) sseMessage(w http.ResponseWriter, r *http.Request) {
 		ref.write(w, r, s.deps.Auth)
 		return
 	}
-	if ref := s.admit(r.Context(), sess, msgs, batch, admitOptions{requestID: RequestID(r.Context())}); ref != nil {
+	if ref := s.admit(r.Context(), sess, msgs, batch, admitOptions{requestID: RequestID(r.Context()), from: &c}); ref != nil {
 		sess.toStream(ref.body)
 		w.WriteHeader(http.StatusAccepted)
 		return

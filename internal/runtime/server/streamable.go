@@ -141,7 +141,7 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		sess.addPost(sink)
 		defer sess.removePost(sink)
 	}
-	if ref := s.admit(ctx, sess, msgs, batch, admitOptions{reply: reply, requestID: RequestID(ctx)}); ref != nil {
+	if ref := s.admit(ctx, sess, msgs, batch, admitOptions{reply: reply, requestID: RequestID(ctx), from: &c}); ref != nil {
 		if opened {
 			s.sessions.remove(sess.id)
 			sess.close()
