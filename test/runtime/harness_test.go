@@ -195,7 +195,13 @@ func start(t *testing.T, k *keys, edit func(*config.Config), command ...string) 
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	up, err := upstream.NewStdio(cfg.Upstream, command, upstream.Options{Logger: log, Stderr: io.Discard})
+	var up upstream.Upstream
+	var err error
+	if cfg.Upstream.Transport == config.UpstreamHTTP {
+		up, err = upstream.NewHTTP(cfg.Upstream, upstream.Options{Logger: log})
+	} else {
+		up, err = upstream.NewStdio(cfg.Upstream, command, upstream.Options{Logger: log, Stderr: io.Discard})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,9 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"os/exec"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +13,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	. "github.com/onsi/gomega"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
 )
 
 // sdkClient connects the official Go SDK client through the runtime.
@@ -102,5 +106,33 @@ func TestGoSDKLegacySSE(t *testing.T) {
 	r := start(t, newKeys(t), nil)
 	var progress atomic.Int32
 	s := sdkClient(t, r, &mcp.SSEClientTransport{Endpoint: r.url("/mcp/sse"), HTTPClient: r.authedClient(t, "alice")}, "2024-11-05", &progress)
+	exerciseTools(t, r, s, &progress)
+}
+
+// TestGoSDKThroughHTTPUpstream fronts the everything-server running as a (stateful)
+// Streamable HTTP server on localhost, the sidecar layout.
+func TestGoSDKThroughHTTPUpstream(t *testing.T) {
+	g := NewWithT(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	cmd := exec.Command(everythingServer(t), "-http", addr, "-stateless=false")
+	g.Expect(cmd.Start()).To(Succeed())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	g.Eventually(func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err
+	}, 10*time.Second, 20*time.Millisecond).Should(Succeed())
+
+	r := start(t, newKeys(t), func(c *config.Config) {
+		c.Upstream.Transport = config.UpstreamHTTP
+		c.Upstream.URL = "http://" + addr + "/mcp"
+	})
+	var progress atomic.Int32
+	s := sdkClient(t, r, &mcp.StreamableClientTransport{Endpoint: r.url("/mcp"), HTTPClient: r.authedClient(t, "alice"), MaxRetries: -1}, "2025-11-25", &progress)
 	exerciseTools(t, r, s, &progress)
 }

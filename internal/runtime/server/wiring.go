@@ -115,8 +115,17 @@ func newUpstream(cfg *config.Config, command []string, uo upstream.Options) (ups
 			return nil, fmt.Errorf("upstream: %w", err)
 		}
 		return up, nil
+	case config.UpstreamHTTP:
+		if len(command) > 0 {
+			return nil, errors.New("upstream.transport is http: a command after \"--\" is not used; start the server separately")
+		}
+		up, err := upstream.NewHTTP(cfg.Upstream, uo)
+		if err != nil {
+			return nil, fmt.Errorf("upstream: %w", err)
+		}
+		return up, nil
 	default:
-		return nil, fmt.Errorf("upstream.transport %q is not supported by this build", cfg.Upstream.Transport)
+		return nil, fmt.Errorf("upstream.transport %q is not stdio or http", cfg.Upstream.Transport)
 	}
 }
 
