@@ -240,7 +240,7 @@ func TestOpenWriterAppendsToPrivateFile(t *testing.T) {
 
 	f, err := os.Open(file)
 	g.Expect(err).NotTo(HaveOccurred())
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var n int
 	for s := bufio.NewScanner(f); s.Scan(); n++ {
 		g.Expect(json.Valid(s.Bytes())).To(BeTrue())

@@ -56,7 +56,7 @@ func FuzzParse(f *testing.F) {
 			if std.Method != m.Method || std.JSONRPC != "2.0" {
 				t.Fatalf("encoding/json reads method %q, Parse %q in %q", std.Method, m.Method, m.Raw)
 			}
-			if !bytes.Equal(std.ID, m.ID) && !(m.ID == nil && std.ID == nil) {
+			if !bytes.Equal(std.ID, m.ID) {
 				t.Fatalf("encoding/json reads id %q, Parse %q in %q", std.ID, m.ID, m.Raw)
 			}
 			if !bytes.Equal(std.Params, m.Params) {

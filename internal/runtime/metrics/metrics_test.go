@@ -19,7 +19,7 @@ func scrape(t *testing.T, url string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +150,7 @@ func TestMiddleware(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
 		_ = brw.Flush()
 	})
@@ -163,7 +163,7 @@ func TestMiddleware(t *testing.T) {
 		resp, err := http.Get(srv.URL + p)
 		g.Expect(err).NotTo(HaveOccurred())
 		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 	}
 	req, _ := http.NewRequest("PATCH", srv.URL+"/upgrade", nil)
 	req.Header.Set("Connection", "Upgrade")
@@ -171,7 +171,7 @@ func TestMiddleware(t *testing.T) {
 	resp, err := http.DefaultClient.Do(req)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(resp.StatusCode).To(Equal(http.StatusSwitchingProtocols))
-	resp.Body.Close()
+	_ = resp.Body.Close()
 
 	g.Eventually(func() string { return scrape(t, metricsSrv.URL) }).WithTimeout(5 * time.Second).Should(And(
 		ContainSubstring(`mcp_runtime_http_requests_total{code="200",method="GET"} 3`),
