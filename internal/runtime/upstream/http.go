@@ -23,8 +23,10 @@ const (
 	headerProtocolVersion = "MCP-Protocol-Version"
 	// maxPostsPerSession bounds concurrent POSTs (and their goroutines) per session.
 	maxPostsPerSession = 64
-	deleteTimeout      = 5 * time.Second
-	probeTimeout       = 10 * time.Second
+	// maxResumes bounds reconnections of one request's event stream.
+	maxResumes    = 5
+	deleteTimeout = 5 * time.Second
+	probeTimeout  = 10 * time.Second
 	// healthInterval: how often a ready upstream is checked for a listening port, so
 	// Ready turns false when the server dies even while no client talks to it.
 	healthInterval = 5 * time.Second
@@ -187,7 +189,7 @@ func (u *httpUpstream) probe() error {
 		return fmt.Errorf("initialize answered HTTP %d", resp.StatusCode)
 	}
 	ok := false
-	err = u.readMessages(resp, func(m []byte) {
+	_, err = u.readMessages(resp, func(m []byte) {
 		if env, err := parseEnvelope(m); err == nil && env.isResponse() && env.result.ok() {
 			ok = true
 		}
@@ -222,36 +224,36 @@ func (u *httpUpstream) post(ctx context.Context, msg []byte, sid, version string
 	return u.client.Do(req)
 }
 
-// readMessages reads a 200 answer: one JSON body (object or batch) or an SSE stream.
-func (u *httpUpstream) readMessages(resp *http.Response, fn func([]byte)) error {
+// readMessages reads a 200 answer: one JSON body (object or batch) or an SSE stream
+// (then it returns the last event id, to resume the stream with).
+func (u *httpUpstream) readMessages(resp *http.Response, fn func([]byte)) (string, error) {
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	switch mt {
 	case "text/event-stream":
-		_, err := readSSE(resp.Body, u.s.maxMsg, func(data []byte, _ string) { fn(data) }, u.s)
-		return err
+		return readSSE(resp.Body, u.s.maxMsg, func(data []byte, _ string) { fn(data) }, u.s)
 	case "application/json":
 		body, err := io.ReadAll(io.LimitReader(resp.Body, int64(u.s.maxMsg)+1))
 		if err != nil {
-			return err
+			return "", err
 		}
 		if len(body) > u.s.maxMsg {
-			return fmt.Errorf("upstream response exceeded the %d-byte message size limit", u.s.maxMsg)
+			return "", fmt.Errorf("upstream response exceeded the %d-byte message size limit", u.s.maxMsg)
 		}
 		body = bytes.TrimSpace(body)
 		if len(body) > 0 && body[0] == '[' {
 			var batch []json.RawMessage
 			if err := json.Unmarshal(body, &batch); err != nil {
-				return fmt.Errorf("upstream sent invalid JSON: %w", err)
+				return "", fmt.Errorf("upstream sent invalid JSON: %w", err)
 			}
 			for _, m := range batch {
 				fn(m)
 			}
-			return nil
+			return "", nil
 		}
 		fn(body)
-		return nil
+		return "", nil
 	}
-	return fmt.Errorf("upstream answered with unexpected content type %q", mt)
+	return "", fmt.Errorf("upstream answered with unexpected content type %q", mt)
 }
 
 func (u *httpUpstream) deleteSession(sid string) {
@@ -449,7 +451,16 @@ func (s *httpSession) exchange(msg, id []byte, method string) {
 			s.listen()
 		}
 	case resp.StatusCode == http.StatusOK:
-		if err := s.u.readMessages(resp, relay); err != nil && s.ctx.Err() == nil {
+		lastEvent, err := s.u.readMessages(resp, relay)
+		// A server may end a request's SSE stream early and expect the client to resume
+		// it with GET + Last-Event-ID (SEP-1699); the answer then comes on that stream.
+		for try := 0; try < maxResumes && id != nil && !answered && lastEvent != "" && ctx.Err() == nil; try++ {
+			var next string
+			if next, err = s.resume(ctx, lastEvent, relay); next != "" {
+				lastEvent = next
+			}
+		}
+		if err != nil && s.ctx.Err() == nil {
 			if ctx.Err() != nil && !answered {
 				s.fail(id, fmt.Sprintf("upstream request timed out after %s", s.u.s.requestTimeout))
 				return
@@ -474,6 +485,42 @@ func (s *httpSession) exchange(msg, id []byte, method string) {
 	}
 }
 
+// resume reopens a request's event stream after lastEvent.
+func (s *httpSession) resume(ctx context.Context, lastEvent string, relay func([]byte)) (string, error) {
+	resp, err := s.get(ctx, lastEvent)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if resp.StatusCode != http.StatusOK || mt != "text/event-stream" {
+		return "", fmt.Errorf("resuming the upstream stream: HTTP %d", resp.StatusCode)
+	}
+	return readSSE(resp.Body, s.u.s.maxMsg, func(data []byte, _ string) { relay(data) }, s.u.s)
+}
+
+// get opens an event stream of this session (resuming after lastEvent if set).
+func (s *httpSession) get(ctx context.Context, lastEvent string) (*http.Response, error) {
+	s.mu.Lock()
+	sid, version := s.sessionID, s.version
+	s.mu.Unlock()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.u.url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if sid != "" {
+		req.Header.Set(headerSessionID, sid)
+	}
+	if version != "" {
+		req.Header.Set(headerProtocolVersion, version)
+	}
+	if lastEvent != "" {
+		req.Header.Set("Last-Event-ID", lastEvent)
+	}
+	return s.u.client.Do(req)
+}
+
 // listen opens the GET stream for server notifications and requests, once, if the
 // server keeps sessions; it reconnects (with Last-Event-ID) until the session ends.
 func (s *httpSession) listen() {
@@ -488,22 +535,7 @@ func (s *httpSession) listen() {
 		delay := s.u.s.backoff.Min
 		lastID := ""
 		for s.ctx.Err() == nil {
-			s.mu.Lock()
-			sid, version := s.sessionID, s.version
-			s.mu.Unlock()
-			req, err := http.NewRequestWithContext(s.ctx, http.MethodGet, s.u.url, nil)
-			if err != nil {
-				return
-			}
-			req.Header.Set("Accept", "text/event-stream")
-			req.Header.Set(headerSessionID, sid)
-			if version != "" {
-				req.Header.Set(headerProtocolVersion, version)
-			}
-			if lastID != "" {
-				req.Header.Set("Last-Event-ID", lastID)
-			}
-			resp, err := s.u.client.Do(req)
+			resp, err := s.get(s.ctx, lastID)
 			if err == nil {
 				mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 				switch {

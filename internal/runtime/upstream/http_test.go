@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	. "github.com/onsi/gomega"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
@@ -144,6 +146,50 @@ func TestHTTPUpstreamDeliversTheServerStream(t *testing.T) {
 	c.send(`{"jsonrpc":"2.0","id":"c","method":"tools/call","params":{"name":"test_tool_with_progress","_meta":{"progressToken":"tok"}}}`)
 	g.Expect(text(c.await(responseTo(`"c"`), 5*time.Second))).To(Equal("tok"))
 	g.Expect(c.count(method("notifications/progress"))).To(Equal(3))
+
+	// This server closes the call's stream early but keeps no events to resume from
+	// ("stream replay unsupported"): the call fails at once instead of hanging.
+	c.send(`{"jsonrpc":"2.0","id":"d","method":"tools/call","params":{"name":"test_reconnection"}}`)
+	g.Expect(errorCode(c.await(responseTo(`"d"`), 5*time.Second))).To(BeEquivalentTo(-32603))
+}
+
+func TestHTTPUpstreamResumesAStreamTheServerClosed(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	// An SDK server with an event store, whose tool closes its request's SSE stream
+	// (SEP-1699): the answer must be fetched with GET + Last-Event-ID.
+	server := mcp.NewServer(&mcp.Implementation{Name: "resumable", Version: "1"}, nil)
+	mcp.AddTool(server, &mcp.Tool{Name: "reconnect"}, func(ctx context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
+		req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: 1})
+		req.Extra.CloseSSEStream(mcp.CloseSSEStreamArgs{RetryAfter: 10 * time.Millisecond})
+		time.Sleep(50 * time.Millisecond)
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "after reconnect"}}}, nil, nil
+	})
+	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server },
+		&mcp.StreamableHTTPOptions{EventStore: mcp.NewMemoryEventStore(nil)}))
+	t.Cleanup(srv.Close) // after the upstream (cleanups run last-in first-out): it holds a GET stream open
+	rec := &recorder{next: DefaultHTTPClient().Transport}
+	opts := testOptions()
+	opts.HTTPClient = &http.Client{Transport: rec}
+	cfg := testConfig()
+	cfg.Transport, cfg.URL = config.UpstreamHTTP, srv.URL
+	u, err := NewHTTP(cfg, opts)
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	c := newClient(t, u)
+	c.send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":` + initializeParams + `}`)
+	// No notifications/initialized: the relay opens no listening GET stream, so the
+	// answer can only arrive on the resumed request stream.
+	c.send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"reconnect","_meta":{"progressToken":"p"}}}`)
+	g.Expect(text(c.await(responseTo(`2`), 5*time.Second))).To(Equal("after reconnect"))
+	g.Expect(c.count(method("notifications/progress"))).To(Equal(1), "the resumed stream does not repeat events")
+	var resumed int
+	for _, e := range rec.seen {
+		if e.method == http.MethodGet && e.status == http.StatusOK {
+			resumed++
+		}
+	}
+	g.Expect(resumed).To(Equal(1))
 }
 
 func TestHTTPUpstreamStatelessServer(t *testing.T) {
