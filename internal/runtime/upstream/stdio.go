@@ -11,9 +11,19 @@ import (
 )
 
 // NewStdio returns an upstream that runs command (or cfg.Command when command is empty)
-// as a child speaking newline-delimited JSON-RPC on stdin/stdout. cfg.SessionMode
-// "per-session" gives every session its own process from a pre-warmed pool; otherwise
-// one child serves every session.
+// as a child speaking newline-delimited JSON-RPC on stdin/stdout, in its own process
+// group. cfg.SessionMode "per-session" gives every session its own process from a
+// pre-warmed pool (stopped when the session closes); otherwise one child serves every
+// session, multiplexed by id rewriting.
+//
+// The shared child is started by Start and initialized by the runtime itself
+// (Options.InitializeParams); clients' initialize requests are answered from the cached
+// result and their notifications/initialized are not forwarded. A session closing never
+// closes the child's stdin. A child that dies fails its in-flight requests at once
+// ("upstream process exited; request not completed"), is restarted with exponential
+// backoff and initialized again before requests go through. Server→client requests
+// (sampling, elicitation, roots) go to the session with the most recent call in flight;
+// servers that ask clients things during concurrent calls should use per-session mode.
 func NewStdio(cfg config.Upstream, command []string, opts Options) (Upstream, error) {
 	if len(command) == 0 {
 		command = cfg.Command

@@ -505,3 +505,33 @@ func TestClosingOneSessionLeavesTheChildToTheOthers(t *testing.T) {
 	g.Expect(b.find(responseTo(`1`))).To(BeNil(), "a closed session's late response is dropped")
 	g.Expect(errors.Is(b.s.Send(context.Background(), []byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`)), ErrSessionClosed)).To(BeTrue())
 }
+
+func TestRestartBackoffGrowsAndResetsAfterAStableRun(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	opts := testOptions()
+	opts.Backoff = Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second, ResetAfter: 700 * time.Millisecond}
+	restarted := make(chan time.Time, 10)
+	opts.OnRestart = func() { restarted <- time.Now() }
+	u, err := NewStdio(testConfig(), []string{everythingServer(t)}, opts)
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+
+	crash := func() time.Duration {
+		t.Helper()
+		pid := childPID(u)
+		killed := time.Now()
+		g.Expect(syscall.Kill(-pid, syscall.SIGKILL)).To(Succeed())
+		var at time.Time
+		g.Eventually(restarted).WithTimeout(5 * time.Second).Should(Receive(&at))
+		g.Eventually(u.Ready).WithTimeout(5 * time.Second).Should(BeTrue())
+		return at.Sub(killed)
+	}
+	// Crashing right after each start: 100ms, 200ms, 400ms.
+	g.Expect(crash()).To(BeNumerically(">=", 100*time.Millisecond))
+	g.Expect(crash()).To(BeNumerically(">=", 200*time.Millisecond))
+	g.Expect(crash()).To(BeNumerically(">=", 400*time.Millisecond))
+	// A child that stayed up past ResetAfter is restarted after Min again (not 800ms).
+	time.Sleep(800 * time.Millisecond)
+	g.Expect(crash()).To(BeNumerically("<", 700*time.Millisecond))
+}
