@@ -69,7 +69,74 @@ func compile(raw []byte) (*jsonschema.Schema, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inputSchema does not compile: %s", firstLine(err.Error()))
 	}
+	if evalCost(s, MaxSchemaCost) > MaxSchemaCost {
+		return nil, fmt.Errorf("inputSchema is too costly to validate (more than %d subschema evaluations per value)", MaxSchemaCost)
+	}
 	return s, nil
+}
+
+// evalCost estimates how many subschema evaluations validating one value may take: the
+// schema graph summed as a DAG, so a small schema whose anyOf branches $ref the same
+// definition at every level (2^n evaluations from n definitions) is caught, saturating at
+// limit+1. A recursive reference counts once: recursion is driven by the value's nesting,
+// which the JSON-RPC depth limit bounds; see the package documentation for what that leaves.
+func evalCost(root *jsonschema.Schema, limit int) int {
+	memo := map[*jsonschema.Schema]int{}
+	active := map[*jsonschema.Schema]bool{}
+	var visit func(s *jsonschema.Schema) int
+	visit = func(s *jsonschema.Schema) int {
+		if s == nil {
+			return 0
+		}
+		if c, ok := memo[s]; ok {
+			return c
+		}
+		if active[s] {
+			return 1
+		}
+		active[s] = true
+		cost := 1
+		add := func(children ...*jsonschema.Schema) {
+			for _, c := range children {
+				cost = min(limit+1, cost+visit(c))
+			}
+		}
+		add(s.Ref, s.RecursiveRef, s.Not, s.If, s.Then, s.Else, s.PropertyNames, s.UnevaluatedProperties,
+			s.Contains, s.Items2020, s.UnevaluatedItems, s.ContentSchema)
+		if s.DynamicRef != nil {
+			add(s.DynamicRef.Ref)
+		}
+		add(s.AllOf...)
+		add(s.AnyOf...)
+		add(s.OneOf...)
+		add(s.PrefixItems...)
+		for _, c := range s.Properties {
+			add(c)
+		}
+		for _, c := range s.PatternProperties {
+			add(c)
+		}
+		for _, c := range s.DependentSchemas {
+			add(c)
+		}
+		for _, d := range s.Dependencies {
+			if c, ok := d.(*jsonschema.Schema); ok {
+				add(c)
+			}
+		}
+		for _, v := range []any{s.AdditionalProperties, s.AdditionalItems, s.Items} {
+			switch c := v.(type) {
+			case *jsonschema.Schema:
+				add(c)
+			case []*jsonschema.Schema:
+				add(c...)
+			}
+		}
+		delete(active, s)
+		memo[s] = cost
+		return cost
+	}
+	return visit(root)
 }
 
 func firstLine(s string) string {

@@ -5,6 +5,15 @@
 // Schemas are compiled with remote references disabled: a $ref or $schema naming a URL or a
 // file the runtime does not embed makes the schema fail to compile, and the tool's calls are
 // then refused (fail closed). The runtime never fetches anything a schema names.
+//
+// Compile cost is bounded (MaxSchemaBytes, MaxSchemaDepth, MaxTools, no recompiling of an
+// unchanged schema) and so is the static validation cost (MaxSchemaCost). Not bounded: a
+// recursive schema whose recursion fans out (anyOf branches that both recurse into the same
+// child value) costs up to 2^depth evaluations for a value nested depth levels deep; the
+// upstream's own schemas are trusted that far, and the JSON-RPC depth limit caps depth.
+// Patterns Go's RE2 cannot compile (look-around, backreferences) are not asserted, rather
+// than making the tool uncallable. Draft-07 schemas get format assertions (the draft's
+// default in the validator library); 2020-12 ones do not.
 package tools
 
 import (
@@ -30,6 +39,9 @@ const (
 	MaxSchemaBytes = 256 << 10
 	// MaxSchemaDepth is the deepest JSON nesting of an inputSchema.
 	MaxSchemaDepth = 64
+	// MaxSchemaCost bounds the estimated subschema evaluations per validated value (see
+	// evalCost); about 2 µs each, so a call costs at most a few tens of milliseconds.
+	MaxSchemaCost = 20000
 	// MaxTools is the number of tool schemas cached; tools beyond it are refused.
 	MaxTools = 2048
 	// maxMessage bounds the length of an error message sent to a client.

@@ -387,3 +387,38 @@ func TestLongMessagesAreTruncated(t *testing.T) {
 	g.Expect(len(cerr.RPC.Message)).To(BeNumerically("<=", maxMessage+len("…")))
 	g.Expect(json.Valid(jsonrpc.ErrorResponse(json.RawMessage(`1`), cerr.RPC))).To(BeTrue())
 }
+
+// A small schema whose anyOf branches $ref the same definition at every level needs 2^n
+// evaluations per value; it is refused at compile time. Recursive schemas stay usable.
+func TestCostlySchemasAreRefused(t *testing.T) {
+	g := NewWithT(t)
+	chain := func(n int) string {
+		var defs []string
+		for i := range n {
+			defs = append(defs, fmt.Sprintf(`"l%d":{"anyOf":[{"$ref":"#/$defs/l%d","minLength":5},{"$ref":"#/$defs/l%d","maxLength":2}]}`, i, i+1, i+1))
+		}
+		defs = append(defs, fmt.Sprintf(`"l%d":{"type":"string"}`, n))
+		return `{"type":"object","properties":{"s":{"$ref":"#/$defs/l0"}},"$defs":{` + strings.Join(defs, ",") + `}}`
+	}
+	p := newPolicy(t, config.Tools{},
+		`{"name":"chain8","inputSchema":`+chain(8)+`}`,
+		`{"name":"chain30","inputSchema":`+chain(30)+`}`,
+		`{"name":"tree","inputSchema":{"type":"object","properties":{"node":{"$ref":"#/$defs/node"}},"$defs":{"node":{"type":"object","properties":{"value":{"type":"string"},"children":{"type":"array","items":{"$ref":"#/$defs/node"}}},"required":["value"]}}}}`,
+		`{"name":"json_value","inputSchema":{"type":"object","properties":{"v":{"$ref":"#/$defs/v"}},"$defs":{"v":{"anyOf":[{"type":"object","additionalProperties":{"$ref":"#/$defs/v"}},{"type":"array","items":{"$ref":"#/$defs/v"}},{"type":["string","number","boolean","null"]}]}}}}`,
+	)
+	_, cerr := p.CheckCall(auth.Principal{}, call("chain8", `{"s":"abc"}`))
+	g.Expect(cerr).NotTo(BeNil())
+	g.Expect(cerr.RPC.Code).To(Equal(jsonrpc.CodeInvalidParams), "chain8 compiles and validates")
+
+	_, cerr = p.CheckCall(auth.Principal{}, call("chain30", `{"s":"abc"}`))
+	g.Expect(cerr).NotTo(BeNil())
+	g.Expect(cerr.RPC.Code).To(Equal(jsonrpc.CodeInternalError))
+	g.Expect(cerr.RPC.Message).To(ContainSubstring("too costly to validate"))
+
+	_, cerr = p.CheckCall(auth.Principal{}, call("tree", `{"node":{"value":"a","children":[{"value":"b","children":[{"value":"c"}]}]}}`))
+	g.Expect(cerr).To(BeNil())
+	_, cerr = p.CheckCall(auth.Principal{}, call("tree", `{"node":{"value":"a","children":[{"children":[]}]}}`))
+	g.Expect(cerr.RPC.Message).To(ContainSubstring("at /node/children/0: missing property 'value'"))
+	_, cerr = p.CheckCall(auth.Principal{}, call("json_value", `{"v":{"a":[1,{"b":null}]}}`))
+	g.Expect(cerr).To(BeNil())
+}
