@@ -16,7 +16,7 @@ func BenchmarkSharedChildToolsCall(b *testing.B) {
 	if err := u.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	defer u.Close(context.Background())
+	defer func() { _ = u.Close(context.Background()) }()
 	s, _ := u.NewSession(context.Background())
 	if !s.(*session).m.waitReady(nil) {
 		b.Fatal("upstream not ready")
@@ -29,7 +29,7 @@ func BenchmarkSharedChildToolsCall(b *testing.B) {
 			b.Error(err)
 			return
 		}
-		defer s.Close()
+		defer func() { _ = s.Close() }()
 		for i := 0; pb.Next(); i++ {
 			msg := fmt.Appendf(nil, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"test_simple_text"}}`, i)
 			if err := s.Send(context.Background(), msg); err != nil {

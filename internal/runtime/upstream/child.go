@@ -126,7 +126,7 @@ func (c *child) readLoop(maxLine int, onLine func([]byte), onTooLong func([]byte
 }
 
 func (c *child) stderrLoop(r *os.File, s *settings) {
-	defer r.Close()
+	defer func() { _ = r.Close() }()
 	lr := newLineReader(r, stderrLineMax)
 	for {
 		line, err := lr.next()

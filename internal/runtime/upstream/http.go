@@ -184,7 +184,7 @@ func (u *httpUpstream) probe() error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("initialize answered HTTP %d", resp.StatusCode)
 	}
@@ -410,7 +410,7 @@ func (s *httpSession) exchange(msg, id []byte, method string) {
 		}
 		return
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if initialize {
 		if v := resp.Header.Get(headerSessionID); v != "" {
 			s.mu.Lock()
@@ -444,13 +444,13 @@ func (s *httpSession) exchange(msg, id []byte, method string) {
 		}
 		s.deliver(append([]byte(nil), m...))
 	}
-	switch {
-	case resp.StatusCode == http.StatusAccepted:
+	switch resp.StatusCode {
+	case http.StatusAccepted:
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		if method == "notifications/initialized" {
 			s.listen()
 		}
-	case resp.StatusCode == http.StatusOK:
+	case http.StatusOK:
 		lastEvent, err := s.u.readMessages(resp, relay)
 		// A server may end a request's SSE stream early and expect the client to resume
 		// it with GET + Last-Event-ID (SEP-1699); the answer then comes on that stream.
@@ -491,7 +491,7 @@ func (s *httpSession) resume(ctx context.Context, lastEvent string, relay func([
 	if err != nil {
 		return "", err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if resp.StatusCode != http.StatusOK || mt != "text/event-stream" {
 		return "", fmt.Errorf("resuming the upstream stream: HTTP %d", resp.StatusCode)

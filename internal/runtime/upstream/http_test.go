@@ -160,7 +160,7 @@ func TestHTTPUpstreamResumesAStreamTheServerClosed(t *testing.T) {
 	// (SEP-1699): the answer must be fetched with GET + Last-Event-ID.
 	server := mcp.NewServer(&mcp.Implementation{Name: "resumable", Version: "1"}, nil)
 	mcp.AddTool(server, &mcp.Tool{Name: "reconnect"}, func(ctx context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
-		req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: 1})
+		_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: 1})
 		req.Extra.CloseSSEStream(mcp.CloseSSEStreamArgs{RetryAfter: 10 * time.Millisecond})
 		time.Sleep(50 * time.Millisecond)
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "after reconnect"}}}, nil, nil

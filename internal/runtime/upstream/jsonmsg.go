@@ -320,7 +320,7 @@ func notification(method string, params []byte) []byte {
 // oneLine makes a message safe for newline-delimited framing: whitespace between tokens
 // may contain newlines (strings cannot), so compacting removes every one of them.
 func oneLine(msg []byte) ([]byte, error) {
-	if bytes.IndexAny(msg, "\r\n") < 0 {
+	if !bytes.ContainsAny(msg, "\r\n") {
 		return msg, nil
 	}
 	var buf bytes.Buffer

@@ -168,8 +168,10 @@ func sdkSession(ctx context.Context, u Upstream, i int) (*mcp.ClientSession, err
 	wantToken := fmt.Sprintf("tok-%d", i)
 	var badToken atomic.Value
 	c := mcp.NewClient(&mcp.Implementation{Name: fmt.Sprintf("sdk-%d", i), Version: "1"}, &mcp.ClientOptions{
-		CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
-			return &mcp.CreateMessageResult{Model: "m", Role: "assistant", Content: &mcp.TextContent{Text: fmt.Sprintf("answer-%d", i)}}, nil
+		// Sampling is deprecated in 2026-07-28 but still relayed for 2025-11-25 sessions.
+		CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) { //nolint:staticcheck // see above
+			answer := &mcp.CreateMessageResult{Model: "m", Role: "assistant", Content: &mcp.TextContent{Text: fmt.Sprintf("answer-%d", i)}} //nolint:staticcheck // see above
+			return answer, nil
 		},
 		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
 			if req.Params.ProgressToken != wantToken {
@@ -481,7 +483,7 @@ func TestClientThatNeverInitializesIsServed(t *testing.T) {
 	// initialize; the child was initialized by the runtime, so this works too.
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "stateless", Version: "1"}, nil).Connect(ctx, sessionTransport{s}, nil)
 	g.Expect(err).NotTo(HaveOccurred())
-	defer cs.Close()
+	defer func() { _ = cs.Close() }()
 	g.Expect(cs.InitializeResult().ProtocolVersion).To(Equal("2026-07-28"))
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test_simple_text"})
 	g.Expect(err).NotTo(HaveOccurred())

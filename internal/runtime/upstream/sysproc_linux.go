@@ -24,7 +24,7 @@ func groupAlive(pgid int) bool {
 	if err != nil {
 		return true
 	}
-	defer dir.Close()
+	defer func() { _ = dir.Close() }()
 	names, err := dir.Readdirnames(-1)
 	if err != nil {
 		return true
