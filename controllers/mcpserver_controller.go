@@ -1,0 +1,454 @@
+// Package controllers holds the MCPServer reconciler.
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	ctrl "sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	mcpv1alpha1 "github.com/mcpfleet/mcp-fleet-operator/api/v1alpha1"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/resources"
+)
+
+// CertificateCRDName is the cert-manager CRD whose presence turns Certificates on.
+const CertificateCRDName = "certificates.cert-manager.io"
+
+// MCPServerReconciler turns an MCPServer into its hardened workload.
+type MCPServerReconciler struct {
+	ctrl.Client
+	Scheme   *runtime.Scheme
+	Recorder recorder.EventRecorder
+	Options  resources.Options
+	// Rand generates auth keys; crypto/rand when nil.
+	Rand io.Reader
+	// Namespaces limits the Certificate cache like the manager's (empty: all).
+	Namespaces []string
+
+	certReader  ctrl.Reader
+	controller  controller.Controller
+	certWatch   sync.Mutex
+	certManager atomic.Bool
+	writes      atomic.Int64
+	reconciles  atomic.Int64
+	mgr         manager.Manager
+}
+
+// Writes is the number of write requests the reconciler has sent (applies, deletes,
+// status patches, events), for tests and benchmarks.
+func (r *MCPServerReconciler) Writes() int64 { return r.writes.Load() }
+
+func (r *MCPServerReconciler) countWrite() { r.writes.Add(1) }
+
+// Reconciles is the number of reconciles run, for tests and benchmarks.
+func (r *MCPServerReconciler) Reconciles() int64 { return r.reconciles.Load() }
+
+// +kubebuilder:rbac:groups=mcp.mcpfleet.dev,resources=mcpservers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=mcp.mcpfleet.dev,resources=mcpservers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=serviceaccounts;services;configmaps;secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile gets the server, runs the ordered steps, and writes the status once at the end.
+func (r *MCPServerReconciler) Reconcile(ctx context.Context, req reconcile.Request) (result reconcile.Result, retErr error) {
+	r.reconciles.Add(1)
+	log := logf.FromContext(ctx)
+	srv := &mcpv1alpha1.MCPServer{}
+	if err := r.Get(ctx, req.NamespacedName, srv); err != nil {
+		return reconcile.Result{}, ctrl.IgnoreNotFound(err)
+	}
+	if !srv.DeletionTimestamp.IsZero() {
+		return reconcile.Result{}, nil // children are garbage-collected through owner references
+	}
+
+	sc := &scope{server: srv, before: srv.Status.DeepCopy()}
+	defer func() {
+		if err := r.writeStatus(ctx, sc, retErr); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+
+	steps := []func(context.Context, *scope) error{
+		r.reconcileServiceAccount,
+		r.reconcileAuthSecret,
+		r.reconcileConfigMap,
+		r.reconcileCertificate,
+		r.reconcileService,
+		r.reconcileNetworkPolicy,
+		r.reconcileDeployment,
+		r.reconcilePodDisruptionBudget,
+	}
+	for _, step := range steps {
+		if err := step(ctx, sc); err != nil {
+			var stall *stalledError
+			if errors.As(err, &stall) {
+				log.Info("Reconcile stalled", "reason", stall.reason, "message", stall.message)
+				return reconcile.Result{}, nil // terminal until the spec or a watched dependency changes
+			}
+			return reconcile.Result{}, err
+		}
+	}
+	return reconcile.Result{}, nil
+}
+
+// scope carries what one reconcile has learnt, step to step.
+type scope struct {
+	server      *mcpv1alpha1.MCPServer
+	before      *mcpv1alpha1.MCPServerStatus
+	configHash  []byte
+	authHash    []byte
+	deployment  *appsv1.Deployment
+	certificate *cmv1.Certificate
+	stalled     *stalledError
+}
+
+// stalledError is a terminal condition: retrying will not help until something changes.
+type stalledError struct{ reason, message string }
+
+func (e *stalledError) Error() string { return e.reason + ": " + e.message }
+
+func stalled(sc *scope, reason, format string, a ...any) error {
+	sc.stalled = &stalledError{reason: reason, message: fmt.Sprintf(format, a...)}
+	return sc.stalled
+}
+
+// terminal maps API rejections of what the operator built (invalid, forbidden by
+// admission) to Stalled; anything else is transient and retried with backoff.
+func terminal(sc *scope, err error) error {
+	if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) {
+		return stalled(sc, "ApplyRejected", "%v", err)
+	}
+	return err
+}
+
+func key(s *mcpv1alpha1.MCPServer, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: s.Namespace, Name: name}
+}
+
+func (r *MCPServerReconciler) reconcileServiceAccount(ctx context.Context, sc *scope) error {
+	live, err := r.getLive(ctx, key(sc.server, sc.server.Name), &corev1.ServiceAccount{})
+	if err != nil {
+		return err
+	}
+	_, err = r.applyChild(ctx, resources.ServiceAccount(sc.server), live)
+	return terminal(sc, err)
+}
+
+func (r *MCPServerReconciler) reconcileAuthSecret(ctx context.Context, sc *scope) error {
+	if sc.server.Spec.Auth.InsecureAnonymous {
+		return r.deleteChild(ctx, key(sc.server, resources.AuthSecretName(sc.server)), &corev1.Secret{})
+	}
+	secret := &corev1.Secret{}
+	live, err := r.getLive(ctx, key(sc.server, resources.AuthSecretName(sc.server)), secret)
+	if err != nil {
+		return err
+	}
+	var existing map[string][]byte
+	if live != nil {
+		existing = secret.Data
+	}
+	rnd := r.Rand
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	data, err := resources.EnsureAuthKeys(existing, rnd)
+	if err != nil {
+		return err
+	}
+	// Only what the pods mount rolls them.
+	sc.authHash = resources.HashSecretData(map[string][]byte{
+		resources.AuthKeyPublic:    data[resources.AuthKeyPublic],
+		resources.AuthKeyTicketKey: data[resources.AuthKeyTicketKey],
+	})
+	_, err = r.applyChild(ctx, resources.AuthSecret(sc.server, data), live)
+	return terminal(sc, err)
+}
+
+func (r *MCPServerReconciler) reconcileConfigMap(ctx context.Context, sc *scope) error {
+	cfg := resources.RuntimeConfig(sc.server, r.Options)
+	// The operator renders only configs the runtime accepts; a failure here is a spec
+	// the CRD rules could not catch, so it stalls with the runtime's own message.
+	check := *cfg
+	check.Default()
+	if err := check.Validate(); err != nil {
+		return stalled(sc, "InvalidRuntimeConfig", "the runtime would refuse this configuration: %v", err)
+	}
+	cm, err := resources.ConfigMap(sc.server, r.Options)
+	if err != nil {
+		return stalled(sc, "InvalidSpec", "%v", err)
+	}
+	sc.configHash = []byte(cm.Data[configFileKey()])
+	live, err := r.getLive(ctx, key(sc.server, resources.ConfigMapName(sc.server)), &corev1.ConfigMap{})
+	if err != nil {
+		return err
+	}
+	_, err = r.applyChild(ctx, cm, live)
+	return terminal(sc, err)
+}
+
+func (r *MCPServerReconciler) reconcileCertificate(ctx context.Context, sc *scope) error {
+	s := sc.server
+	installed, err := r.certManagerInstalled(ctx)
+	if err != nil {
+		return err
+	}
+	if s.Spec.TLS.InsecureDisabled || s.Spec.TLS.SecretName != "" {
+		if !installed {
+			return nil
+		}
+		return r.deleteChildFrom(ctx, r.certReader, key(s, resources.CertificateName(s)), &cmv1.Certificate{})
+	}
+	if !installed {
+		return stalled(sc, "CertManagerNotInstalled",
+			"cert-manager's Certificate CRD (%s) is not installed: install cert-manager, or set spec.tls.secretName to a TLS Secret you provide", CertificateCRDName)
+	}
+	cert := &cmv1.Certificate{}
+	live, err := getLive(ctx, r.certReader, key(s, resources.CertificateName(s)), cert)
+	if err != nil {
+		return err
+	}
+	if live != nil {
+		sc.certificate = cert
+	}
+	_, err = r.applyChild(ctx, resources.Certificate(s, r.Options), live)
+	return terminal(sc, err)
+}
+
+func (r *MCPServerReconciler) reconcileService(ctx context.Context, sc *scope) error {
+	live, err := r.getLive(ctx, key(sc.server, resources.ServiceName(sc.server)), &corev1.Service{})
+	if err != nil {
+		return err
+	}
+	_, err = r.applyChild(ctx, resources.Service(sc.server), live)
+	return terminal(sc, err)
+}
+
+func (r *MCPServerReconciler) reconcileNetworkPolicy(ctx context.Context, sc *scope) error {
+	np, err := resources.NetworkPolicy(sc.server, r.Options)
+	if err != nil {
+		return stalled(sc, "InvalidSpec", "%v", err)
+	}
+	k := key(sc.server, sc.server.Name)
+	if np == nil {
+		return r.deleteChild(ctx, k, &networkingv1.NetworkPolicy{})
+	}
+	live, err := r.getLive(ctx, k, &networkingv1.NetworkPolicy{})
+	if err != nil {
+		return err
+	}
+	_, err = r.applyChild(ctx, np, live)
+	return terminal(sc, err)
+}
+
+func (r *MCPServerReconciler) reconcileDeployment(ctx context.Context, sc *scope) error {
+	d, err := resources.Deployment(sc.server, r.Options, resources.Hash(sc.configHash, sc.authHash))
+	if err != nil {
+		return stalled(sc, "InvalidSpec", "%v", err)
+	}
+	dep := &appsv1.Deployment{}
+	live, err := r.getLive(ctx, key(sc.server, resources.DeploymentName(sc.server)), dep)
+	if err != nil {
+		return err
+	}
+	if live != nil {
+		sc.deployment = dep
+	}
+	_, err = r.applyChild(ctx, d, live)
+	return terminal(sc, err)
+}
+
+func (r *MCPServerReconciler) reconcilePodDisruptionBudget(ctx context.Context, sc *scope) error {
+	k := key(sc.server, sc.server.Name)
+	pdb := resources.PodDisruptionBudget(sc.server)
+	if pdb == nil {
+		return r.deleteChild(ctx, k, &policyv1.PodDisruptionBudget{})
+	}
+	live, err := r.getLive(ctx, k, &policyv1.PodDisruptionBudget{})
+	if err != nil {
+		return err
+	}
+	_, err = r.applyChild(ctx, pdb, live)
+	return terminal(sc, err)
+}
+
+// writeStatus derives the status from what the steps observed and patches it only when
+// it changed, emitting events on Ready transitions.
+func (r *MCPServerReconciler) writeStatus(ctx context.Context, sc *scope, reconcileErr error) error {
+	s := sc.server
+	computeStatus(s, sc, r.Options, reconcileErr)
+	if statusEqual(sc.before, &s.Status) {
+		return nil
+	}
+	patched := s.DeepCopy()
+	before := s.DeepCopy()
+	before.Status = *sc.before
+	if err := r.Status().Patch(ctx, patched, ctrl.MergeFrom(before)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("writing status: %w", err)
+	}
+	r.countWrite()
+	logf.FromContext(ctx).V(1).Info("Wrote status", "ready", readySummary(&s.Status), "diff", cmp.Diff(sc.before, &s.Status))
+	r.emitTransitions(sc.before, &s.Status, s)
+	return nil
+}
+
+func (r *MCPServerReconciler) emitTransitions(before, after *mcpv1alpha1.MCPServerStatus, s *mcpv1alpha1.MCPServer) {
+	if r.Recorder == nil {
+		return
+	}
+	was := meta.FindStatusCondition(before.Conditions, ConditionReady)
+	now := meta.FindStatusCondition(after.Conditions, ConditionReady)
+	if now == nil || (was != nil && was.Status == now.Status && was.Reason == now.Reason) {
+		return
+	}
+	kind := corev1.EventTypeNormal
+	if now.Status != metav1.ConditionTrue {
+		kind = corev1.EventTypeWarning
+	}
+	r.Recorder.Eventf(s, nil, kind, now.Reason, "Reconcile", "%s", now.Message)
+	r.countWrite()
+}
+
+// SetupWithManager registers the controller: it owns every child kind, watched through a
+// label-selected cache, and watches cert-manager's CRD so that installing cert-manager
+// later is noticed without polling.
+func (r *MCPServerReconciler) SetupWithManager(ctx context.Context, mgr manager.Manager) error {
+	r.mgr = mgr
+	b := builder.ControllerManagedBy(mgr).
+		For(&mcpv1alpha1.MCPServer{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&corev1.Secret{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Service{}).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Watches(&apiextensionsv1.CustomResourceDefinition{},
+			handler.EnqueueRequestsFromMapFunc(r.certManagerAppeared),
+			builder.WithPredicates(predicate.NewPredicateFuncs(func(o ctrl.Object) bool { return o.GetName() == CertificateCRDName }))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
+		Named("mcpserver")
+	c, err := b.Build(r)
+	if err != nil {
+		return err
+	}
+	r.controller = c
+	return nil
+}
+
+// certManagerAppeared requeues every server when cert-manager's CRD becomes established
+// (at start or later), so their Certificates get created without polling.
+func (r *MCPServerReconciler) certManagerAppeared(ctx context.Context, o ctrl.Object) []reconcile.Request {
+	crd, ok := o.(*apiextensionsv1.CustomResourceDefinition)
+	if !ok || crd.DeletionTimestamp != nil || !established(crd) || r.certManager.Load() {
+		return nil
+	}
+	list := &mcpv1alpha1.MCPServerList{}
+	if err := r.List(ctx, list); err != nil {
+		logf.FromContext(ctx).Error(err, "Listing MCPServers failed")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, s := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Name}})
+	}
+	return reqs
+}
+
+// certManagerInstalled reports whether Certificates can be managed, starting their
+// label-selected cache and watch the first time cert-manager's CRD is established. An
+// error (e.g. discovery not caught up yet) is transient: the reconcile is retried.
+func (r *MCPServerReconciler) certManagerInstalled(ctx context.Context) (bool, error) {
+	if r.certManager.Load() {
+		return true, nil
+	}
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := r.Get(ctx, types.NamespacedName{Name: CertificateCRDName}, crd); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reading the %s CRD: %w", CertificateCRDName, err)
+	}
+	if !established(crd) {
+		return false, nil
+	}
+	r.certWatch.Lock()
+	defer r.certWatch.Unlock()
+	if r.certManager.Load() {
+		return true, nil
+	}
+	opts := certificateCacheOptions(r.Namespaces)
+	opts.Scheme, opts.Mapper = r.mgr.GetScheme(), r.mgr.GetRESTMapper()
+	certCache, err := cache.New(r.mgr.GetConfig(), opts)
+	if err != nil {
+		return false, fmt.Errorf("creating the Certificate cache: %w", err)
+	}
+	if err := r.mgr.Add(certCache); err != nil {
+		return false, fmt.Errorf("starting the Certificate cache: %w", err)
+	}
+	if err := r.controller.Watch(source.Kind(certCache, &cmv1.Certificate{},
+		handler.TypedEnqueueRequestForOwner[*cmv1.Certificate](r.mgr.GetScheme(), r.mgr.GetRESTMapper(), &mcpv1alpha1.MCPServer{}, handler.OnlyControllerOwner()))); err != nil {
+		return false, fmt.Errorf("watching Certificates: %w", err)
+	}
+	r.certReader = certCache
+	r.certManager.Store(true)
+	logf.FromContext(ctx).Info("cert-manager detected; managing Certificates", "crd", klog.KRef("", CertificateCRDName))
+	return true, nil
+}
+
+func readySummary(st *mcpv1alpha1.MCPServerStatus) string {
+	c := meta.FindStatusCondition(st.Conditions, ConditionReady)
+	if c == nil {
+		return "unknown"
+	}
+	return string(c.Status) + "/" + c.Reason
+}
+
+func established(crd *apiextensionsv1.CustomResourceDefinition) bool {
+	for _, c := range crd.Status.Conditions {
+		if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
+
+// ManagedSelector selects the children the operator made; the cache holds only those.
+func ManagedSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{resources.LabelManagedBy: resources.ManagedBy})
+}

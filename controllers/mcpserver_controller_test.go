@@ -1,0 +1,374 @@
+package controllers
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"github.com/fluxcd/cli-utils/pkg/kstatus/status"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	mcpv1alpha1 "github.com/mcpfleet/mcp-fleet-operator/api/v1alpha1"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/resources"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+)
+
+const (
+	timeout  = 20 * time.Second
+	interval = 100 * time.Millisecond
+)
+
+func newNamespace(labels map[string]string) string {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "mcp-test-", Labels: labels}}
+	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
+	return ns.Name
+}
+
+func stdioServer(ns, name string) *mcpv1alpha1.MCPServer {
+	return &mcpv1alpha1.MCPServer{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: mcpv1alpha1.MCPServerSpec{
+			Image:   "ghcr.io/example/everything-server:v1.8.0",
+			Command: []string{"/everything-server"},
+			Origins: mcpv1alpha1.OriginsSpec{Allowed: []mcpv1alpha1.Origin{"https://app.example.com"}},
+		},
+	}
+}
+
+func getServer(s *mcpv1alpha1.MCPServer) *mcpv1alpha1.MCPServer {
+	out := &mcpv1alpha1.MCPServer{}
+	Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s), out)).To(Succeed())
+	return out
+}
+
+func condition(s *mcpv1alpha1.MCPServer, t string) func() *metav1.Condition {
+	return func() *metav1.Condition {
+		return meta.FindStatusCondition(getServer(s).Status.Conditions, t)
+	}
+}
+
+func haveStatusReason(st metav1.ConditionStatus, reason string) OmegaMatcher {
+	return And(Not(BeNil()), WithTransform(func(c *metav1.Condition) string { return string(c.Status) + "/" + c.Reason }, Equal(string(st)+"/"+reason)))
+}
+
+func child(s *mcpv1alpha1.MCPServer, name string, obj client.Object) client.Object {
+	Eventually(func() error { return k8sClient.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: name}, obj) }, timeout, interval).Should(Succeed())
+	return obj
+}
+
+// makeReady plays the parts of cert-manager and the Deployment controller, which do not
+// run in envtest: the Certificate is issued and every replica is available.
+func makeReady(s *mcpv1alpha1.MCPServer) {
+	cert := child(s, s.Name, &cmv1.Certificate{}).(*cmv1.Certificate)
+	notAfter := metav1.NewTime(time.Now().Add(90 * 24 * time.Hour).Truncate(time.Second))
+	cert.Status = cmv1.CertificateStatus{
+		NotAfter:   &notAfter,
+		Conditions: []cmv1.CertificateCondition{{Type: cmv1.CertificateConditionReady, Status: cmmeta.ConditionTrue, Reason: "Ready", ObservedGeneration: cert.Generation}},
+	}
+	Expect(k8sClient.Status().Update(ctx, cert)).To(Succeed())
+	dep := child(s, s.Name, &appsv1.Deployment{}).(*appsv1.Deployment)
+	n := *dep.Spec.Replicas
+	dep.Status = appsv1.DeploymentStatus{ObservedGeneration: dep.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+	Expect(k8sClient.Status().Update(ctx, dep)).To(Succeed())
+}
+
+var _ = Describe("MCPServer reconciler", Ordered, func() {
+	var ns string
+	var srv *mcpv1alpha1.MCPServer
+
+	BeforeAll(func() {
+		ns = newNamespace(nil)
+		srv = stdioServer(ns, "everything")
+	})
+
+	It("stalls with a clear condition while cert-manager is not installed, without polling", func() {
+		Expect(k8sClient.Create(ctx, srv)).To(Succeed())
+		Eventually(condition(srv, ConditionStalled), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "CertManagerNotInstalled"))
+		c := condition(srv, ConditionReady)()
+		Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		Expect(c.Message).To(ContainSubstring("install cert-manager"))
+		Expect(condition(srv, ConditionReconciling)()).To(BeNil(), "Reconciling is present only while true")
+
+		writes := reconciler.Writes()
+		Consistently(reconciler.Writes, 3*time.Second, 250*time.Millisecond).Should(Equal(writes), "a missing dependency must be watched, not polled")
+	})
+
+	It("resumes by itself when cert-manager's CRDs are installed", func() {
+		installCertManagerCRDs()
+		child(srv, srv.Name, &cmv1.Certificate{})
+		Eventually(condition(srv, ConditionStalled), timeout, interval).Should(BeNil())
+		Eventually(condition(srv, ConditionReconciling), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "WaitingForCertificate"))
+	})
+
+	It("creates every child as specified", func() {
+		s := getServer(srv)
+		owned := func(o client.Object) {
+			refs := o.GetOwnerReferences()
+			Expect(refs).To(HaveLen(1))
+			Expect(refs[0].UID).To(Equal(s.UID))
+			Expect(*refs[0].Controller).To(BeTrue())
+			Expect(o.GetLabels()).To(HaveKeyWithValue(resources.LabelManagedBy, resources.ManagedBy))
+		}
+
+		sa := child(s, s.Name, &corev1.ServiceAccount{}).(*corev1.ServiceAccount)
+		owned(sa)
+		Expect(*sa.AutomountServiceAccountToken).To(BeFalse())
+
+		cm := child(s, s.Name+"-runtime", &corev1.ConfigMap{}).(*corev1.ConfigMap)
+		owned(cm)
+		rc, err := config.Parse([]byte(cm.Data[config.FileName]))
+		Expect(err).NotTo(HaveOccurred(), "the runtime must accept the rendered config")
+		Expect(rc.Origins.Allowed).To(Equal([]string{"https://app.example.com"}))
+		Expect(rc.Auth.JWT).To(HaveLen(1))
+		Expect(rc.Auth.JWT[0].Audiences).To(Equal([]string{"https://everything." + ns + ".svc.cluster.local:8443/mcp"}))
+		Expect(cm.Data[config.FileName]).NotTo(ContainSubstring("PRIVATE KEY"))
+
+		secret := child(s, s.Name+"-auth", &corev1.Secret{}).(*corev1.Secret)
+		owned(secret)
+		Expect(secret.Data).To(HaveKey(resources.AuthKeyPrivate))
+		Expect(secret.Data).To(HaveKey(resources.AuthKeyPublic))
+		Expect(secret.Data).To(HaveKey(resources.AuthKeyTicketKey))
+
+		cert := child(s, s.Name, &cmv1.Certificate{}).(*cmv1.Certificate)
+		owned(cert)
+		Expect(cert.Spec.DNSNames).To(ContainElements("everything", "everything."+ns+".svc", "everything."+ns+".svc.cluster.local"))
+		Expect(cert.Spec.IssuerRef.Name).To(Equal("mcp-fleet-ca"))
+		Expect(cert.Spec.PrivateKey.Algorithm).To(Equal(cmv1.ECDSAKeyAlgorithm))
+		Expect(cert.Spec.Usages).To(ContainElement(cmv1.UsageServerAuth))
+		Expect(cert.Spec.SecretName).To(Equal("everything-tls"))
+
+		svc := child(s, s.Name, &corev1.Service{}).(*corev1.Service)
+		owned(svc)
+		Expect(svc.Spec.Ports).To(HaveLen(2))
+		Expect(svc.Spec.Ports[0].Port).To(Equal(int32(8443)))
+
+		np := child(s, s.Name, &networkingv1.NetworkPolicy{}).(*networkingv1.NetworkPolicy)
+		owned(np)
+		Expect(np.Spec.PolicyTypes).To(ConsistOf(networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress))
+		Expect(np.Spec.Ingress[0].Ports).To(HaveLen(1))
+		Expect(np.Spec.Ingress[0].Ports[0].Port.IntValue()).To(Equal(8443))
+		Expect(np.Spec.Ingress[0].From[0].PodSelector).NotTo(BeNil(), "default ingress peers: the same namespace")
+		Expect(np.Spec.Ingress[1].From[0].NamespaceSelector.MatchLabels).To(HaveKeyWithValue("kubernetes.io/metadata.name", "monitoring"))
+
+		dep := child(s, s.Name, &appsv1.Deployment{}).(*appsv1.Deployment)
+		owned(dep)
+		pod := dep.Spec.Template.Spec
+		Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
+		Expect(*pod.SecurityContext.RunAsNonRoot).To(BeTrue())
+		Expect(pod.InitContainers).To(HaveLen(1))
+		Expect(pod.InitContainers[0].Image).To(Equal(testOpts.RuntimeImage))
+		Expect(pod.Containers).To(HaveLen(1))
+		Expect(pod.Containers[0].Command).To(Equal([]string{"/opt/mcp-runtime/mcp-runtime", "serve", "--config", "/etc/mcp-runtime/config/runtime.yaml", "--", "/everything-server"}))
+		Expect(*pod.Containers[0].SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
+		Expect(dep.Spec.Template.Annotations).To(HaveKey(resources.AnnotationConfigHash))
+
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s), &policyv1.PodDisruptionBudget{})).To(Satisfy(apierrors.IsNotFound), "no PDB for one replica")
+	})
+
+	It("performs zero writes while nothing changes", func() {
+		Eventually(func() bool {
+			w := reconciler.Writes()
+			time.Sleep(time.Second)
+			return w == reconciler.Writes()
+		}, timeout, interval).Should(BeTrue(), "writes settle after convergence")
+		writes := reconciler.Writes()
+		for i := range 5 {
+			reconciles := reconciler.Reconciles()
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{"test/nudge":"%d"}}}`, i)
+			Expect(k8sClient.Patch(ctx, getServer(srv), client.RawPatch(types.MergePatchType, []byte(patch)))).To(Succeed())
+			Eventually(reconciler.Reconciles, timeout, interval).Should(BeNumerically(">", reconciles))
+		}
+		Consistently(reconciler.Writes, 2*time.Second, 200*time.Millisecond).Should(Equal(writes))
+	})
+
+	It("rolls the pods when the spec changes and never regenerates auth keys", func() {
+		dep := child(srv, srv.Name, &appsv1.Deployment{}).(*appsv1.Deployment)
+		before := dep.Spec.Template.Annotations[resources.AnnotationConfigHash]
+		keys := child(srv, srv.Name+"-auth", &corev1.Secret{}).(*corev1.Secret).Data
+
+		s := getServer(srv)
+		s.Spec.Origins.Allowed = append(s.Spec.Origins.Allowed, "https://other.example.com")
+		Expect(k8sClient.Update(ctx, s)).To(Succeed())
+		Eventually(func() string {
+			d := &appsv1.Deployment{}
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(srv), d)).To(Succeed())
+			return d.Spec.Template.Annotations[resources.AnnotationConfigHash]
+		}, timeout, interval).ShouldNot(Equal(before))
+		Expect(child(srv, srv.Name+"-auth", &corev1.Secret{}).(*corev1.Secret).Data).To(Equal(keys))
+	})
+
+	It("restores an edited child and recreates a deleted one", func() {
+		svc := child(srv, srv.Name, &corev1.Service{}).(*corev1.Service)
+		svc.Spec.Selector[resources.LabelInstance] = "hijacked"
+		Expect(k8sClient.Update(ctx, svc)).To(Succeed())
+		Eventually(func() string {
+			s := &corev1.Service{}
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(svc), s)).To(Succeed())
+			return s.Spec.Selector[resources.LabelInstance]
+		}, timeout, interval).Should(Equal(srv.Name))
+
+		np := child(srv, srv.Name, &networkingv1.NetworkPolicy{}).(*networkingv1.NetworkPolicy)
+		Expect(k8sClient.Delete(ctx, np)).To(Succeed())
+		Eventually(func() types.UID {
+			n := &networkingv1.NetworkPolicy{}
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(np), n); err != nil {
+				return ""
+			}
+			return n.UID
+		}, timeout, interval).ShouldNot(Or(BeEmpty(), Equal(np.UID)))
+
+		secret := child(srv, srv.Name+"-auth", &corev1.Secret{}).(*corev1.Secret)
+		keys := secret.Data
+		secret.Data = map[string][]byte{"unrelated": []byte("x")}
+		Expect(k8sClient.Update(ctx, secret)).To(Succeed())
+		Eventually(func() map[string][]byte {
+			s := &corev1.Secret{}
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), s)).To(Succeed())
+			return s.Data
+		}, timeout, interval).Should(HaveKey(resources.AuthKeyPublic))
+		By("a wiped key is generated anew only because it was gone; the others are kept")
+		s := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), s)).To(Succeed())
+		Expect(s.Data[resources.AuthKeyPublic]).NotTo(Equal(keys[resources.AuthKeyPublic]))
+	})
+
+	It("becomes Ready, which kstatus computes as Current, with an event", func() {
+		makeReady(srv)
+		Eventually(condition(srv, ConditionReady), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "Serving"))
+		s := getServer(srv)
+		Expect(s.Status.ObservedGeneration).To(Equal(s.Generation))
+		Expect(s.Status.URL).To(Equal("https://everything." + ns + ".svc.cluster.local:8443/mcp"))
+		Expect(s.Status.ReadyReplicas).To(Equal(int32(1)))
+		Expect(s.Status.Selector).To(ContainSubstring("app.kubernetes.io/instance=everything"))
+		Expect(s.Status.CertificateNotAfter).NotTo(BeNil())
+		Expect(meta.FindStatusCondition(s.Status.Conditions, ConditionReconciling)).To(BeNil())
+		Expect(meta.FindStatusCondition(s.Status.Conditions, ConditionStalled)).To(BeNil())
+
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(s)
+		Expect(err).NotTo(HaveOccurred())
+		res, err := status.Compute(&unstructured.Unstructured{Object: u})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(res.Status).To(Equal(status.CurrentStatus), res.Message)
+
+		Eventually(func() []string {
+			list := &eventsv1.EventList{}
+			Expect(k8sClient.List(ctx, list, client.InNamespace(ns))).To(Succeed())
+			var reasons []string
+			for _, e := range list.Items {
+				if e.Regarding.Name == srv.Name {
+					reasons = append(reasons, e.Reason)
+				}
+			}
+			return reasons
+		}, timeout, interval).Should(ContainElement("Serving"))
+	})
+
+	It("scales through the scale subresource and adds a PodDisruptionBudget above one replica", func() {
+		scale := &autoscalingv1.Scale{}
+		Expect(k8sClient.SubResource("scale").Get(ctx, getServer(srv), scale)).To(Succeed())
+		Expect(scale.Spec.Replicas).To(Equal(int32(1)))
+		Expect(scale.Status.Selector).To(ContainSubstring("app.kubernetes.io/instance=everything"))
+
+		s := getServer(srv)
+		s.Spec.Replicas = ptr.To[int32](2)
+		Expect(k8sClient.Update(ctx, s)).To(Succeed())
+		child(srv, srv.Name, &policyv1.PodDisruptionBudget{})
+		s = getServer(srv)
+		s.Spec.Replicas = ptr.To[int32](1)
+		Expect(k8sClient.Update(ctx, s)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(srv), &policyv1.PodDisruptionBudget{}))
+		}, timeout, interval).Should(BeTrue())
+	})
+
+	It("shows explicitly insecure options in status", func() {
+		s := stdioServer(ns, "open")
+		s.Spec.Auth.InsecureAnonymous = true
+		s.Spec.TLS.InsecureDisabled = true
+		Expect(k8sClient.Create(ctx, s)).To(Succeed())
+		Eventually(func() []string { return getServer(s).Status.InsecureOptions }, timeout, interval).
+			Should(ConsistOf("tls.insecureDisabled", "auth.insecureAnonymous"))
+		Expect(getServer(s).Status.URL).To(HavePrefix("http://"))
+		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "open-auth"}, &corev1.Secret{})).To(Satisfy(apierrors.IsNotFound))
+		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "open"}, &cmv1.Certificate{})).To(Satisfy(apierrors.IsNotFound))
+	})
+
+	It("renders a pod template that Pod Security 'restricted' admits", func() {
+		restricted := newNamespace(map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+		for _, transport := range []mcpv1alpha1.Transport{mcpv1alpha1.TransportStdio, mcpv1alpha1.TransportHTTP} {
+			s := stdioServer(restricted, "psa-"+string(transport))
+			s.Spec.Transport = transport
+			if transport == mcpv1alpha1.TransportHTTP {
+				s.Spec.Command = nil
+				s.Spec.Upstream = &mcpv1alpha1.UpstreamSpec{Port: 8080}
+			}
+			Expect(k8sClient.Create(ctx, s)).To(Succeed())
+			dep := child(s, s.Name, &appsv1.Deployment{}).(*appsv1.Deployment)
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: restricted, GenerateName: "psa-", Labels: dep.Spec.Template.Labels},
+				Spec:       dep.Spec.Template.Spec,
+			}
+			pod.Spec.ServiceAccountName = "default"
+			Expect(k8sClient.Create(ctx, pod, client.DryRunAll)).To(Succeed(), "transport %s", transport)
+
+			By("the same namespace refuses a variant that keeps capabilities, so the check is real")
+			bad := pod.DeepCopy()
+			bad.Spec.Containers[0].SecurityContext.Capabilities = nil
+			err := k8sClient.Create(ctx, bad, client.DryRunAll)
+			Expect(err).To(HaveOccurred())
+			Expect(err.Error()).To(ContainSubstring("violates PodSecurity \"restricted"))
+		}
+	})
+
+	It("lets the real garbage collector delete every child with the server", func() {
+		startControllerManager()
+		s := getServer(srv)
+		kids := []client.Object{&corev1.ServiceAccount{}, &corev1.ConfigMap{}, &corev1.Secret{}, &corev1.Service{}, &networkingv1.NetworkPolicy{}, &appsv1.Deployment{}, &cmv1.Certificate{}}
+		names := []string{s.Name, s.Name + "-runtime", s.Name + "-auth", s.Name, s.Name, s.Name, s.Name}
+		Expect(k8sClient.Delete(ctx, s)).To(Succeed())
+		for i, k := range kids {
+			Eventually(func() bool {
+				return apierrors.IsNotFound(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: names[i]}, k))
+			}, 60*time.Second, 250*time.Millisecond).Should(BeTrue(), "%T %s", k, names[i])
+		}
+	})
+
+	It("documents every field for kubectl explain", func() {
+		user, err := testEnv.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+		Expect(err).NotTo(HaveOccurred())
+		kc, err := user.KubeConfig()
+		Expect(err).NotTo(HaveOccurred())
+		path := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+		Expect(os.WriteFile(path, kc, 0o600)).To(Succeed())
+		out, err := exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), "--kubeconfig", path, "explain", "mcpserver.spec").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		GinkgoWriter.Printf("kubectl explain mcpserver.spec:\n%s\n", out)
+		for _, field := range []string{"origins", "auth", "tls", "rateLimit", "networkPolicy", "transport", "Transport the server speaks"} {
+			Expect(string(out)).To(ContainSubstring(field))
+		}
+		out, err = exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), "--kubeconfig", path, "explain", "mcps.spec.auth.webSocket.tickets").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		Expect(string(out)).To(ContainSubstring("single-use ticket"))
+	})
+})
