@@ -89,6 +89,9 @@ $(GOLANGCI_LINT): | $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	mv $(LOCALBIN)/golangci-lint $@
 
+.PHONY: everything-server
+everything-server: $(EVERYTHING_SERVER) ## Install the go-sdk everything-server (the runtime tests' upstream).
+
 # The go-sdk's conformance server: the realistic stdio upstream for runtime tests.
 $(EVERYTHING_SERVER): | $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install github.com/modelcontextprotocol/go-sdk/conformance/everything-server@$(EVERYTHING_SERVER_VERSION)
