@@ -127,8 +127,8 @@ type Origins struct {
 	// Default true: browsers always send Origin on cross-site requests.
 	AllowMissing *bool `json:"allowMissing,omitempty"`
 	// AllowedHosts is the Host header allowlist against DNS rebinding ("host" or
-	// "host:port"; "*.domain" patterns allowed). Empty: the hosts of PublicURL and
-	// Allowed are not used; only localhost names and IP literals pass. Use "*" to disable.
+	// "host:port"; "*.domain" patterns allowed). Empty: the PublicURL host, localhost
+	// names and IP literals pass (a rebinding attack needs a DNS name, never an IP).
 	AllowedHosts []string `json:"allowedHosts,omitempty"`
 }
 

@@ -105,8 +105,13 @@ func (c *Checker) HostAllowed(host string) bool {
 	if c.anyHost {
 		return true
 	}
+	// An IP literal cannot be the result of DNS rebinding, so it always passes (pods and
+	// Services are often reached by address, e.g. by kubelet probes or port-forwards).
+	if net.ParseIP(strings.Trim(h.host, "[]")) != nil {
+		return true
+	}
 	if len(c.hosts) == 0 {
-		return h.host == c.publicHost || isLocalhost(h.host) || net.ParseIP(h.host) != nil
+		return h.host == c.publicHost || isLocalhost(h.host)
 	}
 	for _, p := range c.hosts {
 		if !hostMatches(p, h.host) {
