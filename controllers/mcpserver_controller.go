@@ -59,6 +59,9 @@ type MCPServerReconciler struct {
 	certWatch   sync.Mutex
 	certManager atomic.Bool
 	writes      atomic.Int64
+	// lastStatus remembers the status last written per server: the cache can lag
+	// behind our own write, and re-sending the same status would be a wasted write.
+	lastStatus sync.Map // types.NamespacedName → writtenStatus
 	reconciles  atomic.Int64
 	mgr         manager.Manager
 }
@@ -88,6 +91,9 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req reconcile.Reque
 	log := logf.FromContext(ctx)
 	srv := &mcpv1alpha1.MCPServer{}
 	if err := r.Get(ctx, req.NamespacedName, srv); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.lastStatus.Delete(req.NamespacedName)
+		}
 		return reconcile.Result{}, ctrl.IgnoreNotFound(err)
 	}
 	if !srv.DeletionTimestamp.IsZero() {
@@ -133,6 +139,11 @@ type scope struct {
 	deployment  *appsv1.Deployment
 	certificate *cmv1.Certificate
 	stalled     *stalledError
+}
+
+type writtenStatus struct {
+	uid    types.UID
+	status *mcpv1alpha1.MCPServerStatus
 }
 
 // stalledError is a terminal condition: retrying will not help until something changes.
@@ -312,6 +323,11 @@ func (r *MCPServerReconciler) writeStatus(ctx context.Context, sc *scope, reconc
 	if statusEqual(sc.before, &s.Status) {
 		return nil
 	}
+	if last, ok := r.lastStatus.Load(ctrl.ObjectKeyFromObject(s)); ok {
+		if w := last.(writtenStatus); w.uid == s.UID && statusEqual(w.status, &s.Status) {
+			return nil
+		}
+	}
 	patched := s.DeepCopy()
 	before := s.DeepCopy()
 	before.Status = *sc.before
@@ -322,6 +338,7 @@ func (r *MCPServerReconciler) writeStatus(ctx context.Context, sc *scope, reconc
 		return fmt.Errorf("writing status: %w", err)
 	}
 	r.countWrite()
+	r.lastStatus.Store(ctrl.ObjectKeyFromObject(s), writtenStatus{uid: s.UID, status: s.Status.DeepCopy()})
 	logf.FromContext(ctx).V(1).Info("Wrote status", "ready", readySummary(&s.Status), "diff", cmp.Diff(sc.before, &s.Status))
 	r.emitTransitions(sc.before, &s.Status, s)
 	return nil
