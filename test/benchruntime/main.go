@@ -37,6 +37,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "proxy" {
 		os.Exit(runProxy(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "runtime-profile" {
+		os.Exit(runProfiledRuntime(os.Args[2:]))
+	}
 	os.Exit(run())
 }
 
@@ -50,6 +53,7 @@ type options struct {
 	wsHold                 time.Duration
 	firstSamples           int
 	keep                   bool
+	profileDir             string
 }
 
 func parseFlags() (options, error) {
@@ -68,6 +72,7 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.wsHold, "ws-hold", 3*time.Second, "how long the idle WebSockets are held before RSS is read")
 	flag.IntVar(&o.firstSamples, "first", 30, "new sessions timed for the first-response measurement")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, audit)")
+	flag.StringVar(&o.profileDir, "profile", "", "run the runtime as this harness's runtime-profile subcommand (same wiring as mcp-runtime serve) and write CPU and heap profiles here (not for headline numbers)")
 	flag.Parse()
 	if o.warmup == 0 {
 		o.warmup = min(o.duration/5, 2*time.Second)
@@ -184,7 +189,13 @@ func (b *bench) stopAll() {
 
 func (b *bench) setup(ctx context.Context) error {
 	var err error
-	if b.pk, err = newPKI(b.dir); err != nil {
+	// Certificates in a directory of their own, as in a Secret volume: the runtime watches
+	// the certificate's directory, and the logs written next to it would wake the watcher.
+	pkiDir := filepath.Join(b.dir, "pki")
+	if err := os.Mkdir(pkiDir, 0o700); err != nil {
+		return err
+	}
+	if b.pk, err = newPKI(pkiDir); err != nil {
 		return err
 	}
 	token, err := b.pk.token("bench")
@@ -310,6 +321,15 @@ func (b *bench) startRuntime(ctx context.Context, name, upstreamURL string, maxC
 		return nil, "", err
 	}
 	argv := []string{b.o.runtimeBin, "serve", "--config", file, "--drain-timeout", "2s"}
+	if b.o.profileDir != "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, "", err
+		}
+		argv = []string{self, "runtime-profile", "--config", file,
+			"-cpuprofile", filepath.Join(b.o.profileDir, name+".cpu.pprof"),
+			"-heapprofile", filepath.Join(b.o.profileDir, name+".heap.pprof")}
+	}
 	if upstreamURL == "" {
 		argv = append(argv, "--", b.o.everything)
 	}
@@ -384,7 +404,14 @@ func (b *bench) runWebSockets(ctx context.Context) error {
 	}
 	sleep(ctx, time.Second)
 	fmt.Printf("\nholding %d idle WebSockets on a fresh runtime → stdio…\n", b.o.wsConns)
-	res := holdIdleWebSockets(ctx, t, b.pk, b.o.wsConns, b.o.wsDialers, b.o.wsHold)
+	var whileHeld func(int)
+	if b.o.profileDir != "" {
+		whileHeld = func(pid int) { // heap profile of the runtime with the sockets open
+			_ = syscall.Kill(pid, syscall.SIGUSR1)
+			sleep(ctx, time.Second)
+		}
+	}
+	res := holdIdleWebSockets(ctx, t, b.pk, b.o.wsConns, b.o.wsDialers, b.o.wsHold, whileHeld)
 	b.ws = &res
 	fmt.Printf("  open %d/%d in %s, dropped %d, RSS %d → %d KiB: %.1f KiB per connection\n",
 		res.open, res.want, res.dialTime.Round(time.Millisecond), res.dropped, res.rssBefore, res.rssAfter, res.perConnKiB)

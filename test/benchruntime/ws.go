@@ -27,7 +27,7 @@ type wsResult struct {
 
 // holdIdleWebSockets opens n WebSockets to the runtime (bearer + Origin on the upgrade,
 // subprotocol mcp), sends nothing, waits for the runtime to settle, and reads its RSS.
-func holdIdleWebSockets(ctx context.Context, t *target, pk *pki, n, dialers int, hold time.Duration) wsResult {
+func holdIdleWebSockets(ctx context.Context, t *target, pk *pki, n, dialers int, hold time.Duration, whileHeld func(pid int)) wsResult {
 	res := wsResult{want: n}
 	pid := t.proc.pid()
 	res.rssBefore, _ = rssKiB(pid)
@@ -94,6 +94,9 @@ func holdIdleWebSockets(ctx context.Context, t *target, pk *pki, n, dialers int,
 	clientAfter, _ := rssKiB(selfPID())
 	res.clientRSSDiff = clientAfter - clientBefore
 	res.dropped = dropped.Load()
+	if whileHeld != nil {
+		whileHeld(pid)
+	}
 	if res.open > 0 {
 		res.perConnKiB = float64(res.rssAfter-res.rssBefore) / float64(res.open)
 	}

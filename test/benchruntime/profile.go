@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/server"
+)
+
+// runProfiledRuntime is the "runtime-profile" subcommand: the same wiring as
+// `mcp-runtime serve` (cmd/mcp-runtime) with a CPU profile written at SIGTERM and a heap
+// profile on SIGUSR1, because the runtime itself exposes no pprof endpoint.
+//
+//	benchruntime runtime-profile -cpuprofile F -heapprofile H --config FILE [-- COMMAND...]
+func runProfiledRuntime(args []string) int {
+	fs := flag.NewFlagSet("runtime-profile", flag.ContinueOnError)
+	cfgFile := fs.String("config", "", "runtime configuration file")
+	cpuFile := fs.String("cpuprofile", "", "CPU profile written at exit")
+	heapFile := fs.String("heapprofile", "", "heap profile written on SIGUSR1")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	cfg, err := config.Load(*cfgFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if *cpuFile != "" {
+		f, err := os.Create(*cpuFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+	}
+	if *heapFile != "" {
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		go func() {
+			for range usr1 {
+				if f, err := os.Create(*heapFile); err == nil {
+					_ = pprof.Lookup("heap").WriteTo(f, 0)
+					_ = f.Close()
+				}
+			}
+		}()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv, err := server.Build(ctx, cfg, server.Options{Command: fs.Args(), Logger: log, DrainTimeout: 2 * time.Second})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ln, hl, err := srv.Listen()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := srv.Upstream().Start(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	serveErr := srv.Serve(ctx, ln, hl)
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Close(cctx)
+	if serveErr != nil {
+		fmt.Fprintln(os.Stderr, serveErr)
+		return 1
+	}
+	return 0
+}
