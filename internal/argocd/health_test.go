@@ -210,7 +210,7 @@ func TestHealthScript(t *testing.T) {
 func TestHealthScriptToleratesSparseObjects(t *testing.T) {
 	script := readScript(t)
 	for name, raw := range map[string]string{
-		"no metadata.generation": `{"metadata":{"name":"x"},"status":{"observedGeneration":1,"conditions":[{"type":"Ready","status":"True","reason":"Serving","message":""}]}}`,
+		"no metadata.generation":    `{"metadata":{"name":"x"},"status":{"observedGeneration":1,"conditions":[{"type":"Ready","status":"True","reason":"Serving","message":""}]}}`,
 		"condition without message": `{"metadata":{"generation":1},"status":{"observedGeneration":1,"conditions":[{"type":"Stalled","status":"True","reason":"InvalidSpec"}]}}`,
 		"empty status":              `{"metadata":{"generation":1},"status":{}}`,
 	} {
