@@ -222,6 +222,8 @@ type EndpointSpec struct {
 	// +kubebuilder:default="/mcp"
 	// +kubebuilder:validation:Pattern=`^/[-a-zA-Z0-9._~/]*$`
 	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/.well-known') && !self.startsWith('/auth/')",message="spec.endpoint.path must not be under /.well-known or /auth/, which the runtime serves itself"
+	// +kubebuilder:validation:XValidation:rule="self == '/' || (!self.endsWith('/') && !self.contains('//') && !self.matches('/\\\\.\\\\.?(/|$)'))",message="spec.endpoint.path must be a clean path without a trailing slash, '//', '.' or '..' segments (e.g. /mcp)"
+	// +kubebuilder:validation:MaxLength=256
 	// +optional
 	Path string `json:"path,omitempty"`
 
@@ -388,6 +390,7 @@ type GeneratedIssuerSpec struct {
 
 // JWTProvider accepts bearer JWTs of one issuer.
 // +kubebuilder:validation:XValidation:rule="(has(self.jwksURL) ? 1 : 0) + ((has(self.discovery) && self.discovery) ? 1 : 0) + (has(self.publicKeySecretRef) ? 1 : 0) == 1",message="set exactly one key source per spec.auth.jwt entry: jwksURL, discovery: true, or publicKeySecretRef"
+// +kubebuilder:validation:XValidation:rule="!has(self.publicKeySecretRef) || (has(self.algorithms) && size(self.algorithms) == 1)",message="spec.auth.jwt[].algorithms must name the one algorithm of the key in publicKeySecretRef (e.g. algorithms: [ES256]): a key file is pinned to a single algorithm"
 type JWTProvider struct {
 	// Issuer is the expected "iss" claim.
 	// +kubebuilder:validation:MinLength=1
@@ -413,10 +416,12 @@ type JWTProvider struct {
 	// +optional
 	PublicKeySecretRef *SecretKeyReference `json:"publicKeySecretRef,omitempty"`
 
-	// Algorithms accepted (asymmetric only: HS* and none are refused).
-	// +kubebuilder:default={"RS256","ES256"}
+	// Algorithms accepted (asymmetric only: HS* and none are refused). Default for
+	// jwksURL and discovery: RS256 and ES256. With publicKeySecretRef, exactly one: the
+	// key is pinned to it.
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:MaxItems=10
 	Algorithms []JWTAlgorithm `json:"algorithms,omitempty"`
 }
 
@@ -524,6 +529,7 @@ type ToolScopes struct {
 }
 
 // RateLimitSpec bounds rates, connections, sizes and time.
+// +kubebuilder:validation:XValidation:rule="!has(self.maxConnections) || !has(self.maxConnectionsPerClient) || self.maxConnectionsPerClient <= self.maxConnections",message="spec.rateLimit.maxConnectionsPerClient must not exceed spec.rateLimit.maxConnections"
 type RateLimitSpec struct {
 	// RequestsPerSecond per client (token subject, else client IP).
 	// +kubebuilder:default=20
@@ -551,7 +557,7 @@ type RateLimitSpec struct {
 	MaxConnectionsPerClient int32 `json:"maxConnectionsPerClient,omitempty"`
 	// MaxMessageSize of an HTTP body or WebSocket frame.
 	// +kubebuilder:default="1Mi"
-	// +kubebuilder:validation:XValidation:rule="quantity(self).isGreaterThan(quantity('1023')) && quantity(self).isLessThan(quantity('64Mi'))",message="spec.rateLimit.maxMessageSize must be between 1Ki and 64Mi"
+	// +kubebuilder:validation:XValidation:rule="quantity(self).isGreaterThan(quantity('1023')) && !quantity(self).isGreaterThan(quantity('64Mi'))",message="spec.rateLimit.maxMessageSize must be between 1Ki and 64Mi"
 	// +optional
 	MaxMessageSize *resource.Quantity `json:"maxMessageSize,omitempty"`
 	// IdleTimeout of a keep-alive connection.
@@ -589,7 +595,8 @@ type NetworkPolicySpec struct {
 	// +optional
 	// +listType=atomic
 	Ingress []networkingv1.NetworkPolicyPeer `json:"ingress,omitempty"`
-	// Egress rules besides DNS (which is always allowed). Default: nothing else.
+	// Egress rules besides DNS (which is always allowed). Default: nothing else, so a
+	// server whose auth.jwt uses jwksURL or discovery needs a rule to reach its issuer.
 	// +optional
 	// +listType=atomic
 	Egress []networkingv1.NetworkPolicyEgressRule `json:"egress,omitempty"`

@@ -100,7 +100,7 @@ func Service(s *mcpv1alpha1.MCPServer) *corev1ac.ServiceApplyConfiguration {
 			WithSelector(SelectorLabels(s)).
 			WithPorts(
 				corev1ac.ServicePort().WithName(PortNameMCP).WithProtocol(corev1.ProtocolTCP).
-					WithPort(endpointPort(s)).WithTargetPort(intstr.FromString(PortNameMCP)).WithAppProtocol("https"),
+					WithPort(endpointPort(s)).WithTargetPort(intstr.FromString(PortNameMCP)).WithAppProtocol(endpointScheme(s)),
 				corev1ac.ServicePort().WithName(PortNameMetrics).WithProtocol(corev1.ProtocolTCP).
 					WithPort(metricsPort(s)).WithTargetPort(intstr.FromString(PortNameMetrics)).WithAppProtocol("http"),
 			))
@@ -172,6 +172,15 @@ func PodDisruptionBudget(s *mcpv1alpha1.MCPServer) *policyv1ac.PodDisruptionBudg
 		WithSpec(policyv1ac.PodDisruptionBudgetSpec().
 			WithMaxUnavailable(intstr.FromInt32(1)).
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(s))))
+}
+
+// endpointScheme is what the runtime serves on the endpoint port: a mesh or ingress
+// reading appProtocol must not expect TLS when it is off.
+func endpointScheme(s *mcpv1alpha1.MCPServer) string {
+	if s.Spec.TLS.InsecureDisabled {
+		return "http"
+	}
+	return "https"
 }
 
 func serviceType(s *mcpv1alpha1.MCPServer) corev1.ServiceType {

@@ -13,7 +13,10 @@ import (
 )
 
 // EnsureAuthKeys returns the auth Secret data: existing keys are kept as they are and
-// only missing ones are generated from rnd, so a reconcile never rotates a key by accident.
+// only missing ones are generated, so a reconcile never rotates a key by accident. The
+// signing key pair is generated (and regenerated) as a pair. rnd feeds the ticket key;
+// since Go 1.26 the signing key always comes from the system's secure source (tests make
+// it deterministic with testing/cryptotest).
 func EnsureAuthKeys(existing map[string][]byte, rnd io.Reader) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	for k, v := range existing {

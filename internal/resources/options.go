@@ -118,11 +118,7 @@ func URL(s *mcpv1alpha1.MCPServer, o Options) string {
 	if s.Spec.Endpoint.PublicURL != "" {
 		return s.Spec.Endpoint.PublicURL
 	}
-	scheme := "https"
-	if s.Spec.TLS.InsecureDisabled {
-		scheme = "http"
-	}
-	return fmt.Sprintf("%s://%s:%d%s", scheme, ServiceDNSNames(s, o)[3], endpointPort(s), endpointPath(s))
+	return fmt.Sprintf("%s://%s:%d%s", endpointScheme(s), ServiceDNSNames(s, o)[3], endpointPort(s), endpointPath(s))
 }
 
 // GeneratedIssuer is the "iss" of tokens signed with the operator-generated key.

@@ -155,7 +155,16 @@ func defaultAllowedHosts(s *mcpv1alpha1.MCPServer, o Options) []string {
 			hosts = append(hosts, u.Hostname())
 		}
 	}
-	return append(hosts, "localhost")
+	hosts = append(hosts, "localhost")
+	seen := map[string]bool{}
+	out := hosts[:0]
+	for _, h := range hosts {
+		if !seen[h] {
+			seen[h] = true
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // duration converts an optional API duration; nil leaves the runtime default.
