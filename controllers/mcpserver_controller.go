@@ -62,8 +62,8 @@ type MCPServerReconciler struct {
 	// lastStatus remembers the status last written per server: the cache can lag
 	// behind our own write, and re-sending the same status would be a wasted write.
 	lastStatus sync.Map // types.NamespacedName → writtenStatus
-	reconciles  atomic.Int64
-	mgr         manager.Manager
+	reconciles atomic.Int64
+	mgr        manager.Manager
 }
 
 // Writes is the number of write requests the reconciler has sent (applies, deletes,

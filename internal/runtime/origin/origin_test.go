@@ -145,7 +145,7 @@ func TestHostAllowed(t *testing.T) {
 				"web.example:443":                true,
 				"web.example:8443":               false,
 				"localhost":                      false, // an explicit list replaces the defaults
-				"127.0.0.1":                      true, // IP literals cannot come from DNS rebinding
+				"127.0.0.1":                      true,  // IP literals cannot come from DNS rebinding
 				"mcp.example.com":                false,
 				"evil.api.example":               false,
 				"mcp.ns.svc.cluster.local.:8443": true,
