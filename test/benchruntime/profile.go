@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -55,6 +56,14 @@ func runProfiledRuntime(args []string) int {
 					_ = pprof.Lookup("heap").WriteTo(f, 0)
 					_ = f.Close()
 				}
+				if f, err := os.Create(*heapFile + ".goroutines.txt"); err == nil {
+					_ = pprof.Lookup("goroutine").WriteTo(f, 1)
+					_ = f.Close()
+				}
+				var m runtime.MemStats
+				runtime.ReadMemStats(&m)
+				fmt.Fprintf(os.Stderr, "memstats: HeapInuse %d KiB, StackInuse %d KiB, Sys %d KiB, goroutines %d, NextGC %d KiB\n",
+					m.HeapInuse>>10, m.StackInuse>>10, m.Sys>>10, runtime.NumGoroutine(), m.NextGC>>10)
 			}
 		}()
 	}
