@@ -42,7 +42,7 @@ const (
 	TLSDir          = "/etc/mcp-runtime/tls"
 	ClientCADir     = "/etc/mcp-runtime/client-ca"
 	AuthDir         = "/etc/mcp-runtime/auth"
-	APIKeysDir      = "/etc/mcp-runtime/api-keys"
+	APIKeysDir      = "/etc/mcp-runtime/api-keys" //nolint:gosec // a mount path, not a credential
 	JWTKeysDir      = "/etc/mcp-runtime/jwt"
 
 	// NonRootUID is the distroless "nonroot" user the pods run as.
@@ -148,7 +148,7 @@ func InsecureOptions(s *mcpv1alpha1.MCPServer) []string {
 func Hash(parts ...[]byte) string {
 	h := sha256.New()
 	for _, p := range parts {
-		fmt.Fprintf(h, "%d:", len(p))
+		_, _ = fmt.Fprintf(h, "%d:", len(p)) // a hash.Hash never fails to write
 		h.Write(p)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
