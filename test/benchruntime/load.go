@@ -36,7 +36,6 @@ type target struct {
 	header     http.Header // added to every request (Authorization, Origin)
 	proc       *proc       // process whose CPU is the hop's cost (nil: none)
 	upstream   func() int  // pid of the MCP server behind it
-	transport  *http.Transport
 }
 
 // newTransport is a keep-alive HTTP/1.1 transport sized for conc workers: Go's default

@@ -141,7 +141,7 @@ func run() int {
 	}
 	loadEnd := loadavg()
 	fmt.Println()
-	b.report(os.Stdout, env, loadEnd)
+	fmt.Print(b.report(env, loadEnd))
 	return 0
 }
 
@@ -363,7 +363,7 @@ func (b *bench) runRounds(ctx context.Context) {
 				res := runCell(ctx, b.targets[k], b.pk, conc, b.o.warmup, b.o.duration)
 				res.round = r + 1
 				b.cells = append(b.cells, res)
-				printCell(os.Stdout, b.targets[k], res)
+				printCell(b.targets[k], res)
 			}
 		}
 	}

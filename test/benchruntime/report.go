@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strings"
@@ -18,12 +17,12 @@ const (
 	goalFirstResponse = 20 * time.Millisecond  // a new session's first tools/call answered
 )
 
-func printCell(w io.Writer, t *target, c cellResult) {
+func printCell(t *target, c cellResult) {
 	if c.setupFail != "" {
-		fmt.Fprintf(w, "round %d  %-22s conc %3d  SETUP FAILED: %s\n", c.round, t.label, c.conc, c.setupFail)
+		fmt.Printf("round %d  %-22s conc %3d  SETUP FAILED: %s\n", c.round, t.label, c.conc, c.setupFail)
 		return
 	}
-	fmt.Fprintf(w, "round %d  %-22s conc %3d  %8.0f req/s  p50 %s  p99 %s  hop CPU %s µs/req  errors %s\n",
+	fmt.Printf("round %d  %-22s conc %3d  %8.0f req/s  p50 %s  p99 %s  hop CPU %s µs/req  errors %s\n",
 		c.round, t.label, c.conc, c.rps, fmtMs(c.p50), fmtMs(c.p99), fmtF(c.hopCPU), errSummary(c.errorCount(), c.errs, c.firstErr))
 }
 
@@ -140,7 +139,9 @@ func judge(ok, known bool, errors int) string {
 	return "FAIL"
 }
 
-func (b *bench) report(w io.Writer, env, loadEnd string) {
+// report renders the tables and the targets as Markdown.
+func (b *bench) report(env, loadEnd string) string {
+	w := &strings.Builder{}
 	fmt.Fprintf(w, "## mcp-runtime benchmark\n\n```\n%sloadavg at end:   %s\n", env, loadEnd)
 	fmt.Fprintf(w, "cells: %s measured after %s warmup, %d round(s), medians over rounds; tool %s\n```\n\n",
 		b.o.duration, b.o.warmup, b.o.rounds, benchTool)
@@ -276,4 +277,5 @@ func (b *bench) report(w io.Writer, env, loadEnd string) {
 		fmt.Fprintf(w, "Idle WebSockets: %d/%d open after %s of dialing, %d dropped while held, runtime RSS %d → %d KiB.\n",
 			b.ws.open, b.ws.want, b.ws.dialTime.Round(time.Millisecond), b.ws.dropped, b.ws.rssBefore, b.ws.rssAfter)
 	}
+	return w.String()
 }

@@ -64,6 +64,10 @@ func holdIdleWebSockets(ctx context.Context, t *target, pk *pki, n, dialers int,
 					CompressionMode: websocket.CompressionDisabled,
 				})
 				cancel()
+				// The library owns the upgraded body; on failure it is a buffered copy.
+				if resp != nil && resp.Body != nil {
+					_ = resp.Body.Close()
+				}
 				if err != nil {
 					status := 0
 					if resp != nil {
