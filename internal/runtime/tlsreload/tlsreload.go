@@ -31,6 +31,10 @@ type Options struct {
 	Logger *slog.Logger
 	// OnReload is called after each successful reload (tests, metrics).
 	OnReload func(*tls.Certificate)
+	// Coalesce is how long a relevant file event waits for the rest of its burst (a
+	// rotator writes the key and the certificate, the kubelet swaps several links) before
+	// one reload. Default 100ms.
+	Coalesce time.Duration
 }
 
 // Reloader holds the current certificate and swaps it when the files change.
@@ -41,6 +45,7 @@ type Reloader struct {
 
 	mu      sync.Mutex // guards lastSig
 	lastSig fileSig
+	checks  atomic.Int64 // stat passes after New: tests prove unrelated events cost nothing
 }
 
 // fileSig identifies the content state of both files cheaply (size + mtime + inode target).
@@ -57,6 +62,9 @@ func New(certFile, keyFile string, opts Options) (*Reloader, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Coalesce <= 0 {
+		opts.Coalesce = 100 * time.Millisecond
 	}
 	r := &Reloader{certFile: certFile, keyFile: keyFile, opts: opts}
 	if _, err := r.reload(true); err != nil {
@@ -90,21 +98,51 @@ func (r *Reloader) Run(ctx context.Context) {
 		}
 		events, errs = w.Events, w.Errors
 	}
+	relevant := watchedNames(r.certFile, r.keyFile)
 	tick := time.NewTicker(r.opts.PollInterval)
 	defer tick.Stop()
+	// pending fires once per burst of relevant events; nil while no burst is open.
+	var pending <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-events:
-			// Any event in the directory may be the swap; reload is cheap and idempotent.
+		case ev, ok := <-events:
+			if !ok {
+				events = nil // watcher closed: the poll ticker still runs
+				continue
+			}
+			// Other files share the directory (an audit log next to tls.crt): their
+			// events must not cost a stat, let alone a reload.
+			if pending == nil && relevant[filepath.Clean(ev.Name)] {
+				pending = time.After(r.opts.Coalesce)
+			}
+		case <-pending:
+			pending = nil
 			r.reloadLogged()
-		case err := <-errs:
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
 			r.opts.Logger.Warn("Certificate watch error", "error", err)
 		case <-tick.C:
 			r.reloadLogged()
 		}
 	}
+}
+
+// watchedNames are the paths whose events may change the pair: the two files themselves
+// (written in place or replaced by rename) and, beside each, the ..data link a Kubernetes
+// Secret or ConfigMap volume swaps atomically on update.
+func watchedNames(certFile, keyFile string) map[string]bool {
+	out := map[string]bool{}
+	for _, f := range []string{certFile, keyFile} {
+		f = filepath.Clean(f)
+		out[f] = true
+		out[filepath.Join(filepath.Dir(f), "..data")] = true
+	}
+	return out
 }
 
 func (r *Reloader) reloadLogged() {
@@ -122,6 +160,9 @@ func (r *Reloader) reloadLogged() {
 
 // reload loads the pair when the files changed since the last load (or when forced).
 func (r *Reloader) reload(force bool) (bool, error) {
+	if !force {
+		r.checks.Add(1)
+	}
 	sig, err := stat(r.certFile, r.keyFile)
 	if err != nil {
 		return false, err
