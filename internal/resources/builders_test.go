@@ -133,7 +133,6 @@ func render(t *testing.T, s *mcpv1alpha1.MCPServer) rendered {
 	t.Helper()
 	var r rendered
 	r.serviceAccount = ServiceAccount(s)
-	var mounted []byte
 	if !s.Spec.Auth.InsecureAnonymous {
 		data, err := EnsureAuthKeys(nil, &fixedReader{})
 		if err != nil {
@@ -141,14 +140,13 @@ func render(t *testing.T, s *mcpv1alpha1.MCPServer) rendered {
 		}
 		r.authData = data
 		r.authSecret = AuthSecret(s, data)
-		mounted = HashSecretData(map[string][]byte{AuthKeyPublic: data[AuthKeyPublic], AuthKeyTicketKey: data[AuthKeyTicketKey]})
 	}
 	cm, err := ConfigMap(s, testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.configMap = cm
-	r.configHash = Hash([]byte(cm.Data["runtime.yaml"]), mounted)
+	r.configHash = ConfigHash([]byte(cm.Data["runtime.yaml"]), r.authData)
 	if !s.Spec.TLS.InsecureDisabled && s.Spec.TLS.SecretName == "" {
 		r.certificate = Certificate(s, testOptions)
 	}

@@ -124,6 +124,12 @@ func Deployment(s *mcpv1alpha1.MCPServer, o Options, configHash string) (*appsv1
 		WithInitContainers(initContainers...).
 		WithContainers(containers...).
 		WithVolumes(volumes(s)...)
+	if sp.Transport != mcpv1alpha1.TransportHTTP {
+		// The runtime is the container's PID 1 and not an init: with a shared process
+		// namespace the pod's pause process reaps what the server's children orphan. The
+		// stdio pod has one container, so nothing else becomes visible.
+		pod = pod.WithShareProcessNamespace(true)
+	}
 	if len(sp.NodeSelector) > 0 {
 		pod = pod.WithNodeSelector(sp.NodeSelector)
 	}

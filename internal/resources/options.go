@@ -154,6 +154,18 @@ func Hash(parts ...[]byte) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
+// ConfigHash is the pod template annotation value: it changes exactly when what the pods
+// read changes — the rendered runtime config or the auth material they mount.
+func ConfigHash(runtimeConfig []byte, authData map[string][]byte) string {
+	mounted := map[string][]byte{}
+	for _, k := range []string{AuthKeyPublic, AuthKeyTicketKey} {
+		if v, ok := authData[k]; ok {
+			mounted[k] = v
+		}
+	}
+	return Hash(runtimeConfig, HashSecretData(mounted))
+}
+
 // HashSecretData digests secret data in key order.
 func HashSecretData(data map[string][]byte) []byte {
 	keys := make([]string, 0, len(data))

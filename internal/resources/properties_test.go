@@ -371,10 +371,13 @@ func TestConfigHashFollowsTheRuntimeConfigOnly(t *testing.T) {
 
 	// New auth material the pods mount rolls them too.
 	r := render(t, base)
-	otherTicket := HashSecretData(map[string][]byte{AuthKeyPublic: r.authData[AuthKeyPublic], AuthKeyTicketKey: []byte("rotated")})
+	rotated := map[string][]byte{AuthKeyPublic: r.authData[AuthKeyPublic], AuthKeyTicketKey: []byte("rotated")}
 	cm, err := ConfigMap(base, testOptions)
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(Hash([]byte(cm.Data[config.FileName]), otherTicket)).NotTo(Equal(before))
+	g.Expect(ConfigHash([]byte(cm.Data[config.FileName]), rotated)).NotTo(Equal(before))
+	unmounted := map[string][]byte{AuthKeyPublic: r.authData[AuthKeyPublic], AuthKeyTicketKey: r.authData[AuthKeyTicketKey], AuthKeyPrivate: []byte("not mounted")}
+	g.Expect(ConfigHash([]byte(cm.Data[config.FileName]), unmounted)).To(Equal(ConfigHash([]byte(cm.Data[config.FileName]), r.authData)),
+		"the private key is not mounted, so it does not roll the pods")
 }
 
 func TestNetworkPolicy(t *testing.T) {
