@@ -114,9 +114,9 @@ type Upstream struct {
 	// MaxSessions bounds per-session processes. Default 16.
 	MaxSessions int `json:"maxSessions,omitempty"`
 	// ShutdownGrace is how long a child gets after SIGTERM. Default 10s.
-	ShutdownGrace Duration `json:"shutdownGrace,omitempty"`
+	ShutdownGrace Duration `json:"shutdownGrace,omitzero"`
 	// RequestTimeout bounds one upstream request. Default 60s.
-	RequestTimeout Duration `json:"requestTimeout,omitempty"`
+	RequestTimeout Duration `json:"requestTimeout,omitzero"`
 }
 
 // Origins configures the Origin allowlist.
@@ -161,7 +161,7 @@ type JWTProvider struct {
 	// Algorithms accepted for JWKS keys. Default [RS256, ES256].
 	Algorithms []string `json:"algorithms,omitempty"`
 	// Leeway for exp/nbf/iat. Default 30s, at most 5m.
-	Leeway Duration `json:"leeway,omitempty"`
+	Leeway Duration `json:"leeway,omitzero"`
 	// ScopeClaim holds granted scopes ("scope" space-separated, or "scp" list). Default "scope".
 	ScopeClaim string `json:"scopeClaim,omitempty"`
 }
@@ -195,7 +195,7 @@ type Tickets struct {
 	// Disabled turns tickets off.
 	Disabled bool `json:"disabled,omitempty"`
 	// TTL of a ticket. Default 30s, at most 5m.
-	TTL Duration `json:"ttl,omitempty"`
+	TTL Duration `json:"ttl,omitzero"`
 	// KeyFile holds the HMAC key tickets are signed with (shared across replicas).
 	// Default: a random key per process.
 	KeyFile string `json:"keyFile,omitempty"`
@@ -205,7 +205,7 @@ type Tickets struct {
 type FirstMessage struct {
 	Disabled bool `json:"disabled,omitempty"`
 	// Timeout for the auth frame. Default 10s.
-	Timeout Duration `json:"timeout,omitempty"`
+	Timeout Duration `json:"timeout,omitzero"`
 }
 
 // ResourceMetadata are the RFC 9728 fields.
@@ -252,8 +252,8 @@ type Limits struct {
 	// MaxDepth of JSON nesting. Default 64.
 	MaxDepth int `json:"maxDepth,omitempty"`
 	// ReadHeaderTimeout default 10s; IdleTimeout default 120s.
-	ReadHeaderTimeout Duration `json:"readHeaderTimeout,omitempty"`
-	IdleTimeout       Duration `json:"idleTimeout,omitempty"`
+	ReadHeaderTimeout Duration `json:"readHeaderTimeout,omitzero"`
+	IdleTimeout       Duration `json:"idleTimeout,omitzero"`
 }
 
 // ToolLimit is a token bucket for tools matching a glob.
