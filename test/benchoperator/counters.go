@@ -49,7 +49,7 @@ type auditEvent struct {
 	Stage          string    `json:"stage"`
 	Verb           string    `json:"verb"`
 	StageTimestamp time.Time `json:"stageTimestamp"`
-	User  struct {
+	User           struct {
 		Username string `json:"username"`
 	} `json:"user"`
 	ObjectRef *struct {
