@@ -108,6 +108,8 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req reconcile.Reque
 	}()
 
 	steps := []func(context.Context, *scope) error{
+		// First, not last: later steps may stall, and compliance must be reported anyway.
+		r.reconcilePolicy,
 		r.reconcileServiceAccount,
 		r.reconcileAuthSecret,
 		r.reconcileConfigMap,
@@ -134,11 +136,12 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req reconcile.Reque
 type scope struct {
 	server      *mcpv1alpha1.MCPServer
 	before      *mcpv1alpha1.MCPServerStatus
-	configHash  []byte
-	authHash    []byte
+	configData  []byte
+	authData    map[string][]byte
 	deployment  *appsv1.Deployment
 	certificate *cmv1.Certificate
 	stalled     *stalledError
+	policy      *policyState
 }
 
 type writtenStatus struct {
@@ -199,11 +202,7 @@ func (r *MCPServerReconciler) reconcileAuthSecret(ctx context.Context, sc *scope
 	if err != nil {
 		return err
 	}
-	// Only what the pods mount rolls them.
-	sc.authHash = resources.HashSecretData(map[string][]byte{
-		resources.AuthKeyPublic:    data[resources.AuthKeyPublic],
-		resources.AuthKeyTicketKey: data[resources.AuthKeyTicketKey],
-	})
+	sc.authData = data
 	_, err = r.applyChild(ctx, resources.AuthSecret(sc.server, data), live)
 	return terminal(sc, err)
 }
@@ -221,7 +220,7 @@ func (r *MCPServerReconciler) reconcileConfigMap(ctx context.Context, sc *scope)
 	if err != nil {
 		return stalled(sc, "InvalidSpec", "%v", err)
 	}
-	sc.configHash = []byte(cm.Data[configFileKey()])
+	sc.configData = []byte(cm.Data[configFileKey()])
 	live, err := r.getLive(ctx, key(sc.server, resources.ConfigMapName(sc.server)), &corev1.ConfigMap{})
 	if err != nil {
 		return err
@@ -285,7 +284,7 @@ func (r *MCPServerReconciler) reconcileNetworkPolicy(ctx context.Context, sc *sc
 }
 
 func (r *MCPServerReconciler) reconcileDeployment(ctx context.Context, sc *scope) error {
-	d, err := resources.Deployment(sc.server, r.Options, resources.Hash(sc.configHash, sc.authHash))
+	d, err := resources.Deployment(sc.server, r.Options, resources.ConfigHash(sc.configData, sc.authData))
 	if err != nil {
 		return stalled(sc, "InvalidSpec", "%v", err)
 	}
@@ -380,6 +379,7 @@ func (r *MCPServerReconciler) SetupWithManager(ctx context.Context, mgr manager.
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(o ctrl.Object) bool { return o.GetName() == CertificateCRDName }))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
 		Named("mcpserver")
+	b = r.watchPolicies(mgr, b)
 	c, err := b.Build(r)
 	if err != nil {
 		return err

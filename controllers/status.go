@@ -62,6 +62,8 @@ func computeStatus(s *mcpv1alpha1.MCPServer, sc *scope, o resources.Options, rec
 		}
 	}
 
+	setPolicyCondition(st, sc, gen)
+
 	availOK, availReason, availMsg := deploymentState(sc.deployment, st.Replicas)
 	st.ReadyReplicas = 0
 	if sc.deployment != nil {
