@@ -81,6 +81,10 @@ type Options struct {
 	ReloadInterval time.Duration
 	// Logger reports background refresh failures. Default slog.Default().
 	Logger *slog.Logger
+	// TokenCacheSize bounds how many verified JWTs are remembered (by SHA-256, for at most
+	// a minute and never past exp, dropped when the issuer's keys change). Default 10000;
+	// negative turns the cache off.
+	TokenCacheSize int
 }
 
 func (o *Options) defaults() {
@@ -105,6 +109,9 @@ func (o *Options) defaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.TokenCacheSize == 0 {
+		o.TokenCacheSize = defaultTokenCacheSize
+	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{
 			Timeout: o.FetchTimeout,
@@ -127,7 +134,8 @@ type Authenticator struct {
 	anonymous bool
 	providers []*provider
 	apiKeys   *apiKeyStore
-	tickets   *ticketer // nil when tickets are disabled
+	tickets   *ticketer   // nil when tickets are disabled
+	tokens    *tokenCache // verified JWTs; nil when off or no JWT provider
 	ws        config.WebSocketAuth
 
 	publicURL        string
@@ -153,6 +161,9 @@ func New(ctx context.Context, cfg config.Auth, publicURL string, opts Options) (
 			return nil, fmt.Errorf("auth.jwt[%d]: %w", i, err)
 		}
 		a.providers = append(a.providers, p)
+	}
+	if len(a.providers) > 0 && opts.TokenCacheSize > 0 {
+		a.tokens = newTokenCache(opts.TokenCacheSize)
 	}
 	if cfg.APIKeys != nil {
 		s, err := newAPIKeyStore(cfg.APIKeys.Dir, &a.opts)

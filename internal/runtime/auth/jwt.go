@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"errors"
 	"slices"
 	"strings"
@@ -28,6 +29,10 @@ type verificationKey struct {
 // with this kid and alg (kid "" or unknown to a source without kids: all keys of alg).
 type keySource interface {
 	lookup(ctx context.Context, kid, alg string) ([]verificationKey, error)
+	// generation reloads or refreshes the keys when that is due (as lookup does) and
+	// returns a number that changes whenever the set of keys changes: cached verifications
+	// are only trusted while it stays the same.
+	generation() uint64
 }
 
 // provider verifies tokens of one issuer.
@@ -95,8 +100,16 @@ func newProvider(ctx context.Context, c config.JWTProvider, publicURL string, op
 }
 
 // verifyJWT picks the provider by the (unverified) issuer, then verifies the token fully
-// against that provider's pinned algorithms and keys.
+// against that provider's pinned algorithms and keys. A token verified earlier is served
+// from the cache (see tokenCache) without parsing it again.
 func (a *Authenticator) verifyJWT(ctx context.Context, token string) (Principal, error) {
+	var key [sha256.Size]byte
+	if a.tokens != nil {
+		key = sha256.Sum256([]byte(token))
+		if p, ok := a.tokens.get(key, a.opts.Now()); ok {
+			return p, nil
+		}
+	}
 	unverified, _, err := jwt.NewParser().ParseUnverified(token, jwt.MapClaims{})
 	if errors.Is(err, jwt.ErrTokenUnverifiable) { // an alg jwt-go does not know
 		return Principal{}, invalid(ErrAlgorithm)
@@ -110,8 +123,18 @@ func (a *Authenticator) verifyJWT(ctx context.Context, token string) (Principal,
 		if p.issuer != iss {
 			continue
 		}
-		pr, err := p.verify(ctx, token, unverified.Method.Alg())
+		// Read before verifying: keys that change during the verification make the entry stale.
+		gen := p.keys.generation()
+		pr, exp, err := p.verify(ctx, token, unverified.Method.Alg())
 		if err == nil {
+			if a.tokens != nil {
+				now := a.opts.Now()
+				until := now.Add(tokenCacheTTL)
+				if exp.Before(until) {
+					until = exp
+				}
+				a.tokens.put(key, cachedToken{principal: pr, provider: p, keyGen: gen, until: until}, now)
+			}
 			return pr, nil
 		}
 		lastErr = err
@@ -119,11 +142,12 @@ func (a *Authenticator) verifyJWT(ctx context.Context, token string) (Principal,
 	return Principal{}, lastErr
 }
 
-func (p *provider) verify(ctx context.Context, token, alg string) (Principal, error) {
+// verify checks the token's signature and claims; on success it also returns its exp.
+func (p *provider) verify(ctx context.Context, token, alg string) (Principal, time.Time, error) {
 	// Pin the algorithm before any key is looked up: "none", HS* and anything the
 	// provider does not list never reach a key.
 	if !slices.Contains(p.algs, alg) {
-		return Principal{}, invalid(ErrAlgorithm)
+		return Principal{}, time.Time{}, invalid(ErrAlgorithm)
 	}
 	parser := jwt.NewParser(
 		jwt.WithValidMethods(p.algs),
@@ -148,13 +172,19 @@ func (p *provider) verify(ctx context.Context, token, alg string) (Principal, er
 		return set, nil
 	})
 	if err != nil {
-		return Principal{}, classifyJWTError(err)
+		return Principal{}, time.Time{}, classifyJWTError(err)
 	}
 	sub, _ := claims["sub"].(string)
 	if sub == "" {
-		return Principal{}, invalid(ErrMissingClaim)
+		return Principal{}, time.Time{}, invalid(ErrMissingClaim)
 	}
-	return Principal{Subject: sub, Issuer: p.issuer, Method: MethodJWT, Scopes: scopesFrom(claims[p.scopeClaim])}, nil
+	exp, err := claims.GetExpirationTime()
+	if err != nil || exp == nil { // the parser requires exp; this is belt and braces
+		return Principal{}, time.Time{}, invalid(ErrMissingClaim)
+	}
+	// Clip: a caller appending to Scopes must not write into a cached principal's array.
+	scopes := slices.Clip(scopesFrom(claims[p.scopeClaim]))
+	return Principal{Subject: sub, Issuer: p.issuer, Method: MethodJWT, Scopes: scopes}, exp.Time, nil
 }
 
 // classifyJWTError maps jwt-go errors to fixed reasons; jwt-go's own messages may quote

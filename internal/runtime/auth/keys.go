@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -51,6 +52,7 @@ type fileKeys struct {
 	mu       sync.Mutex
 	keys     []verificationKey
 	loadedAt time.Time
+	gen      uint64 // bumped when a reload changes the keys
 }
 
 func newFileKeys(files []config.KeyFile, opts *Options) (*fileKeys, error) {
@@ -126,16 +128,34 @@ func parsePublicKeys(data []byte) ([]any, error) {
 	return out, nil
 }
 
+// reloadIfDueLocked re-reads the files when ReloadInterval has passed. f.mu is held.
+func (f *fileKeys) reloadIfDueLocked() {
+	now := f.opts.Now()
+	if now.Sub(f.loadedAt) < f.opts.ReloadInterval {
+		return
+	}
+	f.loadedAt = now
+	keys, err := f.load()
+	if err != nil {
+		f.opts.Logger.Warn("Keeping the previous JWT keys: reloading key files failed", "error", err)
+		return
+	}
+	if !sameKeys(f.keys, keys) {
+		f.gen++
+	}
+	f.keys = keys
+}
+
+func (f *fileKeys) generation() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reloadIfDueLocked()
+	return f.gen
+}
+
 func (f *fileKeys) lookup(_ context.Context, _, alg string) ([]verificationKey, error) {
 	f.mu.Lock()
-	if now := f.opts.Now(); now.Sub(f.loadedAt) >= f.opts.ReloadInterval {
-		f.loadedAt = now
-		if keys, err := f.load(); err == nil {
-			f.keys = keys
-		} else {
-			f.opts.Logger.Warn("Keeping the previous JWT keys: reloading key files failed", "error", err)
-		}
-	}
+	f.reloadIfDueLocked()
 	keys := f.keys
 	f.mu.Unlock()
 	// Key files carry no kid: every key pinned to the token's algorithm is tried.
@@ -167,6 +187,7 @@ type remoteKeys struct {
 
 	mu          sync.Mutex
 	keys        []verificationKey
+	gen         uint64    // bumped when a fetch changes the keys
 	fetchedAt   time.Time // last success
 	lastAttempt time.Time
 	lastErr     error
@@ -181,10 +202,8 @@ func newRemoteKeys(ctx context.Context, issuer, jwksURL string, discovery bool, 
 	return r
 }
 
-func (r *remoteKeys) lookup(ctx context.Context, kid, alg string) ([]verificationKey, error) {
-	r.mu.Lock()
-	keys, fetchedAt := r.keys, r.fetchedAt
-	r.mu.Unlock()
+// refreshIfStale starts a background refresh when the keys are older than RefreshInterval.
+func (r *remoteKeys) refreshIfStale(fetchedAt time.Time) {
 	if !fetchedAt.IsZero() && r.opts.Now().Sub(fetchedAt) >= r.opts.RefreshInterval {
 		if r.bg.CompareAndSwap(false, true) { // one background goroutine at most
 			go func() {
@@ -193,6 +212,21 @@ func (r *remoteKeys) lookup(ctx context.Context, kid, alg string) ([]verificatio
 			}()
 		}
 	}
+}
+
+func (r *remoteKeys) generation() uint64 {
+	r.mu.Lock()
+	gen, fetchedAt := r.gen, r.fetchedAt
+	r.mu.Unlock()
+	r.refreshIfStale(fetchedAt)
+	return gen
+}
+
+func (r *remoteKeys) lookup(ctx context.Context, kid, alg string) ([]verificationKey, error) {
+	r.mu.Lock()
+	keys, fetchedAt := r.keys, r.fetchedAt
+	r.mu.Unlock()
+	r.refreshIfStale(fetchedAt)
 	if out := matchKeys(keys, kid, alg); len(out) > 0 {
 		return out, nil
 	}
@@ -206,6 +240,21 @@ func (r *remoteKeys) lookup(ctx context.Context, kid, alg string) ([]verificatio
 		return out, nil
 	}
 	return nil, invalid(ErrUnknownKey)
+}
+
+// sameKeys reports whether two key lists hold the same keys with the same kids and
+// algorithms, in the same order (a reordered JWKS counts as a change: harmless).
+func sameKeys(a, b []verificationKey) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		pub, ok := a[i].pub.(interface{ Equal(crypto.PublicKey) bool })
+		if a[i].kid != b[i].kid || a[i].alg != b[i].alg || !ok || !pub.Equal(b[i].pub) {
+			return false
+		}
+	}
+	return true
 }
 
 // matchKeys returns the keys with the token's kid (all keys when the token has none)
@@ -251,6 +300,9 @@ func (r *remoteKeys) refresh(ctx context.Context, force bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err == nil {
+		if !sameKeys(r.keys, keys) {
+			r.gen++
+		}
 		r.keys, r.fetchedAt = keys, r.opts.Now()
 	}
 	r.lastErr = err
