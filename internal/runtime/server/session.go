@@ -73,22 +73,35 @@ type session struct {
 }
 
 func newSession(srv *Server, id string, up upstream.Session, c caller) *session {
+	s := openSession(srv, id, up, c)
+	go s.pump()
+	return s
+}
+
+// openSession is newSession without the pump goroutine: the caller reads up.Messages()
+// itself, hands each message to deliver and calls upstreamEnded once the channel is
+// closed (the WebSocket writer does, saving a goroutine per idle socket).
+func openSession(srv *Server, id string, up upstream.Session, c caller) *session {
 	s := &session{
 		id: id, srv: srv, up: up, caller: c, created: time.Now(), lastUsed: time.Now(),
 		pending: map[string]*pendingCall{}, done: make(chan struct{}),
 	}
 	srv.obs.sessionOpened(c.transport)
-	go s.pump()
 	return s
 }
 
-// pump relays everything the upstream sends for this session until it ends, then fails
-// the requests still waiting so no client hangs on a dead upstream.
+// pump relays everything the upstream sends for this session until it ends.
 func (s *session) pump() {
-	defer close(s.done)
 	for raw := range s.up.Messages() {
 		s.deliver(raw)
 	}
+	s.upstreamEnded()
+}
+
+// upstreamEnded fails the requests still waiting so no client hangs on a dead upstream,
+// then closes done. Call it once, after Messages() is closed.
+func (s *session) upstreamEnded() {
+	defer close(s.done)
 	s.mu.Lock()
 	calls := make([]*pendingCall, 0, len(s.pending))
 	for k, p := range s.pending {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -20,6 +21,9 @@ const (
 	wsPingInterval = 30 * time.Second
 	wsPingTimeout  = 10 * time.Second
 	wsWriteTimeout = 30 * time.Second
+	// wsSinkQueue holds messages for the socket that do not come from the upstream session
+	// (refusals, timeouts) or that wsWriter relayed and has not written yet.
+	wsSinkQueue = 32
 )
 
 func isWebSocketUpgrade(r *http.Request) bool {
@@ -80,8 +84,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close(websocket.StatusTryAgainLater, "upstream unavailable")
 		return
 	}
-	sess := newSession(s, newID(16), up, c)
-	sink := &streamSink{ch: make(chan []byte, 64)}
+	// No pump goroutine: wsWriter reads the upstream session's messages itself.
+	sess := openSession(s, newID(16), up, c)
+	sink := &streamSink{ch: make(chan []byte, wsSinkQueue)}
 	sess.setStream(sink)
 	s.obs.connOpened(transportWebSocket)
 	defer func() {
@@ -90,7 +95,6 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	go s.wsWriter(ctx, cancel, conn, sess, sink)
-	go wsPinger(ctx, cancel, conn)
 
 	for {
 		typ, data, err := conn.Read(ctx)
@@ -139,58 +143,79 @@ func (s *Server) firstMessageAuth(ctx context.Context, conn *websocket.Conn) (au
 	return p, true
 }
 
-// wsWriter sends the session's messages, one text frame each. It closes the socket when the
-// upstream session ends (1011) or the server shuts down (1001).
+// wsWriter is the socket's only other goroutine: it relays the upstream session's messages
+// (the pump of other transports), writes them one text frame each, and pings the peer. It
+// closes the socket when the upstream session ends (1011) or the server shuts down (1001).
+// However it ends, it keeps draining the upstream session until the handler closes it, so
+// requests still in flight are finished (audited) exactly as with a pump.
 func (s *Server) wsWriter(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn, sess *session, sink *streamSink) {
-	defer cancel()
+	msgs := sess.up.Messages()
+	ended := false
+	defer func() {
+		cancel() // the handler's Read returns, and it closes the upstream session
+		if !ended {
+			for raw := range msgs {
+				sess.deliver(raw)
+			}
+			sess.upstreamEnded()
+		}
+	}()
+	write := func(out []byte) error {
+		wctx, wcancel := context.WithTimeout(ctx, wsWriteTimeout)
+		defer wcancel()
+		return conn.Write(wctx, websocket.MessageText, out)
+	}
+	ping := time.NewTicker(wsPingInterval)
+	defer ping.Stop()
+	var pinging atomic.Bool
 	for {
 		select {
-		case out := <-sink.ch:
-			wctx, wcancel := context.WithTimeout(ctx, wsWriteTimeout)
-			err := conn.Write(wctx, websocket.MessageText, out)
-			wcancel()
-			if err != nil {
+		case raw, ok := <-msgs:
+			if !ok {
+				ended = true
+				sess.upstreamEnded() // queues errors for in-flight calls on the sink
+				// Deliver them before closing.
+				for {
+					select {
+					case out := <-sink.ch:
+						_ = write(out)
+						continue
+					default:
+					}
+					break
+				}
+				_ = conn.Close(websocket.StatusInternalError, "upstream session ended")
 				return
 			}
-		case <-sess.done:
-			// Deliver what the pump queued last (errors for in-flight calls) before closing.
-			for {
-				select {
-				case out := <-sink.ch:
-					wctx, wcancel := context.WithTimeout(ctx, wsWriteTimeout)
-					_ = conn.Write(wctx, websocket.MessageText, out)
-					wcancel()
-					continue
-				default:
+			sess.deliver(raw)
+			// Write what it produced now: the sink only buffers while a write is slow.
+			for len(sink.ch) > 0 {
+				if write(<-sink.ch) != nil {
+					return
 				}
-				break
 			}
-			_ = conn.Close(websocket.StatusInternalError, "upstream session ended")
-			return
+		case out := <-sink.ch:
+			if write(out) != nil {
+				return
+			}
+		case <-ping.C:
+			// Ping waits for the pong (read by the handler's loop): run it aside, one at a
+			// time, so writes go on meanwhile. A peer that does not answer is dropped.
+			if pinging.CompareAndSwap(false, true) {
+				go func() {
+					defer pinging.Store(false)
+					pctx, pcancel := context.WithTimeout(ctx, wsPingTimeout)
+					defer pcancel()
+					if conn.Ping(pctx) != nil {
+						cancel()
+					}
+				}()
+			}
 		case <-s.stopping:
 			_ = conn.Close(websocket.StatusGoingAway, "server shutting down")
 			return
 		case <-ctx.Done():
 			return
-		}
-	}
-}
-
-func wsPinger(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn) {
-	t := time.NewTicker(wsPingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			pctx, pcancel := context.WithTimeout(ctx, wsPingTimeout)
-			err := conn.Ping(pctx)
-			pcancel()
-			if err != nil {
-				cancel()
-				return
-			}
 		}
 	}
 }

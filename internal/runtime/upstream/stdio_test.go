@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -536,4 +537,39 @@ func TestRestartBackoffGrowsAndResetsAfterAStableRun(t *testing.T) {
 	// A child that stayed up past ResetAfter is restarted after Min again (not 800ms).
 	time.Sleep(800 * time.Millisecond)
 	g.Expect(crash()).To(BeNumerically("<", 700*time.Millisecond))
+}
+
+func TestSlowSessionWithTheDefaultQueueIsClosedWithoutStallingOthers(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	opts := testOptions()
+	opts.SessionQueue = 0 // the default
+	u, err := NewStdio(testConfig(), []string{everythingServer(t)}, opts)
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+
+	slow, err := u.NewSession(context.Background()) // never read
+	g.Expect(err).NotTo(HaveOccurred())
+	fast := newClient(t, u)
+	// More answers than the default queue holds.
+	for i := range defaultSessionQueue + 4 {
+		err := slow.Send(context.Background(), fmt.Appendf(nil, `{"jsonrpc":"2.0","id":%d,"method":"ping"}`, i+1))
+		if err != nil {
+			g.Expect(errors.Is(err, ErrSessionClosed)).To(BeTrue())
+			break
+		}
+	}
+	// The shared child keeps answering the session that reads.
+	for i := range 3 {
+		id := strconv.Itoa(100 + i)
+		fast.send(`{"jsonrpc":"2.0","id":` + id + `,"method":"ping"}`)
+		fast.await(responseTo(id), 5*time.Second)
+	}
+	n := 0
+	for range slow.Messages() { // drained and closed
+		n++
+	}
+	g.Expect(n).To(Equal(defaultSessionQueue))
+	err = slow.Send(context.Background(), []byte(`{"jsonrpc":"2.0","id":99,"method":"ping"}`))
+	g.Expect(errors.Is(err, ErrSessionClosed)).To(BeTrue())
 }

@@ -90,7 +90,9 @@ type Options struct {
 	// body or an SSE event). Longer ones are dropped and the request they answer gets
 	// an error. Default 4 MiB.
 	MaxMessageBytes int
-	// SessionQueue is the capacity of each session's Messages channel. Default 256.
+	// SessionQueue is the capacity of each session's Messages channel. Default 16: the
+	// reader (the runtime's pump or WebSocket writer) drains it at once, so it only fills
+	// when the client stops reading, and every idle session pays for its slots.
 	SessionQueue int
 	// InitializeParams are the params of the runtime's own initialize request to a stdio
 	// child. The child is initialized once, ahead of any client (so Ready can turn true
@@ -99,6 +101,8 @@ type Options struct {
 	// "mcp-runtime", capabilities roots, sampling and elicitation (relayed to clients).
 	InitializeParams json.RawMessage
 }
+
+const defaultSessionQueue = 16
 
 // DefaultInitializeParams is used when Options.InitializeParams is empty.
 var DefaultInitializeParams = json.RawMessage(`{"protocolVersion":"2025-11-25","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{}},"clientInfo":{"name":"mcp-runtime","version":"1.0.0"}}`)
@@ -147,7 +151,7 @@ func resolve(cfg config.Upstream, o Options) settings {
 		s.maxMsg = 4 << 20
 	}
 	if s.queue <= 0 {
-		s.queue = 256
+		s.queue = defaultSessionQueue
 	}
 	if len(s.initParams) == 0 {
 		s.initParams = DefaultInitializeParams
