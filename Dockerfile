@@ -1,5 +1,4 @@
-# syntax=docker/dockerfile:1
-# Two images from one build:
+# Two images from one build (BuildKit: Docker 23+ or docker buildx):
 #   docker build --target manager --build-arg VERSION=v0.1.0 -t ghcr.io/mcpfleet/mcp-fleet-operator:v0.1.0 .
 #   docker build --target runtime --build-arg VERSION=v0.1.0 -t ghcr.io/mcpfleet/mcp-runtime:v0.1.0 .
 # Without a container engine, `make images` builds the same two images (hack/images).
