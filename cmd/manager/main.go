@@ -6,6 +6,7 @@ import (
 	"fmt"
 	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"os"
+	"path/filepath"
 	"strings"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -16,11 +17,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	mcpv1alpha1 "github.com/mcpfleet/mcp-fleet-operator/api/v1alpha1"
 	"github.com/mcpfleet/mcp-fleet-operator/controllers"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/resources"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/version"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/webhook"
 )
 
 func main() {
@@ -36,6 +39,8 @@ func run() error {
 		watchNamespaces, monitoringNamespace, clusterDomain string
 		leaderElect, showVersion                            bool
 		leaderElectionNamespace                             string
+		webhookCertDir, enableWebhooks                      string
+		webhookPort                                         int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (\"0\" disables it).")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
@@ -46,6 +51,9 @@ func run() error {
 	flag.StringVar(&clusterDomain, "cluster-domain", "cluster.local", "Cluster DNS domain used in Service names and certificates.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles.")
 	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: the pod's namespace).")
+	flag.StringVar(&enableWebhooks, "enable-webhooks", "auto", "Serve the MCPServer validating webhook: true, false, or auto (true when --webhook-cert-dir holds tls.crt).")
+	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port of the admission webhook server (HTTPS).")
+	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook serving certificate (tls.crt, tls.key), e.g. the mounted cert-manager Secret.")
 	flag.BoolVar(&showVersion, "version", false, "Print the version and exit.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -66,6 +74,10 @@ func run() error {
 	utilruntime.Must(cmv1.AddToScheme(scheme))
 	utilruntime.Must(mcpv1alpha1.AddToScheme(scheme))
 
+	webhooks, err := webhooksEnabled(enableWebhooks, webhookCertDir)
+	if err != nil {
+		return err
+	}
 	namespaces := splitNamespaces(watchNamespaces)
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
@@ -75,6 +87,7 @@ func run() error {
 		LeaderElectionID:        "mcp-fleet-operator.mcpfleet.dev",
 		LeaderElectionNamespace: leaderElectionNamespace,
 		Cache:                   controllers.CacheOptions(namespaces),
+		WebhookServer:           ctrlwebhook.NewServer(ctrlwebhook.Options{Port: webhookPort, CertDir: webhookCertDir}),
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
@@ -98,6 +111,10 @@ func run() error {
 	if err := (&controllers.PolicyReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the policy controller: %w", err)
 	}
+	if webhooks {
+		mgr.GetWebhookServer().Register(webhook.Path, &ctrlwebhook.Admission{Handler: webhook.NewValidator(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetScheme())})
+		ctrl.Log.Info("Serving the MCPServer admission webhook", "port", webhookPort, "certDir", webhookCertDir)
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
@@ -106,6 +123,20 @@ func run() error {
 	}
 	ctrl.Log.Info("Starting manager", "version", version.Version, "runtimeImage", runtimeImage)
 	return mgr.Start(ctx)
+}
+
+// webhooksEnabled decides --enable-webhooks; auto serves them when a certificate is mounted.
+func webhooksEnabled(flagValue, certDir string) (bool, error) {
+	switch flagValue {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	case "auto":
+		_, err := os.Stat(filepath.Join(certDir, "tls.crt"))
+		return err == nil, nil
+	}
+	return false, fmt.Errorf("--enable-webhooks %q must be true, false or auto", flagValue)
 }
 
 func splitNamespaces(s string) []string {

@@ -24,7 +24,7 @@ func compliant() *mcpv1alpha1.MCPServer {
 			Command:  []string{"/server"},
 			Replicas: ptr.To[int32](3),
 			Origins:  mcpv1alpha1.OriginsSpec{Allowed: []mcpv1alpha1.Origin{"https://app.corp.example", "https://*.tools.corp.example"}},
-			Auth: mcpv1alpha1.AuthSpec{JWT: []mcpv1alpha1.JWTProvider{{Issuer: "https://login.corp.example", Discovery: true}}},
+			Auth:     mcpv1alpha1.AuthSpec{JWT: []mcpv1alpha1.JWTProvider{{Issuer: "https://login.corp.example", Discovery: true}}},
 			RateLimit: mcpv1alpha1.RateLimitSpec{
 				RequestsPerSecond: 50, Burst: ptr.To[int32](100), MaxConnections: 1000, MaxConnectionsPerClient: 10,
 				MaxMessageSize: ptr.To(resource.MustParse("1Mi")),
