@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/client"
@@ -31,6 +32,8 @@ type PolicyReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=mcp.mcpfleet.dev,resources=mcpserverpolicies/status,verbs=get;update;patch
+// The admission webhook checks that referenced issuers exist.
+// +kubebuilder:rbac:groups=cert-manager.io,resources=issuers;clusterissuers,verbs=get
 
 // Reconcile recounts the servers one policy selects and patches the status when it changed.
 func (r *PolicyReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -84,7 +87,13 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 }
 
 // SetupWithManager recounts every policy when a server or a namespace's labels change.
+// Without the policy CRD there is nothing to count and the controller is not started.
 func (r *PolicyReconciler) SetupWithManager(mgr manager.Manager) error {
+	gk := schema.GroupKind{Group: mcpv1alpha1.GroupVersion.Group, Kind: "MCPServerPolicy"}
+	if _, err := mgr.GetRESTMapper().RESTMapping(gk, mcpv1alpha1.GroupVersion.Version); err != nil {
+		mgr.GetLogger().Info("MCPServerPolicy CRD not found; the policy controller is off until the operator restarts with it installed", "error", err.Error())
+		return nil
+	}
 	return builder.ControllerManagedBy(mgr).
 		For(&mcpv1alpha1.MCPServerPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&mcpv1alpha1.MCPServer{}, handler.EnqueueRequestsFromMapFunc(r.allPolicies),

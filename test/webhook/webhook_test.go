@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	mcpv1alpha1 "github.com/mcpfleet/mcp-fleet-operator/api/v1alpha1"
 )
@@ -288,6 +291,32 @@ var _ = Describe("MCPServer admission webhook", Ordered, func() {
 			s.Spec.TLS.IssuerRef = &mcpv1alpha1.IssuerReference{Name: "no-such-ca", Kind: "ClusterIssuer"}
 			Expect(dryRun(s)).To(MatchError(ContainSubstring(`spec.tls.issuerRef: cert-manager ClusterIssuer "no-such-ca" does not exist`)))
 		})
+	})
+
+	It("ships a baseline policy the API server accepts, which rejects insecure servers once set to Deny", func() {
+		raw, err := os.ReadFile(filepath.Join("..", "..", "config", "policy", "baseline.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		baseline := &mcpv1alpha1.MCPServerPolicy{}
+		Expect(yaml.UnmarshalStrict(raw, baseline)).To(Succeed())
+		Expect(baseline.Spec.EnforcementAction).To(Equal(mcpv1alpha1.EnforcementAudit), "the shipped baseline starts in Audit mode")
+		Expect(k8sClient.Create(ctx, baseline.DeepCopy(), client.DryRunAll)).To(Succeed())
+
+		// Scoped to one namespace for this test, and switched to Deny.
+		ns, label := newNamespace()
+		p := newPolicy(label, func(sp *mcpv1alpha1.MCPServerPolicySpec) {
+			sp.Rules, sp.Waivers = baseline.Spec.Rules, baseline.Spec.Waivers
+		})
+		secure := compliant(ns)
+		secure.Spec.Image = "docker.io/anyone/server:latest"
+		Expect(dryRun(secure)).To(Succeed(), "the MCPServer defaults satisfy the baseline")
+		anonymous := compliant(ns)
+		anonymous.Spec.Auth = mcpv1alpha1.AuthSpec{InsecureAnonymous: true}
+		anonymous.Annotations = map[string]string{mcpv1alpha1.WaiverAnnotationPrefix + "requireAuth": "demo"}
+		Expect(dryRun(anonymous)).To(denial(p.Name, mcpv1alpha1.RuleRequireAuth, "spec.auth.insecureAnonymous", "remove spec.auth.insecureAnonymous"))
+		meshTLS := compliant(ns)
+		meshTLS.Spec.TLS.InsecureDisabled = true
+		meshTLS.Annotations = map[string]string{mcpv1alpha1.WaiverAnnotationPrefix + "requireTLS": "Istio mTLS terminates in the sidecar"}
+		Expect(dryRun(meshTLS)).To(Succeed())
 	})
 
 	// Last: it stops the webhook server.
