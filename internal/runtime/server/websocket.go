@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -63,14 +64,43 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Accept answered the client
 	}
-	defer func() { _ = conn.CloseNow() }()
 	conn.SetReadLimit(s.cfg.Limits.MaxMessageBytes)
-	ctx, cancel := context.WithCancel(r.Context())
+	ws := &wsConn{conn: conn, caller: s.callerOf(r, transportWebSocket), requestID: RequestID(r.Context())}
+	if auth.FirstMessagePending(r.Context()) {
+		// The auth decision is reported with the upgrade request; the request is kept only
+		// until the first frame is verified.
+		ws.firstAuth = r.WithContext(context.WithoutCancel(r.Context()))
+	}
+	// Serve the socket on a goroutine of its own and return: net/http then frees what it
+	// holds per connection and request (its buffers, the handler's stack, the request),
+	// which every idle socket would otherwise keep. The socket's context hangs off the
+	// server's, not the request's (net/http cancels that one when the handler returns).
+	go s.runWebSocket(ws)
+}
+
+// wsConn is what an accepted MCP WebSocket needs from its upgrade request.
+type wsConn struct {
+	conn      *websocket.Conn
+	caller    caller
+	requestID string
+	firstAuth *http.Request // set while first-message authentication is pending
+}
+
+func (s *Server) runWebSocket(ws *wsConn) {
+	conn := ws.conn
+	defer func() { _ = conn.CloseNow() }()
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("WebSocket handler panic", "panic", v, "stack", string(debug.Stack()))
+		}
+	}()
+	ctx, cancel := context.WithCancel(s.baseCtx)
 	defer cancel()
 
-	c := s.callerOf(r, transportWebSocket)
-	if auth.FirstMessagePending(r.Context()) {
-		p, ok := s.firstMessageAuth(ctx, conn)
+	c := ws.caller
+	if r := ws.firstAuth; r != nil {
+		ws.firstAuth = nil
+		p, ok := s.firstMessageAuth(r.Context(), ctx, conn)
 		if !ok {
 			return
 		}
@@ -107,7 +137,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		}
 		msgs, batch, ref := s.parse(data, sess.negotiated())
 		if ref == nil {
-			ref = s.admit(ctx, sess, msgs, batch, admitOptions{perMessageLimit: true, requestID: RequestID(r.Context())})
+			ref = s.admit(ctx, sess, msgs, batch, admitOptions{perMessageLimit: true, requestID: ws.requestID})
 		}
 		if ref != nil {
 			sess.toStream(ref.body)
@@ -121,7 +151,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 }
 
 // firstMessageAuth reads and verifies the auth frame; on failure it closes with 1008.
-func (s *Server) firstMessageAuth(ctx context.Context, conn *websocket.Conn) (auth.Principal, bool) {
+// authCtx carries the upgrade request for the decision hook; ctx is the socket's.
+func (s *Server) firstMessageAuth(authCtx, ctx context.Context, conn *websocket.Conn) (auth.Principal, bool) {
 	// A read context deadline would make the library drop the TCP connection without a
 	// close frame; closing from a timer tells the client why (1008).
 	timer := time.AfterFunc(s.deps.Auth.FirstMessageTimeout(), func() {
@@ -135,7 +166,11 @@ func (s *Server) firstMessageAuth(ctx context.Context, conn *websocket.Conn) (au
 		_ = conn.Close(websocket.StatusPolicyViolation, "authentication required")
 		return auth.Principal{}, false
 	}
-	p, err := s.deps.Auth.FirstMessage(ctx, frame)
+	actx, acancel := context.WithCancel(authCtx)
+	defer acancel()
+	stop := context.AfterFunc(ctx, acancel) // a socket closing mid-verification stops it
+	defer stop()
+	p, err := s.deps.Auth.FirstMessage(actx, frame)
 	if err != nil {
 		_ = conn.Close(websocket.StatusPolicyViolation, "authentication failed")
 		return auth.Principal{}, false
