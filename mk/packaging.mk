@@ -10,7 +10,9 @@ RUNTIME_IMAGE_REPO ?= ghcr.io/mcpfleet/mcp-runtime
 export MCP_HELM := $(LOCALBIN)/helm
 export MCP_KUBE_SCORE := $(LOCALBIN)/kube-score
 
-test-deps: helm-bin kube-score-bin
+# dist/install.yaml too: test/packaging dry-runs and scores what `make build-installer` ships
+# (`make test` has already run `manifests`).
+test-deps: helm-bin kube-score-bin installer
 
 .PHONY: helm-bin kube-score-bin
 helm-bin: | $(LOCALBIN) ## Build the pinned helm v4 once (cached outside the repo) and link bin/helm.
@@ -29,8 +31,11 @@ chart-sync: ## Copy the generated CRDs and manager RBAC rules into the chart (ru
 helm-lint: helm-bin ## helm lint --strict the chart.
 	$(LOCALBIN)/helm lint --strict $(CHART_DIR)
 
-.PHONY: build-installer
+.PHONY: build-installer installer
 build-installer: manifests ## Render config/default to dist/install.yaml (images tagged RELEASE_VERSION).
+	@$(MAKE) --no-print-directory installer
+
+installer: # dist/install.yaml from config/default as it is (no manifests regeneration).
 	@kubectl="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest.sh)/kubectl" && \
 	mkdir -p dist/installer && \
 	printf '%s\n' \

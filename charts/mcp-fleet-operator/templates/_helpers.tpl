@@ -58,6 +58,7 @@ server's discovery, so a new cluster-scoped rule cannot silently land in a Role.
 {{- define "mcp-fleet-operator.clusterScopedResources" -}}
 - apiextensions.k8s.io/customresourcedefinitions
 - /namespaces
+- cert-manager.io/clusterissuers
 - mcp.mcpfleet.dev/mcpserverpolicies
 - mcp.mcpfleet.dev/mcpserverpolicies/status
 {{- end -}}
