@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -107,7 +108,7 @@ func (e *env) connect(t *testing.T, ticket, origin string) (clientOutput, string
 	var out clientOutput
 	if jerr := json.Unmarshal(stdout, &out); jerr != nil {
 		stderr := ""
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			stderr = string(ee.Stderr)
 		}
 		t.Fatalf("client.mjs printed no JSON result (exit: %v): %s\n%s", err, stdout, stderr)
