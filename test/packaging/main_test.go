@@ -33,6 +33,7 @@ const (
 )
 
 var (
+	testEnv    *envtest.Environment
 	repoRoot   string
 	chartDir   string
 	cfg        *rest.Config
@@ -83,13 +84,13 @@ func run(m *testing.M) (int, error) {
 	defer func() { _ = os.RemoveAll(tmp) }()
 
 	// No CRDs of our own at start: `helm install` must be able to create (and own) them.
-	env := &envtest.Environment{}
-	if cfg, err = env.Start(); err != nil {
+	testEnv = &envtest.Environment{}
+	if cfg, err = testEnv.Start(); err != nil {
 		return 1, fmt.Errorf("starting envtest: %w", err)
 	}
-	defer func() { _ = env.Stop() }()
+	defer func() { _ = testEnv.Stop() }()
 
-	admin, err := env.AddUser(envtest.User{Name: "packaging-admin", Groups: []string{"system:masters"}}, nil)
+	admin, err := testEnv.AddUser(envtest.User{Name: "packaging-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return 1, fmt.Errorf("adding the admin user: %w", err)
 	}
