@@ -1,7 +1,8 @@
 ##@ Benchmarks
 # N MCPServers against a real kube-apiserver + etcd (envtest binaries, built from source by
 # hack/envtest.sh when they cannot be downloaded), bin/manager running as its own process.
-N ?= 100
+# N is shared with other bench targets (each has its own default), so only a user's N counts.
+BENCH_OPERATOR_N = $(if $(filter command line environment,$(origin N)),$(N),100)
 QUIET ?= 60s
 BENCH_OPERATOR_SCENARIOS ?= well,podsdown,nocertmanager
 
@@ -11,4 +12,4 @@ bench-operator: ## Operator at scale: N=100 servers (N=1000 for the full run), Q
 	go build -trimpath -ldflags '$(LDFLAGS)' -o $(LOCALBIN)/manager ./cmd/manager && \
 	go build -o $(LOCALBIN)/bench-operator ./test/benchoperator && \
 	$(LOCALBIN)/bench-operator -assets "$$assets" -manager $(LOCALBIN)/manager \
-	  -n $(N) -quiet $(QUIET) -scenarios $(BENCH_OPERATOR_SCENARIOS)
+	  -n $(BENCH_OPERATOR_N) -quiet $(QUIET) -scenarios $(BENCH_OPERATOR_SCENARIOS)

@@ -65,6 +65,8 @@ func startControlPlane(dir, assets string, withCertManager bool, moduleRoot stri
 		ControlPlaneStopTimeout:  time.Minute,
 	}
 	cp.env.ControlPlane.GetAPIServer().Configure().
+		// envtest's default /24 holds 254 Services; a cluster (kind: 10.96.0.0/16) holds more.
+		Set("service-cluster-ip-range", "10.96.0.0/16").
 		Set("audit-policy-file", policy).
 		Set("audit-log-path", cp.auditPath).
 		Set("audit-log-format", "json").
