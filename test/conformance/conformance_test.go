@@ -31,12 +31,7 @@ const suiteBin = "node_modules/@modelcontextprotocol/conformance/dist/index.js"
 // fail, each with the runtime behaviour behind it. Like the suite's --expected-failures: any
 // other difference fails the test, and so does a listed scenario that passes again (delete
 // its entry then). Delete an entry to make the test insist on the fix.
-var knownRuntimeGaps = map[string]string{
-	"server-sse-multiple-streams": "the runtime answers HTTP 400 \"Mcp-Protocol-Version does not match the version " +
-		"negotiated for this session\" (internal/runtime/server/streamable.go) to the suite's POSTs carrying " +
-		"Mcp-Protocol-Version: 2025-03-26 in a session negotiated at 2025-11-25; the go-sdk server accepts them, and " +
-		"the spec asks for 400 only for an invalid or unsupported version",
-}
+var knownRuntimeGaps = map[string]string{}
 
 // subject is the JWT subject the suite authenticates as through the runtime.
 const subject = "conformance-suite"

@@ -82,8 +82,10 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		case version == "":
 			version = max(neg, defaultVersion)
 		case neg != "" && version != neg:
-			writeRPCError(w, http.StatusBadRequest, jsonrpc.InvalidRequest("Mcp-Protocol-Version does not match the version negotiated for this session"))
-			return
+			// Another supported version in an existing session is accepted (the spec refuses
+			// only invalid or unsupported ones), but the session's negotiated rules apply, so a
+			// header cannot unlock, say, batches the session did not negotiate.
+			version = neg
 		}
 	}
 	msgs, batch, ref := s.parse(body, version)
