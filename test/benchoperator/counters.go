@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -117,14 +118,14 @@ func (a *auditTail) read() (writeCounts, error) {
 	if err != nil {
 		return a.counts, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if _, err := f.Seek(a.offset, io.SeekStart); err != nil {
 		return a.counts, err
 	}
 	r := bufio.NewReaderSize(f, 1<<20)
 	for {
 		line, err := r.ReadBytes('\n')
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return a.counts, nil // a partial last line is read again next time
 		}
 		if err != nil {
@@ -155,7 +156,7 @@ func scrape(client *http.Client, addr string) (promCounts, error) {
 	if err != nil {
 		return promCounts{}, fmt.Errorf("scraping the manager's metrics: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		return promCounts{}, fmt.Errorf("scraping the manager's metrics: %s", resp.Status)
 	}

@@ -182,16 +182,6 @@ func startManager(ctx context.Context, bin, kubeconfig, dir string) (*managerPro
 
 func (m *managerProcess) pid() int { return m.cmd.Process.Pid }
 
-// alive reports whether the manager is still running (a crash would void the figures).
-func (m *managerProcess) alive() bool {
-	select {
-	case <-m.done:
-		return false
-	default:
-		return true
-	}
-}
-
 func (m *managerProcess) stop() {
 	if m == nil || m.cmd.Process == nil {
 		return
@@ -210,7 +200,7 @@ func freeAddr() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().String(), nil
 }
 

@@ -88,13 +88,13 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	if o.keep {
-		fmt.Fprintf(out, "work directory (kept): %s\n", work)
+		say(out, "work directory (kept): %s\n", work)
 	} else {
-		defer os.RemoveAll(work)
+		defer func() { _ = os.RemoveAll(work) }()
 	}
 	if o.manager == "" {
 		o.manager = filepath.Join(work, "manager")
-		fmt.Fprintf(out, "building %s\n", o.manager)
+		say(out, "building %s\n", o.manager)
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", o.manager, "./cmd/manager")
 		cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
@@ -102,7 +102,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		}
 	}
 
-	fmt.Fprintf(out, "bench-operator: N=%d, quiet window %s, %d CPUs, load average %s, manager %s\n",
+	say(out, "bench-operator: N=%d, quiet window %s, %d CPUs, load average %s, manager %s\n",
 		o.n, o.quiet, numCPU(), loadAverage(), o.manager)
 	var results []result
 	for i, s := range selected {
@@ -110,7 +110,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "\n[%d/%d] %s: %s\n", i+1, len(selected), s.id, s.title)
+		say(out, "\n[%d/%d] %s: %s\n", i+1, len(selected), s.id, s.title)
 		r, err := runScenario(ctx, o, s, root, dir, out)
 		if err != nil {
 			return fmt.Errorf("scenario %s: %w", s.id, err)

@@ -43,10 +43,10 @@ func printResult(out io.Writer, o options, r result) {
 	if noop < 0 {
 		noop = 0
 	}
-	fmt.Fprintf(out, "\n  %s, N=%d — targets are for N=1000 on 2 cores; peer: %s\n", r.scenario.id, o.n, peerName)
+	say(out, "\n  %s, N=%d — targets are for N=1000 on 2 cores; peer: %s\n", r.scenario.id, o.n, peerName)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	row := func(metric, got, target, peer, v string) {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", metric, got, target, peer, v)
+		say(tw, "  %s\t%s\t%s\t%s\t%s\n", metric, got, target, peer, v)
 	}
 	row("metric", "result", "target", "peer", "")
 	row(fmt.Sprintf("time until every server has all %d children", r.children), secs(r.toChildren), "", "", "")
@@ -74,23 +74,26 @@ func printResult(out io.Writer, o options, r result) {
 	row("manager peak RSS (VmHWM)", fmt.Sprintf("%.1f MiB", float64(r.proc.PeakRSSBytes)/mib), fmt.Sprintf("≤ %d MiB", targetPeakRSSBytes/mib), "132–144 MiB @1000", verdict(r.proc.PeakRSSBytes <= targetPeakRSSBytes))
 	row("manager CPU seconds (utime+stime), whole run", secs(r.proc.CPU), "", "", "")
 	_ = tw.Flush()
-	fmt.Fprintf(out, "  statuses after the quiet window: %s\n", r.quietStatus)
-	fmt.Fprintf(out, "  harness stand-in status writes (not the manager's): %d; creating the servers took %s; load average %s\n",
+	say(out, "  statuses after the quiet window: %s\n", r.quietStatus)
+	say(out, "  harness stand-in status writes (not the manager's): %d; creating the servers took %s; load average %s\n",
 		r.standInWrites, secs(r.created), r.loadAvg)
 }
 
 func printSummary(out io.Writer, o options, results []result) {
-	fmt.Fprintf(out, "\nsummary, N=%d (targets for N=1000, 2 cores):\n", o.n)
+	say(out, "\nsummary, N=%d (targets for N=1000, 2 cores):\n", o.n)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "  scenario\tchildren\tsettled\twrites/server\tquiet writes\tpeak RSS\tCPU\n")
+	say(tw, "  scenario\tchildren\tsettled\twrites/server\tquiet writes\tpeak RSS\tCPU\n")
 	for _, r := range results {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%.2f\t%d\t%.1f MiB\t%s\n", r.scenario.id, secs(r.toChildren), secs(r.toSettled),
+		say(tw, "  %s\t%s\t%s\t%.2f\t%d\t%.1f MiB\t%s\n", r.scenario.id, secs(r.toChildren), secs(r.toSettled),
 			float64(r.converge.Total())/float64(o.n), r.quiet.Total(), float64(r.proc.PeakRSSBytes)/mib, secs(r.proc.CPU))
 	}
 	_ = tw.Flush()
-	fmt.Fprintln(out, "\nCert-manager and the Deployment controller do not run against a bare apiserver: where a scenario")
-	fmt.Fprintln(out, "needs them, the harness plays them from its own client (Certificate Ready + NotAfter, Deployment")
-	fmt.Fprintln(out, "replicas available), as controllers/mcpserver_controller_test.go does. Their writes are not counted.")
+	say(out, "%s\n", "\nCert-manager and the Deployment controller do not run against a bare apiserver: where a scenario")
+	say(out, "%s\n", "needs them, the harness plays them from its own client (Certificate Ready + NotAfter, Deployment")
+	say(out, "%s\n", "replicas available), as controllers/mcpserver_controller_test.go does. Their writes are not counted.")
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
+
+// say writes to the report; a failed write to stdout has nowhere better to be reported.
+func say(w io.Writer, format string, a ...any) { _, _ = fmt.Fprintf(w, format, a...) }

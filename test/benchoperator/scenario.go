@@ -203,7 +203,7 @@ func runScenario(ctx context.Context, o options, s scenario, root, dir string, o
 	// Create every server, then watch the cluster converge.
 	t0 := time.Now()
 	logf := func(format string, a ...any) {
-		fmt.Fprintf(out, "  %6.1fs  %s\n", time.Since(t0).Seconds(), fmt.Sprintf(format, a...))
+		say(out, "  %6.1fs  %s\n", time.Since(t0).Seconds(), fmt.Sprintf(format, a...))
 	}
 	if err := createServers(ctx, c, o.n, o.creators); err != nil {
 		return res, err
@@ -329,12 +329,12 @@ func (s statusSummary) String() string {
 	var b strings.Builder
 	for _, st := range []status.Status{status.CurrentStatus, status.InProgressStatus, status.FailedStatus, status.UnknownStatus, status.TerminatingStatus, status.NotFoundStatus} {
 		if s.kstatus[st] > 0 {
-			fmt.Fprintf(&b, "%s=%d ", st, s.kstatus[st])
+			say(&b, "%s=%d ", st, s.kstatus[st])
 		}
 	}
 	b.WriteString("| Ready")
 	for r, n := range s.ready {
-		fmt.Fprintf(&b, " %s=%d", r, n)
+		say(&b, " %s=%d", r, n)
 	}
 	return b.String()
 }
