@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 
 	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -338,7 +337,7 @@ func (r *MCPServerReconciler) writeStatus(ctx context.Context, sc *scope, reconc
 	}
 	r.countWrite()
 	r.lastStatus.Store(ctrl.ObjectKeyFromObject(s), writtenStatus{uid: s.UID, status: s.Status.DeepCopy()})
-	logf.FromContext(ctx).V(1).Info("Wrote status", "ready", readySummary(&s.Status), "diff", cmp.Diff(sc.before, &s.Status))
+	logf.FromContext(ctx).V(1).Info("Wrote status", "ready", readySummary(&s.Status))
 	r.emitTransitions(sc.before, &s.Status, s)
 	return nil
 }
