@@ -9,6 +9,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -346,16 +347,24 @@ func (r *MCPServerReconciler) emitTransitions(before, after *mcpv1alpha1.MCPServ
 	if r.Recorder == nil {
 		return
 	}
+	// Events mark transitions a person cares about: becoming ready, losing readiness, and
+	// stalling. Progress while a new server comes up is in the conditions, not in events.
 	was := meta.FindStatusCondition(before.Conditions, ConditionReady)
 	now := meta.FindStatusCondition(after.Conditions, ConditionReady)
-	if now == nil || (was != nil && was.Status == now.Status && was.Reason == now.Reason) {
+	stalledNow := meta.FindStatusCondition(after.Conditions, ConditionStalled)
+	stalledBefore := meta.FindStatusCondition(before.Conditions, ConditionStalled)
+	switch {
+	case stalledNow != nil && (stalledBefore == nil || stalledBefore.Reason != stalledNow.Reason):
+		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, stalledNow.Reason, "Reconcile", "%s", stalledNow.Message)
+	case now == nil:
+		return
+	case now.Status == metav1.ConditionTrue && (was == nil || was.Status != metav1.ConditionTrue):
+		r.Recorder.Eventf(s, nil, corev1.EventTypeNormal, now.Reason, "Reconcile", "%s", now.Message)
+	case now.Status != metav1.ConditionTrue && was != nil && was.Status == metav1.ConditionTrue:
+		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
+	default:
 		return
 	}
-	kind := corev1.EventTypeNormal
-	if now.Status != metav1.ConditionTrue {
-		kind = corev1.EventTypeWarning
-	}
-	r.Recorder.Eventf(s, nil, kind, now.Reason, "Reconcile", "%s", now.Message)
 	r.countWrite()
 }
 
@@ -440,6 +449,12 @@ func (r *MCPServerReconciler) certManagerInstalled(ctx context.Context) (bool, e
 	if err := r.controller.Watch(source.Kind(certCache, &cmv1.Certificate{},
 		handler.TypedEnqueueRequestForOwner[*cmv1.Certificate](r.mgr.GetScheme(), r.mgr.GetRESTMapper(), &mcpv1alpha1.MCPServer{}, handler.OnlyControllerOwner()))); err != nil {
 		return false, fmt.Errorf("watching Certificates: %w", err)
+	}
+	// Reads before the first sync would fail with "cache is not started"; wait, bounded.
+	syncCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if !certCache.WaitForCacheSync(syncCtx) {
+		return false, errors.New("the Certificate cache did not sync within a minute")
 	}
 	r.certReader = certCache
 	r.certManager.Store(true)
