@@ -150,10 +150,19 @@ func deploymentState(d *appsv1.Deployment, want int32) (bool, string, string) {
 	return true, "Available", fmt.Sprintf("%d of %d replicas available", st.AvailableReplicas, want)
 }
 
-// statusEqual compares statuses ignoring condition timestamps, which SetStatusCondition
-// keeps unless a condition's status changes.
+// statusEqual compares statuses ignoring condition timestamps: SetStatusCondition keeps
+// them unless a condition's status changes, so a timestamp alone differs only when the
+// reconcile started from a cache that had not yet seen our last write.
 func statusEqual(a, b *mcpv1alpha1.MCPServerStatus) bool {
-	return equality.Semantic.DeepEqual(a, b)
+	return equality.Semantic.DeepEqual(withoutTimestamps(a), withoutTimestamps(b))
+}
+
+func withoutTimestamps(s *mcpv1alpha1.MCPServerStatus) *mcpv1alpha1.MCPServerStatus {
+	c := s.DeepCopy()
+	for i := range c.Conditions {
+		c.Conditions[i].LastTransitionTime = metav1.Time{}
+	}
+	return c
 }
 
 func truncate(s string) string {
