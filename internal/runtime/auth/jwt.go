@@ -118,7 +118,7 @@ func (a *Authenticator) verifyJWT(ctx context.Context, token string) (Principal,
 		return Principal{}, invalid(ErrMalformed)
 	}
 	iss, _ := unverified.Claims.(jwt.MapClaims)["iss"].(string)
-	var lastErr error = invalid(ErrUnknownIssuer)
+	lastErr := invalid(ErrUnknownIssuer)
 	for _, p := range a.providers {
 		if p.issuer != iss {
 			continue

@@ -10,6 +10,7 @@ package jsonrpc
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 )
@@ -105,7 +106,8 @@ func Parse(data []byte, opts Options) (msgs []Message, batch bool, err *Error) {
 		return nil
 	})
 	if ierr != nil {
-		if e, ok := ierr.(*Error); ok {
+		var e *Error
+		if errors.As(ierr, &e) {
 			return nil, true, e
 		}
 		return nil, true, ParseError(ierr.Error())
@@ -136,7 +138,7 @@ func parseOne(raw []byte) (Message, *Error) {
 			errObj = val
 		}
 	})
-	if err == errNotObject {
+	if errors.Is(err, errNotObject) {
 		return m, InvalidRequest("a message must be a JSON object")
 	}
 	if err != nil {

@@ -338,11 +338,6 @@ func (r *registry) remove(id string) *session {
 	return s
 }
 
-func (r *registry) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.sessions)
-}
 
 // expire closes sessions idle for longer than d.
 func (r *registry) expire(d time.Duration) {
