@@ -60,8 +60,8 @@ func Render(crds []apiextensionsv1.CustomResourceDefinition) ([]byte, error) {
 	b.WriteString("*Validation* rows are CEL rules (`x-kubernetes-validations`) the API server enforces on admission.\n\n")
 	for _, crd := range crds {
 		for _, v := range crd.Spec.Versions {
-			b.WriteString(fmt.Sprintf("- [%s (%s/%s)](#%s)\n", crd.Spec.Names.Kind, crd.Spec.Group, v.Name,
-				strings.ToLower(crd.Spec.Names.Kind+"-"+v.Name)))
+			fmt.Fprintf(&b, "- [%s (%s/%s)](#%s)\n", crd.Spec.Names.Kind, crd.Spec.Group, v.Name,
+				strings.ToLower(crd.Spec.Names.Kind+"-"+v.Name))
 		}
 	}
 	b.WriteString("\n")
