@@ -52,9 +52,10 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	g.Expect(kinds).To(Equal(map[string]int{
 		"CustomResourceDefinition": len(yamlFiles(t, filepath.Join(repoRoot, "config", "crd", "bases"))),
 		"ServiceAccount":           1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1,
-		"Deployment": 1, "Service": 1, "PodDisruptionBudget": 1,
-		// caBootstrap.create=auto found cert-manager.io/v1 on the server.
-		"Issuer": 1, "Certificate": 1, "ClusterIssuer": 1,
+		"Deployment": 1, "Service": 2, "PodDisruptionBudget": 1,
+		// caBootstrap.create=auto and webhook.enabled=auto found cert-manager.io/v1 on the
+		// server: the CA bootstrap and the webhook's own Issuer, Certificate and Service.
+		"Issuer": 2, "Certificate": 2, "ClusterIssuer": 1, "ValidatingWebhookConfiguration": 1,
 	}))
 
 	var dep appsv1.Deployment
@@ -66,6 +67,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		"--default-issuer=ClusterIssuer/mcp-fleet-ca",
 		"--leader-elect=true",
 		"--leader-election-namespace=fleet-system",
+		"--enable-webhooks=true",
 	))
 	g.Expect(c.Args).NotTo(ContainElement(HavePrefix("--watch-namespaces")))
 	g.Expect(*dep.Spec.Replicas).To(BeEquivalentTo(2))
@@ -78,8 +80,16 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	// Upgrade to a chart whose MCPServer CRD has one more printer column.
 	changed := copyChart(t)
 	addPrinterColumn(t, filepath.Join(changed, "files", "crds", "mcp.mcpfleet.dev_mcpservers.yaml"))
-	_, err = helm("upgrade", "fleet", changed, "--namespace", "fleet-system", "--timeout", "2m")
+	// The CRDs exist now, so the baseline policy can be switched on in the same upgrade.
+	_, err = helm("upgrade", "fleet", changed, "--namespace", "fleet-system", "--timeout", "2m",
+		"--set", "baselinePolicy.enabled=true", "--set", "baselinePolicy.enforcementAction=Deny")
 	g.Expect(err).NotTo(HaveOccurred())
+	policy := &unstructured.Unstructured{}
+	policy.SetAPIVersion("mcp.mcpfleet.dev/v1alpha1")
+	policy.SetKind("MCPServerPolicy")
+	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "fleet-mcp-fleet-operator-baseline"}, policy)).To(Succeed())
+	action, _, _ := unstructured.NestedString(policy.Object, "spec", "enforcementAction")
+	g.Expect(action).To(Equal("Deny"))
 	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "mcpservers.mcp.mcpfleet.dev"}, crd)).To(Succeed())
 	g.Expect(printerColumns(crd)).To(ContainElement(upgradedColumn), "helm upgrade did not update the CRD")
 
@@ -110,6 +120,8 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "deployment still there after uninstall: %v", err)
 	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "mcpservers.mcp.mcpfleet.dev"}, crd)).To(Succeed(), "helm uninstall deleted the CRD")
 	g.Expect(crd.DeletionTimestamp).To(BeNil())
+	err = k8sClient.Get(ctx, client.ObjectKey{Name: "fleet-mcp-fleet-operator-baseline"}, policy.DeepCopy())
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the baseline policy outlived its release: %v", err)
 	_, err = helm("uninstall", "scoped", "--namespace", "scoped-system", "--timeout", "2m")
 	g.Expect(err).NotTo(HaveOccurred())
 }

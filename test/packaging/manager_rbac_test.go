@@ -61,7 +61,9 @@ func TestManagerRunsWithNamespacedRBAC(t *testing.T) {
 		installCRDs = "false"
 	}
 	_, err := helm("install", release, chartDir, "--namespace", ns, "--create-namespace", "--timeout", "2m",
-		"--set", "watchNamespaces={"+watched+"}", "--set", "crds.install="+installCRDs, "--set", "caBootstrap.create=never")
+		"--set", "watchNamespaces={"+watched+"}", "--set", "crds.install="+installCRDs, "--set", "caBootstrap.create=never",
+		// The manager runs outside the cluster here: no serving certificate, no webhook.
+		"--set", "webhook.enabled=false")
 	g.Expect(err).NotTo(HaveOccurred())
 	t.Cleanup(func() { _, _ = helm("uninstall", release, "--namespace", ns) })
 	g.Eventually(func() error {

@@ -102,3 +102,20 @@ nonResourceURLs are kept whole in the cluster list.
 true
 {{- end -}}
 {{- end -}}
+
+{{/* webhookEnabled is "true" when the admission webhook objects and wiring are rendered. */}}
+{{- define "mcp-fleet-operator.webhookEnabled" -}}
+{{- $mode := toString .Values.webhook.enabled -}}
+{{- if or (eq $mode "true") (and (eq $mode "auto") (.Capabilities.APIVersions.Has "cert-manager.io/v1/Certificate")) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "mcp-fleet-operator.webhookSecret" -}}
+{{- include "mcp-fleet-operator.fullname" . }}-webhook-cert
+{{- end -}}
+
+{{/* The manager's --webhook-cert-dir, where the serving certificate's Secret is mounted. */}}
+{{- define "mcp-fleet-operator.webhookCertDir" -}}
+/var/run/mcp-fleet/webhook-certs
+{{- end -}}
