@@ -338,7 +338,6 @@ func (r *registry) remove(id string) *session {
 	return s
 }
 
-
 // expire closes sessions idle for longer than d.
 func (r *registry) expire(d time.Duration) {
 	r.mu.Lock()
