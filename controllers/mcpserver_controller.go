@@ -319,17 +319,19 @@ func (r *MCPServerReconciler) reconcilePodDisruptionBudget(ctx context.Context, 
 func (r *MCPServerReconciler) writeStatus(ctx context.Context, sc *scope, reconcileErr error) error {
 	s := sc.server
 	computeStatus(s, sc, r.Options, reconcileErr)
-	if statusEqual(sc.before, &s.Status) {
-		return nil
+	// What the API server holds is what we last wrote, when we wrote since the manager
+	// started; the cache may not have caught up with it (in either direction), so compare
+	// with that. Otherwise the cached status is the best knowledge there is.
+	current := sc.before
+	if last, ok := r.lastStatus.Load(ctrl.ObjectKeyFromObject(s)); ok && last.(writtenStatus).uid == s.UID {
+		current = last.(writtenStatus).status
 	}
-	if last, ok := r.lastStatus.Load(ctrl.ObjectKeyFromObject(s)); ok {
-		if w := last.(writtenStatus); w.uid == s.UID && statusEqual(w.status, &s.Status) {
-			return nil
-		}
+	if statusEqual(current, &s.Status) {
+		return nil
 	}
 	patched := s.DeepCopy()
 	before := s.DeepCopy()
-	before.Status = *sc.before
+	before.Status = *current // the patch removes what the server holds and we no longer set
 	if err := r.Status().Patch(ctx, patched, ctrl.MergeFrom(before)); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil
@@ -339,7 +341,7 @@ func (r *MCPServerReconciler) writeStatus(ctx context.Context, sc *scope, reconc
 	r.countWrite()
 	r.lastStatus.Store(ctrl.ObjectKeyFromObject(s), writtenStatus{uid: s.UID, status: s.Status.DeepCopy()})
 	logf.FromContext(ctx).V(1).Info("Wrote status", "ready", readySummary(&s.Status))
-	r.emitTransitions(sc.before, &s.Status, s)
+	r.emitTransitions(current, &s.Status, s)
 	return nil
 }
 

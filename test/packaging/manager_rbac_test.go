@@ -1,13 +1,12 @@
 package packaging
 
 import (
-	"bytes"
 	"context"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,27 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 )
-
-// syncBuffer collects a process's output for inspection while it runs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() > 8<<20 { // bounded: the test needs the first megabytes at most
-		return len(p), nil
-	}
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestManagerRunsWithNamespacedRBAC is the least-privilege proof: the real manager binary,
 // authenticated as the chart's ServiceAccount with the namespaced-mode RBAC and the args of
@@ -101,7 +79,7 @@ func TestManagerRunsWithNamespacedRBAC(t *testing.T) {
 	out, err := build.CombinedOutput()
 	g.Expect(err).NotTo(HaveOccurred(), "building cmd/manager: %s", out)
 
-	var logs syncBuffer
+	logs := testutil.SyncBuffer{Limit: 8 << 20} // the test needs the first megabytes at most
 	run := exec.CommandContext(ctx, manager, args...)
 	run.Env = append(os.Environ(), "KUBECONFIG="+saKubeconfig)
 	run.Stdout, run.Stderr = &logs, &logs

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -139,7 +140,7 @@ type rt struct {
 	addr   string // host:port of the TLS listener
 	health string
 	up     *countingUpstream
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 }
 
 func (r *rt) url(path string) string { return "https://" + r.addr + path }
@@ -193,7 +194,7 @@ func start(t *testing.T, k *keys, edit func(*config.Config), command ...string) 
 	if len(command) == 0 {
 		command = []string{everythingServer(t)}
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var up upstream.Upstream
 	var err error
@@ -305,23 +306,6 @@ func (s *countingSession) Send(ctx context.Context, msg []byte) error {
 	s.c.sent = append(s.c.sent, string(msg))
 	s.c.mu.Unlock()
 	return s.Session.Send(ctx, msg)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // bearer adds a token to every request of an http.Client.

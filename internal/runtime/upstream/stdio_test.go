@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/testutil"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -409,7 +410,7 @@ func TestOversizedResponseIsDroppedAndAnsweredWithAnError(t *testing.T) {
 func TestChildStderrGoesToTheLogLineByLine(t *testing.T) {
 	t.Parallel()
 	g := NewWithT(t)
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	opts := testOptions()
 	opts.Stderr = &stderr
 	long := strings.Repeat("x", 40000)
