@@ -10,6 +10,8 @@
 # Idempotent: a second run with a warm cache does nothing but print the path.
 # Progress goes to stderr; stdout carries only the assets directory.
 set -euo pipefail
+# shellcheck source=hack/lib/k8s-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/k8s-build.sh"
 
 K8S_VERSION=${ENVTEST_K8S_VERSION:-1.36.3}
 ETCD_VERSION=${ENVTEST_ETCD_VERSION:-v3.6.8}
@@ -54,39 +56,8 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
 build_kubernetes() {
-  local need=() b
-  for b in kube-apiserver kubectl kube-controller-manager; do [ -x "$ASSETS/$b" ] || need+=("$b"); done
-  [ ${#need[@]} -gt 0 ] || return 0
-  local v="v${K8S_VERSION}" minor
-  minor=$(echo "$K8S_VERSION" | cut -d. -f2)
-  log "building ${need[*]} from k8s.io/kubernetes@$v (several minutes on a cold cache)"
-  mkdir -p "$WORK/k8s" && cd "$WORK/k8s"
-  go mod init envtest-k8s-wrapper >/dev/null 2>&1
-  # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local
-  # paths; a wrapper must replace each one with the published v0.<minor>.<patch> instead.
-  local gomod
-  gomod=$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
-  [ -f "$gomod" ] || die "could not download k8s.io/kubernetes@$v through the module proxy"
-  local staging
-  staging=$(awk '/^replace \(/{r=1;next} r&&/^\)/{r=0} r&&$1 ~ /^k8s.io\// && $3 ~ /^\.\/staging/ {print $1}' "$gomod")
-  [ -n "$staging" ] || die "found no staging modules in k8s.io/kubernetes@$v go.mod"
-  {
-    echo "require k8s.io/kubernetes $v"
-    for m in $staging; do echo "replace $m => $m v0.${K8S_VERSION#1.}"; done
-  } >>go.mod
-  printf 'package tools\nimport (\n _ "k8s.io/kubernetes/cmd/kube-apiserver"\n _ "k8s.io/kubernetes/cmd/kubectl"\n _ "k8s.io/kubernetes/cmd/kube-controller-manager"\n)\n' >tools.go
-  GOFLAGS=-mod=mod go mod tidy >&2 || die "go mod tidy failed for the kubernetes wrapper module"
-  local ldf="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldf="$ldf -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-  done
-  for b in "${need[@]}"; do
-    local s=$SECONDS
-    CGO_ENABLED=0 go build -trimpath -ldflags "$ldf" -o "$ASSETS/$b.tmp" "k8s.io/kubernetes/cmd/$b" \
-      || die "building $b failed"
-    mv "$ASSETS/$b.tmp" "$ASSETS/$b"
-    log "built $b in $((SECONDS - s))s"
-  done
+  K8S_BUILD_LOG_PREFIX=envtest k8s_build_binaries "$K8S_VERSION" "$ASSETS" kube-apiserver kubectl kube-controller-manager \
+    || die "building the Kubernetes binaries failed"
 }
 
 build_etcd() {
