@@ -3,6 +3,7 @@
 //
 //	mcp-runtime serve --config FILE [-- COMMAND ARGS...]
 //	mcp-runtime install DIR
+//	mcp-runtime token --server NAME [-n NAMESPACE] [--ttl 10m] [--subject SUB] [--scopes A,B]
 //	mcp-runtime version
 package main
 
@@ -31,6 +32,10 @@ Usage:
       COMMAND ARGS (or upstream.command), or the HTTP server at upstream.url.
   mcp-runtime install DIR
       Copy this executable to DIR/mcp-runtime (for an init container).
+  mcp-runtime token --server NAME [-n NAMESPACE] [--ttl 10m] [--subject SUB] [--scopes A,B]
+                    [--kubeconfig FILE] [--context CTX]
+      Print a short-lived token for an MCPServer that trusts the operator-generated
+      issuer, signed with the key in its auth Secret (read with your kubeconfig).
   mcp-runtime version
       Print the version.
 `
@@ -59,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		_, _ = fmt.Fprintf(stdout, "installed %s\n", dst)
 		return 0
+	case "token":
+		return token(args[1:], stdout, stderr)
 	case "version", "--version":
 		_, _ = fmt.Fprintln(stdout, version.Version)
 		return 0

@@ -57,3 +57,38 @@ func TestInstallCopiesItselfAtomically(t *testing.T) {
 
 	g.Expect(run([]string{"install", filepath.Join(dir, "missing")}, &out, &errOut)).To(Equal(1))
 }
+
+// The token command refuses bad flags before it reads any kubeconfig; the cluster path
+// is tested against a real API server in internal/tokenmint.
+func TestTokenFlagErrors(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-kubeconfig")
+	cases := []struct {
+		args []string
+		says string
+	}{
+		{[]string{}, "--server is required"},
+		{[]string{"--server", "demo", "--ttl", "25h"}, "--ttl 25h0m0s must be more than 0s and at most 24h0m0s"},
+		{[]string{"--server", "demo", "--ttl", "0s"}, "--ttl 0s must be more than 0s"},
+		{[]string{"--server", "demo", "--scopes", "a,b c"}, `--scopes: "b c" is not a scope token`},
+		{[]string{"--server", "demo", "--subject", ""}, "--subject must not be empty"},
+		{[]string{"--server", "demo", "extra"}, `unexpected argument "extra"`},
+		{[]string{"--server", "demo", "--frobnicate"}, "flag provided but not defined: -frobnicate"},
+	}
+	for _, c := range cases {
+		g := NewWithT(t)
+		var out, errOut bytes.Buffer
+		g.Expect(run(append([]string{"token", "--kubeconfig", missing}, c.args...), &out, &errOut)).To(Equal(2), "%v", c.args)
+		g.Expect(errOut.String()).To(ContainSubstring(c.says))
+		g.Expect(out.String()).To(BeEmpty())
+	}
+
+	g := NewWithT(t)
+	var out, errOut bytes.Buffer
+	g.Expect(run([]string{"token", "--kubeconfig", missing, "--server", "demo"}, &out, &errOut)).To(Equal(1))
+	g.Expect(errOut.String()).To(ContainSubstring("loading the kubeconfig (set --kubeconfig, KUBECONFIG or --context)"))
+	g.Expect(out.String()).To(BeEmpty())
+
+	out.Reset()
+	g.Expect(run([]string{"help"}, &out, &errOut)).To(Equal(0))
+	g.Expect(out.String()).To(ContainSubstring("mcp-runtime token --server NAME"))
+}
