@@ -98,7 +98,7 @@ func ReadInputs(ctx context.Context, cfg *rest.Config, namespace, server string)
 		return Inputs{}, fmt.Errorf("reading %s: %w", ref, err)
 	}
 	if !found {
-		return Inputs{}, fmt.Errorf("%w: %s does not exist (list them with: kubectl get mcpservers -n %s; pick the namespace with -n)", ErrServerNotFound, ref, namespace)
+		return Inputs{}, fail(ErrServerNotFound, "%s does not exist (list them with: kubectl get mcpservers -n %s; pick the namespace with -n)", ref, namespace)
 	}
 
 	var secret struct {
@@ -168,11 +168,11 @@ func (a apiReader) get(ctx context.Context, out any, elem ...string) (found bool
 			return false, nil
 		}
 		// A 404 that names no object: the API itself is missing.
-		return false, fmt.Errorf("%w: the API server does not serve %s: is the mcp-fleet-operator CRD installed?", ErrServerNotFound, u.Path)
+		return false, fail(ErrServerNotFound, "the API server does not serve %s: is the mcp-fleet-operator CRD installed?", u.Path)
 	case http.StatusUnauthorized:
 		return false, fmt.Errorf("the API server refused the kubeconfig's credentials (401): log in again or pick another --context")
 	case http.StatusForbidden:
-		return false, fmt.Errorf("%w: %s. Minting needs get on mcpservers, on the Secret NAME-auth and on the ConfigMap NAME-runtime in the namespace; ask an admin for a Role that grants them (see docs/runtime.md)", ErrForbidden, status(body).Message)
+		return false, fail(ErrForbidden, "%s. Minting needs get on mcpservers, on the Secret NAME-auth and on the ConfigMap NAME-runtime in the namespace; ask an admin for a Role that grants them (see docs/runtime.md)", status(body).Message)
 	default:
 		msg := status(body).Message
 		if msg == "" {

@@ -38,6 +38,19 @@ var (
 	ErrBadKey             = errors.New("the auth Secret's signing key is unusable")
 )
 
+// kindError is a message of its own that also matches its kind with errors.Is.
+type kindError struct {
+	kind error
+	err  error
+}
+
+func (e *kindError) Error() string   { return e.err.Error() }
+func (e *kindError) Unwrap() []error { return []error{e.kind, e.err} }
+
+func fail(kind error, format string, a ...any) error {
+	return &kindError{kind: kind, err: fmt.Errorf(format, a...)}
+}
+
 // Server is the part of an MCPServer that decides whether tokens can be minted for it
 // (JSON field names as in api/v1alpha1; pinned by a test).
 type Server struct {
@@ -85,7 +98,7 @@ func IssuerFor(in Inputs) (*Issuer, error) {
 	ref := "MCPServer " + ns + "/" + name
 	a := s.Spec.Auth
 	if a.InsecureAnonymous {
-		return nil, fmt.Errorf("%w: %s accepts anonymous callers (spec.auth.insecureAnonymous: true), so it needs no token and has no issuer key to sign one with", ErrNotGeneratedIssuer, ref)
+		return nil, fail(ErrNotGeneratedIssuer, "%s accepts anonymous callers (spec.auth.insecureAnonymous: true), so it needs no token and has no issuer key to sign one with", ref)
 	}
 	if a.GeneratedIssuer.Disabled {
 		var alts []string
@@ -95,8 +108,8 @@ func IssuerFor(in Inputs) (*Issuer, error) {
 		if a.APIKeys != nil {
 			alts = append(alts, fmt.Sprintf("an API key listed in Secret %s/%s (spec.auth.apiKeys): ask its owner", ns, a.APIKeys.SecretName))
 		}
-		return nil, fmt.Errorf("%w: %s has spec.auth.generatedIssuer.disabled: true. It accepts %s. To use mcp-runtime token, set spec.auth.generatedIssuer.disabled: false",
-			ErrNotGeneratedIssuer, ref, strings.Join(alts, "; or "))
+		return nil, fail(ErrNotGeneratedIssuer, "%s has spec.auth.generatedIssuer.disabled: true. It accepts %s. To use mcp-runtime token, set spec.auth.generatedIssuer.disabled: false",
+			ref, strings.Join(alts, "; or "))
 	}
 	waitHint := fmt.Sprintf("wait until it is Ready (kubectl wait --for=condition=Ready mcpserver/%s -n %s) and check the operator is running", name, ns)
 	if s.Metadata.Generation > s.Status.ObservedGeneration {
@@ -105,34 +118,34 @@ func IssuerFor(in Inputs) (*Issuer, error) {
 
 	secret := ns + "/" + AuthSecretName(name)
 	if in.SecretData == nil {
-		return nil, fmt.Errorf("%w: Secret %s does not exist: %s", ErrNotReconciled, secret, waitHint)
+		return nil, fail(ErrNotReconciled, "Secret %s does not exist: %s", secret, waitHint)
 	}
 	if len(in.SecretData[authKeyPrivate]) == 0 || len(in.SecretData[authKeyPublic]) == 0 {
-		return nil, fmt.Errorf("%w: Secret %s lacks %s or %s; the operator generates a new pair on its next reconcile: %s",
-			ErrNotReconciled, secret, authKeyPrivate, authKeyPublic, waitHint)
+		return nil, fail(ErrNotReconciled, "Secret %s lacks %s or %s; the operator generates a new pair on its next reconcile: %s",
+			secret, authKeyPrivate, authKeyPublic, waitHint)
 	}
 	key, err := ParsePrivateKey(in.SecretData[authKeyPrivate])
 	if err != nil {
-		return nil, fmt.Errorf("%w: Secret %s key %s: %w; delete %s and %s from the Secret to have the operator generate a new pair",
-			ErrBadKey, secret, authKeyPrivate, err, authKeyPrivate, authKeyPublic)
+		return nil, fail(ErrBadKey, "Secret %s key %s: %w; delete %s and %s from the Secret to have the operator generate a new pair",
+			secret, authKeyPrivate, err, authKeyPrivate, authKeyPublic)
 	}
 	pub, err := ParsePublicKey(in.SecretData[authKeyPublic])
 	if err != nil {
-		return nil, fmt.Errorf("%w: Secret %s key %s: %w; delete %s and %s from the Secret to have the operator generate a new pair",
-			ErrBadKey, secret, authKeyPublic, err, authKeyPrivate, authKeyPublic)
+		return nil, fail(ErrBadKey, "Secret %s key %s: %w; delete %s and %s from the Secret to have the operator generate a new pair",
+			secret, authKeyPublic, err, authKeyPrivate, authKeyPublic)
 	}
 	if eq, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(pub) {
-		return nil, fmt.Errorf("%w: in Secret %s, %s is not the public half of %s, so the runtime would refuse every token; delete both keys to have the operator generate a new pair",
-			ErrBadKey, secret, authKeyPublic, authKeyPrivate)
+		return nil, fail(ErrBadKey, "in Secret %s, %s is not the public half of %s, so the runtime would refuse every token; delete both keys to have the operator generate a new pair",
+			secret, authKeyPublic, authKeyPrivate)
 	}
 
 	cm := ns + "/" + ConfigMapName(name)
 	if in.RuntimeConfig == nil {
-		return nil, fmt.Errorf("%w: ConfigMap %s (the runtime configuration) does not exist: %s", ErrNotReconciled, cm, waitHint)
+		return nil, fail(ErrNotReconciled, "ConfigMap %s (the runtime configuration) does not exist: %s", cm, waitHint)
 	}
 	cfg, err := config.Parse(in.RuntimeConfig)
 	if err != nil {
-		return nil, fmt.Errorf("%w: ConfigMap %s key %s is not a valid runtime configuration: %w", ErrNotReconciled, cm, config.FileName, err)
+		return nil, fail(ErrNotReconciled, "ConfigMap %s key %s is not a valid runtime configuration: %w", cm, config.FileName, err)
 	}
 	keyFile := path.Join(authDir, authKeyPublic)
 	for _, p := range cfg.Auth.JWT {
@@ -142,12 +155,12 @@ func IssuerFor(in Inputs) (*Issuer, error) {
 		}
 		alg := p.KeyFiles[i].Algorithm
 		if !fits(key.Public(), alg) {
-			return nil, fmt.Errorf("%w: Secret %s holds a %T, but the runtime configuration pins %s to %s; delete %s and %s from the Secret to have the operator generate a new pair",
-				ErrBadKey, secret, key.Public(), keyFile, alg, authKeyPrivate, authKeyPublic)
+			return nil, fail(ErrBadKey, "Secret %s holds a %T, but the runtime configuration pins %s to %s; delete %s and %s from the Secret to have the operator generate a new pair",
+				secret, key.Public(), keyFile, alg, authKeyPrivate, authKeyPublic)
 		}
 		kid, err := KeyID(pub)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadKey, err)
+			return nil, fail(ErrBadKey, "%w", err)
 		}
 		return &Issuer{
 			Issuer:     p.Issuer,
@@ -158,6 +171,6 @@ func IssuerFor(in Inputs) (*Issuer, error) {
 			KeyID:      kid,
 		}, nil
 	}
-	return nil, fmt.Errorf("%w: the runtime configuration in ConfigMap %s has no JWT provider for the generated key (%s): %s",
-		ErrNotReconciled, cm, keyFile, waitHint)
+	return nil, fail(ErrNotReconciled, "the runtime configuration in ConfigMap %s has no JWT provider for the generated key (%s): %s",
+		cm, keyFile, waitHint)
 }

@@ -73,7 +73,7 @@ type Request struct {
 // CheckTTL refuses a lifetime that is not positive or longer than MaxTTL.
 func CheckTTL(ttl time.Duration) error {
 	if ttl <= 0 || ttl > MaxTTL {
-		return fmt.Errorf("%w: --ttl %s must be more than 0s and at most %s (e.g. --ttl 10m)", ErrTTL, ttl, MaxTTL)
+		return fail(ErrTTL, "--ttl %s must be more than 0s and at most %s (e.g. --ttl 10m)", ttl, MaxTTL)
 	}
 	return nil
 }
