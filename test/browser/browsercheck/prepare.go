@@ -2,7 +2,6 @@ package browsercheck
 
 import (
 	"os"
-	"testing"
 
 	"github.com/mcpfleet/mcp-fleet-operator/test/conformance/fixture"
 )
@@ -18,7 +17,7 @@ func ChromiumPath() string {
 // Prepare installs what Run needs besides Chromium — Node 22 (hack/node22.sh, cached) and
 // test/browser's npm project from its lock file — and returns the node executable for
 // Target.Node. It fails the test when Chromium is missing (hack/chromium.sh installs it).
-func Prepare(t testing.TB) (node string) {
+func Prepare(t fixture.Fataler) (node string) {
 	t.Helper()
 	if _, err := os.Stat(ChromiumPath()); err != nil {
 		t.Fatalf("Chromium is needed at %s: run hack/chromium.sh (or `make test-deps`), or set MCP_CHROMIUM: %v", ChromiumPath(), err)
