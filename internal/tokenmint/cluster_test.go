@@ -55,6 +55,7 @@ func TestMain(m *testing.M) {
 		if err := env.testEnv.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
 		}
+		_ = os.RemoveAll(filepath.Dir(env.kubeconfig))
 	}
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)
