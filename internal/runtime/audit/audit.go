@@ -1,11 +1,14 @@
 // Package audit writes the runtime's audit log: one JSON object per line for every
 // tools/call and every authentication decision.
 //
-// Lines go through a bounded queue to one writer goroutine, so lines never interleave and a
-// slow or stuck writer (a full pipe, a hung disk) never blocks requests: when the queue is
-// full the line is dropped and counted (Dropped). Write errors are counted too (Errors),
-// never fatal. Tool arguments are logged as size + SHA-256 unless LogArguments is set.
-// Records have no field for tokens or tickets.
+// Lines are encoded by the caller and appended to an in-memory batch; one writer goroutine
+// writes each batch with a single Write, at most FlushInterval after its first line (sooner
+// when the batch grows to flushLines lines or flushBytes bytes), so lines never interleave,
+// a busy runtime makes one write syscall per batch instead of one per line, and a slow or
+// stuck writer (a full pipe, a hung disk) never blocks requests: when QueueSize lines wait
+// the line is dropped and counted (Dropped). Write errors are counted too (Errors), never
+// fatal. Close writes what is pending. Tool arguments are logged as size + SHA-256 unless
+// LogArguments is set. Records have no field for tokens or tickets.
 package audit
 
 import (
@@ -15,7 +18,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,8 +35,17 @@ const (
 	KindAuth     = "auth"
 )
 
-// QueueSize is the number of lines buffered for the writer before lines are dropped.
+// QueueSize is the number of lines waiting for the writer before lines are dropped.
 const QueueSize = 4096
+
+// FlushInterval bounds how long a line waits in memory before it is written.
+const FlushInterval = 50 * time.Millisecond
+
+// A batch this large is written at once instead of waiting for FlushInterval.
+const (
+	flushLines = QueueSize / 4
+	flushBytes = 256 << 10
+)
 
 // maxField bounds client-supplied text (Origin, request id…) in a line.
 const maxField = 512
@@ -58,37 +72,21 @@ type Record struct {
 	Arguments json.RawMessage
 }
 
-type line struct {
-	Time       string          `json:"time"`
-	Kind       string          `json:"kind"`
-	RequestID  string          `json:"requestId"`
-	Principal  string          `json:"principal"`
-	Origin     string          `json:"origin,omitempty"`
-	RemoteAddr string          `json:"remoteAddr,omitempty"`
-	Transport  string          `json:"transport,omitempty"`
-	Method     string          `json:"method,omitempty"`
-	Tool       string          `json:"tool,omitempty"`
-	Outcome    string          `json:"outcome"`
-	Reason     string          `json:"reason,omitempty"`
-	AuthMethod string          `json:"authMethod,omitempty"`
-	LatencyMS  float64         `json:"latencyMs"`
-	BytesIn    int             `json:"bytesIn"`
-	BytesOut   int             `json:"bytesOut"`
-	ArgsSize   *int            `json:"argsSize,omitempty"`
-	ArgsSHA256 string          `json:"argsSHA256,omitempty"`
-	Arguments  json.RawMessage `json:"arguments,omitempty"`
-}
-
 // Logger is safe for concurrent use. A nil *Logger, and one from a disabled config, log
 // nothing.
 type Logger struct {
 	logArgs bool
 	now     func() time.Time
 
-	mu     sync.RWMutex // guards closed against sends on a closed queue
-	closed bool
-	queue  chan []byte
-	done   chan struct{}
+	mu      sync.Mutex
+	closed  bool
+	batch   []byte        // encoded lines not yet taken by the writer
+	lines   int           // lines in batch
+	pending int           // lines in batch plus lines the writer took and has not written yet
+	kick    chan struct{} // cap 1: the batch has its first line
+	full    chan struct{} // cap 1: the batch should be written now
+	closing chan struct{} // closed by Close: write what is left and stop
+	done    chan struct{}
 
 	dropped, errors, written atomic.Uint64
 }
@@ -101,86 +99,250 @@ func New(cfg config.Audit, w io.Writer) *Logger {
 	l := &Logger{
 		logArgs: cfg.LogArguments,
 		now:     time.Now,
-		queue:   make(chan []byte, QueueSize),
+		kick:    make(chan struct{}, 1),
+		full:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
 	go l.run(w)
 	return l
 }
 
+// run writes batches: it waits for a first line, lets the batch fill for at most
+// FlushInterval (or until it is full or the logger closes), then writes it whole.
 func (l *Logger) run(w io.Writer) {
 	defer close(l.done)
-	for b := range l.queue {
-		if _, err := w.Write(b); err != nil {
-			l.errors.Add(1)
-			continue
+	timer := time.NewTimer(FlushInterval)
+	timer.Stop()
+	var spare []byte
+	for {
+		closing := false
+		select {
+		case <-l.kick:
+			timer.Reset(FlushInterval)
+			select {
+			case <-timer.C:
+			case <-l.full:
+				timer.Stop()
+			case <-l.closing:
+				timer.Stop()
+				closing = true
+			}
+		case <-l.closing:
+			closing = true
 		}
-		l.written.Add(1)
+		l.mu.Lock()
+		batch, n := l.batch, l.lines
+		l.batch, l.lines = spare[:0], 0
+		l.mu.Unlock()
+		select { // a full signal for the batch just taken is stale
+		case <-l.full:
+		default:
+		}
+		if n > 0 {
+			if _, err := w.Write(batch); err != nil {
+				l.errors.Add(uint64(n))
+			} else {
+				l.written.Add(uint64(n))
+			}
+			l.mu.Lock()
+			l.pending -= n
+			l.mu.Unlock()
+		}
+		spare = batch
+		if cap(spare) > 4*flushBytes {
+			spare = nil // one burst of huge lines must not pin its buffer
+		}
+		if closing {
+			l.mu.Lock()
+			left := l.lines
+			l.mu.Unlock()
+			if left == 0 {
+				return
+			}
+		}
 	}
 }
 
 // Log queues one line; it never blocks.
 func (l *Logger) Log(r Record) {
-	if l == nil {
+	if l == nil || l.done == nil { // nil or disabled
 		return
 	}
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.closed {
-		return
-	}
-	b, err := l.encode(r)
+	bp := encodeBufs.Get().(*[]byte)
+	b, err := l.encode((*bp)[:0], r)
 	if err != nil {
 		l.errors.Add(1)
+		encodeBufs.Put(bp)
 		return
 	}
-	select {
-	case l.queue <- b:
-	default:
+	l.mu.Lock()
+	switch {
+	case l.closed:
+	case l.pending >= QueueSize:
 		l.dropped.Add(1)
+	default:
+		first := l.lines == 0
+		l.batch = append(l.batch, b...)
+		l.lines++
+		l.pending++
+		switch {
+		case first:
+			signal(l.kick)
+		case l.lines >= flushLines || len(l.batch) >= flushBytes:
+			signal(l.full)
+		}
+	}
+	l.mu.Unlock()
+	if cap(b) <= 64<<10 {
+		*bp = b
+		encodeBufs.Put(bp)
 	}
 }
 
-func (l *Logger) encode(r Record) ([]byte, error) {
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// encode appends the JSON line of r (with its newline) to dst.
+func (l *Logger) encode(dst []byte, r Record) ([]byte, error) {
 	t := r.Time
 	if t.IsZero() {
 		t = l.now()
 	}
-	ln := line{
-		Time:       t.UTC().Format(time.RFC3339Nano),
-		Kind:       clip(r.Kind),
-		RequestID:  clip(r.RequestID),
-		Principal:  clip(r.Principal),
-		Origin:     clip(r.Origin),
-		RemoteAddr: clip(r.RemoteAddr),
-		Transport:  clip(r.Transport),
-		Method:     clip(r.Method),
-		Tool:       clip(r.Tool),
-		Outcome:    clip(r.Outcome),
-		Reason:     clip(r.Reason),
-		AuthMethod: clip(r.AuthMethod),
-		LatencyMS:  float64(r.Latency.Microseconds()) / 1000,
-		BytesIn:    r.BytesIn,
-		BytesOut:   r.BytesOut,
-	}
+	var tbuf [64]byte
+	b := append(dst, `{"time":`...)
+	b = appendString(b, t.UTC().AppendFormat(tbuf[:0], time.RFC3339Nano))
+	b = appendField(b, "kind", r.Kind, false)
+	b = appendField(b, "requestId", r.RequestID, false)
+	b = appendField(b, "principal", r.Principal, false)
+	b = appendField(b, "origin", r.Origin, true)
+	b = appendField(b, "remoteAddr", r.RemoteAddr, true)
+	b = appendField(b, "transport", r.Transport, true)
+	b = appendField(b, "method", r.Method, true)
+	b = appendField(b, "tool", r.Tool, true)
+	b = appendField(b, "outcome", r.Outcome, false)
+	b = appendField(b, "reason", r.Reason, true)
+	b = appendField(b, "authMethod", r.AuthMethod, true)
+	b = append(b, `,"latencyMs":`...)
+	b = appendFloat(b, float64(r.Latency.Microseconds())/1000)
+	b = append(b, `,"bytesIn":`...)
+	b = strconv.AppendInt(b, int64(r.BytesIn), 10)
+	b = append(b, `,"bytesOut":`...)
+	b = strconv.AppendInt(b, int64(r.BytesOut), 10)
 	if r.Arguments != nil {
-		n := len(r.Arguments)
 		sum := sha256.Sum256(r.Arguments)
-		ln.ArgsSize, ln.ArgsSHA256 = &n, hex.EncodeToString(sum[:])
+		var hbuf [2 * sha256.Size]byte
+		hex.Encode(hbuf[:], sum[:])
+		b = append(b, `,"argsSize":`...)
+		b = strconv.AppendInt(b, int64(len(r.Arguments)), 10)
+		b = append(b, `,"argsSHA256":"`...)
+		b = append(b, hbuf[:]...)
+		b = append(b, '"')
 		if l.logArgs {
+			var args []byte
+			var err error
 			if json.Valid(r.Arguments) {
-				ln.Arguments = r.Arguments // encoding/json compacts it onto the one line
+				args, err = json.Marshal(r.Arguments) // compacted onto the one line
 			} else {
-				q, _ := json.Marshal(string(r.Arguments))
-				ln.Arguments = q
+				args, err = json.Marshal(string(r.Arguments))
 			}
+			if err != nil {
+				return dst, fmt.Errorf("audit: encoding record: %w", err)
+			}
+			b = append(b, `,"arguments":`...)
+			b = append(b, args...)
 		}
 	}
-	b, err := json.Marshal(ln)
-	if err != nil {
-		return nil, fmt.Errorf("audit: encoding record: %w", err)
+	return append(b, '}', '\n'), nil
+}
+
+// appendField appends ,"key":"value" with value clipped; omitempty skips an empty value.
+func appendField(b []byte, key, value string, omitempty bool) []byte {
+	if omitempty && value == "" {
+		return b
 	}
-	return append(b, '\n'), nil
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	b = append(b, '"', ':')
+	return appendString(b, clip(value))
+}
+
+// appendFloat formats f as encoding/json does.
+func appendFloat(b []byte, f float64) []byte {
+	format := byte('f')
+	if a := math.Abs(f); a != 0 && (a < 1e-6 || a >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' { // e-09 → e-9, as encoding/json writes it
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string escaped exactly as encoding/json escapes it
+// (HTML characters, control characters, U+2028/U+2029; invalid UTF-8 becomes U+FFFD).
+func appendString[S []byte | string](b []byte, s S) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		n := min(len(s)-i, utf8.UTFMax)
+		r, size := utf8.DecodeRuneInString(string(s[i : i+n]))
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // clip bounds client-supplied text without splitting a UTF-8 sequence.
@@ -219,28 +381,31 @@ func (l *Logger) Written() uint64 {
 	return l.written.Load()
 }
 
-// Close stops accepting lines and waits until the queued ones are written or ctx ends (a
+// Close stops accepting lines and waits until the pending ones are written or ctx ends (a
 // stuck writer cannot hold shutdown). Later Log calls are ignored.
 func (l *Logger) Close(ctx context.Context) error {
 	if l == nil {
 		return nil
 	}
 	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		if l.done == nil {
-			return nil
-		}
-	} else {
+	if !l.closed {
 		l.closed = true
-		close(l.queue)
-		l.mu.Unlock()
+		if l.closing != nil {
+			close(l.closing)
+		}
+	}
+	l.mu.Unlock()
+	if l.done == nil {
+		return nil
 	}
 	select {
 	case <-l.done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("audit: %d lines not flushed: %w", len(l.queue), ctx.Err())
+		l.mu.Lock()
+		n := l.pending
+		l.mu.Unlock()
+		return fmt.Errorf("audit: %d lines not flushed: %w", n, ctx.Err())
 	}
 }
 

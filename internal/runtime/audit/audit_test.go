@@ -10,6 +10,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -33,20 +34,34 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// all is everything written so far.
+func (b *lockedBuffer) all() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Join(b.writes, nil)
+}
+
+// lines decodes every line written. Each Write must end on a line boundary: a batch never
+// splits a line.
 func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
 	t.Helper()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []map[string]any
 	for _, w := range b.writes {
-		if bytes.Count(w, []byte("\n")) != 1 || w[len(w)-1] != '\n' {
-			t.Fatalf("write is not exactly one line: %q", w)
+		if len(w) == 0 || w[len(w)-1] != '\n' {
+			t.Fatalf("write does not end on a line boundary: %q", w)
 		}
-		var m map[string]any
-		if err := json.Unmarshal(w, &m); err != nil {
-			t.Fatalf("line %q is not JSON: %v", w, err)
+		for _, ln := range bytes.SplitAfter(w, []byte("\n")) {
+			if len(ln) == 0 {
+				continue
+			}
+			var m map[string]any
+			if err := json.Unmarshal(ln, &m); err != nil {
+				t.Fatalf("line %q is not JSON: %v", ln, err)
+			}
+			out = append(out, m)
 		}
-		out = append(out, m)
 	}
 	return out
 }
@@ -105,8 +120,8 @@ func TestToolCallLineWithoutArguments(t *testing.T) {
 		"argsSize":   float64(len(secretArgs)),
 		"argsSHA256": hex.EncodeToString(sum[:]),
 	}))
-	g.Expect(string(buf.writes[0])).NotTo(ContainSubstring("s3cr3t"))
-	g.Expect(string(buf.writes[0])).NotTo(ContainSubstring("shadow"))
+	g.Expect(string(buf.all())).NotTo(ContainSubstring("s3cr3t"))
+	g.Expect(string(buf.all())).NotTo(ContainSubstring("shadow"))
 	g.Expect(l.Written()).To(BeEquivalentTo(1))
 }
 
@@ -117,8 +132,8 @@ func TestLogArgumentsOnOneLine(t *testing.T) {
 	l.Log(Record{Kind: KindToolCall, Tool: "read_file", Outcome: "ok", Arguments: json.RawMessage(secretArgs)})
 	l.Log(Record{Kind: KindToolCall, Tool: "x", Outcome: "invalid", Arguments: json.RawMessage("{not json\n")})
 	closeNow(t, l)
-	lines := buf.lines(t) // each write is exactly one line: multi-line arguments were compacted
-	g.Expect(lines).To(HaveLen(2))
+	lines := buf.lines(t)
+	g.Expect(lines).To(HaveLen(2), "multi-line arguments are compacted onto their line")
 	g.Expect(lines[0]["arguments"]).To(Equal(map[string]any{"path": "/etc/shadow", "token": "s3cr3t-value"}))
 	g.Expect(lines[0]).To(HaveKey("argsSHA256"))
 	g.Expect(lines[1]["arguments"]).To(Equal("{not json\n"))
@@ -186,8 +201,8 @@ func TestStuckWriterDoesNotBlockRequests(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Log blocked on a stuck writer")
 	}
-	// One line is in the writer, QueueSize wait in the queue, the rest were dropped.
-	g.Expect(l.Dropped()).To(BeNumerically(">=", 99))
+	// QueueSize lines wait (in the stuck writer's batch or the next one), the rest were dropped.
+	g.Expect(l.Dropped()).To(BeNumerically(">=", 100))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -257,6 +272,145 @@ func TestOpenWriterAppendsToPrivateFile(t *testing.T) {
 
 	_, err = OpenWriter(config.Audit{File: filepath.Join(t.TempDir(), "missing", "dir", "x.log")})
 	g.Expect(err).To(HaveOccurred())
+}
+
+func TestLinesAreBatchedAndFlushedWithoutClose(t *testing.T) {
+	g := NewWithT(t)
+	var buf lockedBuffer
+	l := New(config.Audit{}, &buf)
+	defer closeNow(t, l)
+	start := time.Now()
+	for i := range 200 {
+		l.Log(Record{Kind: KindToolCall, RequestID: strconv.Itoa(i), Outcome: "ok"})
+	}
+	g.Eventually(func() int { return len(buf.lines(t)) }, 2*time.Second, 5*time.Millisecond).Should(Equal(200),
+		"lines reach the writer within FlushInterval, without Close")
+	g.Expect(time.Since(start)).To(BeNumerically(">=", FlushInterval/2), "the batch waited for more lines")
+	buf.mu.Lock()
+	writes := len(buf.writes)
+	buf.mu.Unlock()
+	g.Expect(writes).To(BeNumerically("<=", 3), "200 lines logged at once are written in a few batches")
+	g.Expect(l.Written()).To(BeEquivalentTo(200))
+
+	l.Log(Record{Kind: KindAuth, Outcome: "allow"}) // a lone line is not held back either
+	g.Eventually(func() int { return len(buf.lines(t)) }, 2*time.Second, 5*time.Millisecond).Should(Equal(201))
+}
+
+func TestFullBatchIsWrittenBeforeTheInterval(t *testing.T) {
+	g := NewWithT(t)
+	var buf lockedBuffer
+	l := New(config.Audit{}, &buf)
+	defer closeNow(t, l)
+	for range flushLines + 10 {
+		l.Log(Record{Kind: KindAuth, Outcome: "allow"})
+	}
+	// The batch reached flushLines: the writer takes it without waiting out the interval.
+	// (Only the timing of the first write is checked loosely: the machine may be busy.)
+	g.Eventually(func() uint64 { return l.Written() }, 2*time.Second, time.Millisecond).Should(BeNumerically(">=", flushLines))
+}
+
+// TestEncodeMatchesEncodingJSON holds the hand-written encoder to the bytes encoding/json
+// wrote for the same line: escaping (HTML, control characters, U+2028, invalid UTF-8),
+// clipping, omitted fields, float formatting and the arguments.
+func TestEncodeMatchesEncodingJSON(t *testing.T) {
+	odd := []string{"", "plain", "<script>&amp;</script>", "tab\tnew\nline\r\b\f\x00\x1f\x7f", `quote" back\slash`,
+		"bad \xff\xfe utf8", "sep \u2028 \u2029", "ünïcødé ✓ 🎉", strings.Repeat("é", 400), strings.Repeat("x", 600) + "<"}
+	latencies := []time.Duration{0, time.Microsecond, 1500 * time.Microsecond, 42 * time.Millisecond, time.Hour}
+	args := []json.RawMessage{nil, {}, json.RawMessage(secretArgs), json.RawMessage("{not json\n"), json.RawMessage(`{"h":"<&>"}`)}
+	n := 0
+	for i, s := range odd {
+		for j, lat := range latencies {
+			for k, a := range args {
+				for _, logArgs := range []bool{false, true} {
+					r := Record{
+						Time: time.Date(2026, 3, 4, 5, 6, 7, i*1000+j, time.FixedZone("X", -7200)), Kind: KindToolCall,
+						RequestID: s, Principal: odd[(i+1)%len(odd)], Origin: s, RemoteAddr: odd[(i+2)%len(odd)],
+						Transport: s, Method: s, Tool: odd[(i+3)%len(odd)], Outcome: s, Reason: odd[(i+4)%len(odd)],
+						AuthMethod: s, Latency: lat, BytesIn: i * 1000, BytesOut: -k, Arguments: a,
+					}
+					checkEncoding(t, r, logArgs)
+					n++
+				}
+			}
+		}
+	}
+	t.Logf("%d records compared", n)
+}
+
+func FuzzEncodeMatchesEncodingJSON(f *testing.F) {
+	f.Add("req", "<o>", "\xff\u2028", []byte(`{"a":1}`), int64(1500), true)
+	f.Add("", "", "", []byte(nil), int64(0), false)
+	f.Fuzz(func(t *testing.T, reqID, origin, tool string, args []byte, latencyUS int64, logArgs bool) {
+		r := Record{Time: time.Unix(1700000000, 123), Kind: KindToolCall, RequestID: reqID, Origin: origin,
+			Tool: tool, Outcome: "ok", Latency: time.Duration(latencyUS) * time.Microsecond, Arguments: args}
+		checkEncoding(t, r, logArgs)
+	})
+}
+
+func checkEncoding(t *testing.T, r Record, logArgs bool) {
+	t.Helper()
+	l := &Logger{logArgs: logArgs, now: time.Now}
+	got, err := l.encode(nil, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := referenceEncode(t, r, logArgs)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("encode differs from encoding/json\n got: %s\nwant: %s", got, want)
+	}
+}
+
+// referenceEncode is how the logger encoded a record with encoding/json.
+func referenceEncode(t *testing.T, r Record, logArgs bool) []byte {
+	t.Helper()
+	ln := line{
+		Time: r.Time.UTC().Format(time.RFC3339Nano), Kind: clip(r.Kind), RequestID: clip(r.RequestID),
+		Principal: clip(r.Principal), Origin: clip(r.Origin), RemoteAddr: clip(r.RemoteAddr),
+		Transport: clip(r.Transport), Method: clip(r.Method), Tool: clip(r.Tool), Outcome: clip(r.Outcome),
+		Reason: clip(r.Reason), AuthMethod: clip(r.AuthMethod),
+		LatencyMS: float64(r.Latency.Microseconds()) / 1000, BytesIn: r.BytesIn, BytesOut: r.BytesOut,
+	}
+	if r.Arguments != nil {
+		n := len(r.Arguments)
+		sum := sha256.Sum256(r.Arguments)
+		ln.ArgsSize, ln.ArgsSHA256 = &n, hex.EncodeToString(sum[:])
+		if logArgs {
+			if json.Valid(r.Arguments) {
+				ln.Arguments = r.Arguments
+			} else {
+				q, _ := json.Marshal(string(r.Arguments))
+				ln.Arguments = q
+			}
+		}
+	}
+	b, err := json.Marshal(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
+}
+
+// line is the audit line's shape as the logger wrote it with encoding/json before encode
+// was written by hand; encode must produce the same bytes.
+type line struct {
+	Time       string          `json:"time"`
+	Kind       string          `json:"kind"`
+	RequestID  string          `json:"requestId"`
+	Principal  string          `json:"principal"`
+	Origin     string          `json:"origin,omitempty"`
+	RemoteAddr string          `json:"remoteAddr,omitempty"`
+	Transport  string          `json:"transport,omitempty"`
+	Method     string          `json:"method,omitempty"`
+	Tool       string          `json:"tool,omitempty"`
+	Outcome    string          `json:"outcome"`
+	Reason     string          `json:"reason,omitempty"`
+	AuthMethod string          `json:"authMethod,omitempty"`
+	LatencyMS  float64         `json:"latencyMs"`
+	BytesIn    int             `json:"bytesIn"`
+	BytesOut   int             `json:"bytesOut"`
+	ArgsSize   *int            `json:"argsSize,omitempty"`
+	ArgsSHA256 string          `json:"argsSHA256,omitempty"`
+	Arguments  json.RawMessage `json:"arguments,omitempty"`
 }
 
 func BenchmarkLog(b *testing.B) {
