@@ -88,16 +88,27 @@ start() {
   log "started $name (pid $!) $(since)"
 }
 
-# stop NAME: SIGTERM, up to 20 s, then SIGKILL.
+# running PID: exists and is not a zombie (our daemons' parent is init, which may reap late).
+running() { [ -r "/proc/$1/stat" ] && ! awk '{exit !($3 == "Z")}' "/proc/$1/stat" 2>/dev/null; }
+
+# stop NAME...: SIGTERM to all at once, up to 20 s, then SIGKILL.
 stop() {
-  local name=$1 pid
-  if alive "$name"; then
-    pid=$(pid_of "$name")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    if kill -0 "$pid" 2>/dev/null; then log "SIGKILL $name ($pid)"; kill -9 "$pid" 2>/dev/null || true; sleep 0.5; fi
-  fi
-  rm -f "$S/run/$name.pid"
+  local name pids=() names=() p left
+  for name in "$@"; do
+    if alive "$name"; then pids+=("$(pid_of "$name")"); names+=("$name"); fi
+    rm -f "$S/run/$name.pid"
+  done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    left=; for p in "${pids[@]}"; do running "$p" && left=1; done
+    [ -z "$left" ] && break
+    sleep 0.2
+  done
+  for p in "${pids[@]}"; do
+    if running "$p"; then log "SIGKILL pid $p"; kill -9 "$p" 2>/dev/null || true; fi
+  done
+  log "stopped ${names[*]} $(since)"
 }
 
 # waitfor WHAT SECONDS COMPONENT CMD...: poll CMD once a second; fail early if COMPONENT died.
@@ -146,17 +157,16 @@ preflight() {
 # Our PIDs beyond the PID files (shims, lost PID files): processes whose command line names the
 # state dir and whose executable is containerd's or one of the Kubernetes binaries.
 stray_pids() {
-  local p exe
-  for p in /proc/[0-9]*; do
-    p=${p#/proc/}
+  local f p exe
+  # one grep over every command line, then the executable check on the few matches
+  while read -r f; do
+    p=${f#/proc/}; p=${p%/cmdline}
     [ "$p" = $$ ] && continue
     exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
     case "$exe" in
-      /usr/bin/containerd* | "$S"/bin/* | */kubebuilder-envtest/k8s/*) ;;
-      *) continue ;;
+      /usr/bin/containerd* | "$S"/bin/* | */kubebuilder-envtest/k8s/*) echo "$p" ;;
     esac
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$S/" && echo "$p"
-  done
+  done < <(grep -laF -- "$S/" /proc/[0-9]*/cmdline 2>/dev/null || true)
   return 0
 }
 
@@ -221,14 +231,15 @@ teardown() {
   [ -d "$S" ] || return 0
   log "tearing down the localcluster in $S"
   # 1. no new pods, then let kubelet stop the pods (CNI DEL, unmounts) through the API
-  stop kube-controller-manager; stop kube-scheduler
+  stop kube-controller-manager kube-scheduler
   if alive kube-apiserver && alive kubelet; then
     kc delete pods --all-namespaces --all --grace-period=1 --wait=false >/dev/null 2>&1 || true
     for _ in $(seq 1 45); do [ -z "$(kc get pods -A --no-headers 2>/dev/null)" ] && break; sleep 1; done
+    log "pods deleted $(since)"
   fi
-  stop kube-proxy
+  stop kube-proxy kubelet
   if [ -x "$S/bin/kube-proxy" ]; then timeout 30 "$S/bin/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
-  stop kubelet
+  log "kube-proxy rules cleaned $(since)"
   # 2. what is left in containerd (partial up, pods that did not stop)
   if alive containerd; then
     for c in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s KILL "$c" >/dev/null 2>&1 || true; done
@@ -236,7 +247,9 @@ teardown() {
     for c in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$c" >/dev/null 2>&1 || true; done
     for c in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers delete "$c" >/dev/null 2>&1 || true; done
   fi
-  for c in kube-apiserver etcd containerd; do stop $c; done
+  log "containerd tasks removed $(since)"
+  stop kube-apiserver   # before etcd: it would wait for etcd in its shutdown
+  stop etcd containerd
   # 3. shims of this containerd and anything else of ours that lost its PID file
   for _ in 1 2 3; do
     pid=$(stray_pids)
@@ -246,7 +259,9 @@ teardown() {
     kill -9 $pid 2>/dev/null || true
     sleep 1
   done
+  log "no process left $(since)"
   cleanup_cgroups
+  log "cgroups removed $(since)"
   # 4. mounts under the state dir and the pods' network namespaces (deepest first)
   for _ in 1 2 3; do
     m=$(awk '{print $2}' /proc/self/mounts | sed 's/\\040/ /g' | grep -E "^$S/|^/run/netns/cni-" | sort -r) || true
@@ -254,10 +269,12 @@ teardown() {
     while read -r l; do umount "$l" 2>/dev/null || umount -l "$l" 2>/dev/null || log "umount $l failed"; done <<<"$m"
   done
   rm -f /run/netns/cni-* 2>/dev/null || true
+  log "unmounted $(since)"
   # 5. network: veths on the pod bridge, the bridges, iptables chains, nftables, conntrack
   for l in $(ip -o link show master "$POD_BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do ip link del "$l" 2>/dev/null || true; done
   for l in "$POD_BRIDGE" "$NODE_BRIDGE"; do ip link del "$l" 2>/dev/null || true; done
   cleanup_iptables
+  log "network cleaned $(since)"
   # 6. sysctls back to what they were before up
   # (once: the record then becomes *.before, which `leftovers` compares against)
   if [ -f "$S/sysctl.orig" ]; then
