@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -17,6 +18,9 @@ const (
 	// drainWait bounds reading the child's remaining output after it exited: a grandchild
 	// in another process group holding stdout open must not delay failing its requests.
 	drainWait = 300 * time.Millisecond
+	// pipeBuf is POSIX PIPE_BUF on Linux: a write of at most this many bytes to a pipe is
+	// atomic, so a non-blocking one either writes the whole line or nothing.
+	pipeBuf = 4096
 )
 
 // child is one running stdio server process in its own process group.
@@ -29,6 +33,12 @@ type child struct {
 	stdin  *os.File
 	stdout *os.File
 	writeq chan []byte
+	// wmu is held while a line is written to stdin; queued counts lines handed to writeq
+	// and not yet written or given up. Together they let a sender write directly (see
+	// writeDirect) without overtaking a queued line.
+	wmu    sync.Mutex
+	queued atomic.Int64
+	rawIn  syscall.RawConn
 
 	exited   chan struct{} // closed when the process has exited
 	done     chan struct{} // closed after exit, output drained, pipes closed
@@ -65,7 +75,15 @@ func startChild(argv []string, s *settings, onLine func([]byte), onTooLong func(
 		return nil, fmt.Errorf("starting upstream %q: %w", argv[0], err)
 	}
 	closeAll(inR, outW, errW) // the child holds its own copies
+	rawIn, err := inW.SyscallConn()
+	if err != nil { // an *os.File pipe always has one
+		closeAll(inW, outR, errR)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("stdin pipe of upstream %q: %w", argv[0], err)
+	}
 	c := &child{
+		rawIn:    rawIn,
 		cmd:      cmd,
 		pid:      cmd.Process.Pid,
 		started:  time.Now(),
@@ -141,13 +159,17 @@ func (c *child) stderrLoop(r *os.File, s *settings) {
 	}
 }
 
-// writeLoop is the only writer of stdin; a child that stops reading blocks only this
+// writeLoop writes the queued lines to stdin; a child that stops reading blocks only this
 // goroutine (and, once the queue is full, senders, who give up with their context).
 func (c *child) writeLoop() {
 	for {
 		select {
 		case line := <-c.writeq:
-			if _, err := c.stdin.Write(line); err != nil {
+			c.wmu.Lock()
+			_, err := c.stdin.Write(line)
+			c.wmu.Unlock()
+			c.queued.Add(-1)
+			if err != nil {
 				c.log.Warn("writing to upstream stdin failed", "err", err)
 				return
 			}
@@ -157,16 +179,59 @@ func (c *child) writeLoop() {
 	}
 }
 
-// enqueue hands a message to the writer, waiting at most until cancel is closed.
+// writeDirect writes line to stdin on the caller's goroutine when that can neither block
+// nor reorder: no line is queued, no other write is in progress, the line fits in one
+// atomic pipe write and the pipe has room for it now. It reports whether the line was
+// written; if not, nothing was, and the caller queues it. This saves the hand-off to the
+// writer goroutine (a wake-up and a context switch) for every message of a child that
+// keeps up with its input.
+func (c *child) writeDirect(line []byte) bool {
+	if len(line) > pipeBuf || c.queued.Load() != 0 || !c.wmu.TryLock() {
+		return false
+	}
+	defer c.wmu.Unlock()
+	if c.queued.Load() != 0 {
+		return false
+	}
+	select {
+	case <-c.stopping:
+		return false
+	default:
+	}
+	var n int
+	var werr error
+	err := c.rawIn.Write(func(fd uintptr) bool {
+		n, werr = syscall.Write(int(fd), line)
+		return true // never wait for room: the writer goroutine does that
+	})
+	if err != nil || werr != nil || n <= 0 {
+		return false // EAGAIN (pipe full), closed, broken: the queue path decides
+	}
+	if n < len(line) { // not on a pipe; finish the line before anyone else writes
+		if _, err := c.stdin.Write(line[n:]); err != nil {
+			c.log.Warn("writing to upstream stdin failed", "err", err)
+		}
+	}
+	return true
+}
+
+// enqueue writes a message directly or hands it to the writer, waiting at most until
+// cancel is closed.
 func (c *child) enqueue(msg []byte, cancel <-chan struct{}) error {
 	line := make([]byte, 0, len(msg)+1)
 	line = append(append(line, msg...), '\n')
+	if c.writeDirect(line) {
+		return nil
+	}
+	c.queued.Add(1)
 	select {
 	case c.writeq <- line:
 		return nil
 	case <-c.stopping:
+		c.queued.Add(-1)
 		return errChildGone
 	case <-cancel:
+		c.queued.Add(-1)
 		return errEnqueueCanceled
 	}
 }
@@ -175,9 +240,14 @@ func (c *child) enqueue(msg []byte, cancel <-chan struct{}) error {
 // requests) without ever blocking the caller, who may be the stdout reader.
 func (c *child) tryEnqueue(msg []byte) {
 	line := append(append(make([]byte, 0, len(msg)+1), msg...), '\n')
+	if c.writeDirect(line) {
+		return
+	}
+	c.queued.Add(1)
 	select {
 	case c.writeq <- line:
 	default:
+		c.queued.Add(-1)
 		c.log.Warn("upstream stdin queue full; message dropped")
 	}
 }
