@@ -74,7 +74,13 @@ type session struct {
 
 func newSession(srv *Server, id string, up upstream.Session, c caller) *session {
 	s := openSession(srv, id, up, c)
-	go s.pump()
+	if r, ok := up.(upstream.Receiver); ok {
+		// deliver never blocks (replies are buffered, streams drop when full), so it may run
+		// on the upstream's goroutine: no pump, and one hand-off less per response.
+		r.Receive(s.deliver, s.upstreamEnded)
+	} else {
+		go s.pump()
+	}
 	return s
 }
 
@@ -99,7 +105,7 @@ func (s *session) pump() {
 }
 
 // upstreamEnded fails the requests still waiting so no client hangs on a dead upstream,
-// then closes done. Call it once, after Messages() is closed.
+// then closes done. Call it once, after the last message was delivered.
 func (s *session) upstreamEnded() {
 	defer close(s.done)
 	s.mu.Lock()

@@ -322,6 +322,7 @@ type httpSession struct {
 
 	mu        sync.Mutex
 	closed    bool
+	recv      *receiver     // set by Receive: messages go there instead of out
 	sessionID string        // upstream Mcp-Session-Id
 	version   string        // negotiated protocol version, sent as MCP-Protocol-Version
 	initWait  chan struct{} // open while an initialize is in flight
@@ -375,6 +376,42 @@ func (s *httpSession) Send(ctx context.Context, msg []byte) error {
 	msg = append([]byte(nil), msg...)
 	s.u.tasks.run(func() { s.exchange(msg, id, env.method) })
 	return nil
+}
+
+// Receive implements Receiver. Messages queued before it was called are passed on first.
+func (s *httpSession) Receive(fn func([]byte), end func()) {
+	s.mu.Lock()
+	if s.recv != nil {
+		s.mu.Unlock()
+		return
+	}
+	r := &receiver{fn: fn, end: end}
+	// Hold r while the queued messages are passed on, so a message delivered
+	// concurrently (once s.recv is set) cannot overtake them.
+	r.mu.Lock()
+	s.recv = r
+	var queued [][]byte
+	for drained := false; !drained; {
+		select {
+		case m, ok := <-s.out:
+			if ok {
+				queued = append(queued, m)
+			} else {
+				drained = true
+			}
+		default:
+			drained = true
+		}
+	}
+	closed := s.closed
+	s.mu.Unlock()
+	for _, m := range queued {
+		fn(m)
+	}
+	r.mu.Unlock()
+	if closed {
+		r.finish()
+	}
 }
 
 // exchange POSTs one message and relays whatever the server answers on that request.
@@ -581,6 +618,11 @@ func (s *httpSession) deliver(m []byte) {
 		s.mu.Unlock()
 		return
 	}
+	if r := s.recv; r != nil {
+		s.mu.Unlock()
+		r.deliver(m)
+		return
+	}
 	select {
 	case s.out <- m:
 		s.mu.Unlock()
@@ -600,8 +642,11 @@ func (s *httpSession) Close() error {
 	}
 	s.closed = true
 	close(s.out)
-	sid := s.sessionID
+	sid, r := s.sessionID, s.recv
 	s.mu.Unlock()
+	if r != nil {
+		r.finish()
+	}
 	s.cancel()
 	u := s.u
 	u.mu.Lock()

@@ -42,6 +42,7 @@ type mux struct {
 	srvByOrig  map[string]*serverReq        // by the child's own id
 	subs       map[string]map[*session]bool // resource uri → subscribed sessions
 	seq        int64
+	outbox     []delivery // for sessions with a receiver; dispatched by unlock
 	closed     bool
 	closing    chan struct{}
 	stopped    chan struct{}
@@ -60,6 +61,29 @@ type pending struct {
 	subURI    string // resources/subscribe: undone if the child refuses it
 	timer     *time.Timer
 	reply     chan []byte // runtime's own requests that wait for the answer
+}
+
+// delivery is a message (or, with end, the end) for a session with a receiver, queued
+// while m.mu is held and passed on by unlock.
+type delivery struct {
+	r   *receiver
+	msg []byte
+	end bool
+}
+
+// unlock releases m.mu, then hands the deliveries queued under it to their receivers, in
+// order, on this goroutine: receivers never run under m.mu.
+func (m *mux) unlock() {
+	out := m.outbox
+	m.outbox = nil
+	m.mu.Unlock()
+	for _, d := range out {
+		if d.end {
+			d.r.finish()
+		} else {
+			d.r.deliver(d.msg)
+		}
+	}
 }
 
 type progressRoute struct {
@@ -113,7 +137,7 @@ func (m *mux) start() error {
 
 func (m *mux) spawn() (*child, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if m.closed {
 		return nil, ErrClosed
 	}
@@ -180,12 +204,12 @@ func (m *mux) run(c *child) {
 func (m *mux) initialize(c *child) {
 	m.mu.Lock()
 	if m.child != c {
-		m.mu.Unlock()
+		m.unlock()
 		return
 	}
 	p := m.newPendingLocked(nil, nil, "")
 	p.reply = make(chan []byte, 1)
-	m.mu.Unlock()
+	m.unlock()
 	c.tryEnqueue(request(p.upID, "initialize", m.s.initParams))
 
 	t := time.NewTimer(m.s.requestTimeout)
@@ -196,7 +220,7 @@ func (m *mux) initialize(c *child) {
 	case <-t.C:
 		m.mu.Lock()
 		m.finishLocked(p)
-		m.mu.Unlock()
+		m.unlock()
 		m.log.Error("upstream did not answer initialize in time; restarting it", "timeout", m.s.requestTimeout)
 		c.kill()
 		return
@@ -214,7 +238,7 @@ func (m *mux) initialize(c *child) {
 		return
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if m.child != c || m.closed {
 		return
 	}
@@ -237,7 +261,7 @@ func uriParams(uri string) []byte {
 // detach fails every request the dead child left unanswered.
 func (m *mux) detach(c *child) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if m.ready {
 		m.ready = false
 		m.readyCh = make(chan struct{})
@@ -261,13 +285,13 @@ func (m *mux) detach(c *child) {
 
 func (m *mux) isClosed() bool {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	return m.closed
 }
 
 func (m *mux) isReady() bool {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	return m.ready && !m.closed
 }
 
@@ -276,7 +300,7 @@ func (m *mux) waitReady(done <-chan struct{}) bool {
 	for {
 		m.mu.Lock()
 		ready, closed, ch := m.ready, m.closed, m.readyCh
-		m.mu.Unlock()
+		m.unlock()
 		if ready || closed {
 			return ready && !closed
 		}
@@ -302,7 +326,7 @@ func (m *mux) close(ctx context.Context) error {
 		}
 	}
 	c := m.child
-	m.mu.Unlock()
+	m.unlock()
 	m.startOnce.Do(func() { close(m.stopped) })
 	if c != nil {
 		c.stop(m.s.grace, ctx.Done())
@@ -317,7 +341,7 @@ func (m *mux) close(ctx context.Context) error {
 
 func (m *mux) shutdownSessions() {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	for s := range m.sessions {
 		m.closeSessionLocked(s, "upstream stopped")
 	}
@@ -325,7 +349,7 @@ func (m *mux) shutdownSessions() {
 
 func (m *mux) newSession(onClose func()) (*session, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	select {
 	case <-m.stopped:
 		return nil, ErrClosed
@@ -382,7 +406,7 @@ func (m *mux) finishLocked(p *pending) {
 
 func (m *mux) timeout(p *pending) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if m.pending[p.upKey] != p {
 		return
 	}
@@ -414,6 +438,10 @@ func (m *mux) deliverLocked(s *session, msg []byte) {
 	if s.closed {
 		return
 	}
+	if s.recv != nil {
+		m.outbox = append(m.outbox, delivery{r: s.recv, msg: msg})
+		return
+	}
 	select {
 	case s.out <- msg:
 	default:
@@ -429,6 +457,9 @@ func (m *mux) closeSessionLocked(s *session, reason string) {
 	s.closed = true
 	delete(m.sessions, s)
 	close(s.out)
+	if s.recv != nil {
+		m.outbox = append(m.outbox, delivery{r: s.recv, end: true})
+	}
 	c := m.child
 	if !m.ready {
 		c = nil
@@ -503,16 +534,16 @@ func (m *mux) lockReady(ctx context.Context, s *session, id []byte) (bool, error
 		m.mu.Lock()
 		switch {
 		case s.closed:
-			m.mu.Unlock()
+			m.unlock()
 			return false, ErrSessionClosed
 		case m.closed:
-			m.mu.Unlock()
+			m.unlock()
 			return false, ErrClosed
 		case m.ready:
 			return true, nil
 		}
 		ch := m.readyCh
-		m.mu.Unlock()
+		m.unlock()
 		if expired == nil {
 			t := time.NewTimer(m.s.requestTimeout)
 			defer t.Stop()
@@ -529,7 +560,7 @@ func (m *mux) lockReady(ctx context.Context, s *session, id []byte) (bool, error
 			}
 			m.mu.Lock()
 			m.deliverLocked(s, errorResponse(id, codeInternalError, msgNotReady))
-			m.mu.Unlock()
+			m.unlock()
 			return false, nil
 		}
 	}
@@ -543,7 +574,7 @@ func (m *mux) sendRequest(ctx context.Context, s *session, env *envelope) error 
 	}
 	clientKey := idKey(id)
 	if _, dup := s.inflight[clientKey]; dup {
-		m.mu.Unlock()
+		m.unlock()
 		return fmt.Errorf("%w: request id %s is already in flight", ErrInvalidMessage, id)
 	}
 	var subURI string
@@ -551,7 +582,7 @@ func (m *mux) sendRequest(ctx context.Context, s *session, env *envelope) error 
 	case "initialize":
 		// The child was initialized by the runtime; every client gets the cached answer.
 		m.deliverLocked(s, resultResponse(id, initResultFor(env, m.initResult)))
-		m.mu.Unlock()
+		m.unlock()
 		return nil
 	case "resources/subscribe", "resources/unsubscribe":
 		uri, ok := stringAt(env, "uri")
@@ -575,7 +606,7 @@ func (m *mux) sendRequest(ctx context.Context, s *session, env *envelope) error 
 		if others > 0 {
 			// The child already sends updates for this uri (and must keep doing so).
 			m.deliverLocked(s, resultResponse(id, []byte("{}")))
-			m.mu.Unlock()
+			m.unlock()
 			return nil
 		}
 	}
@@ -604,7 +635,7 @@ func (m *mux) sendRequest(ctx context.Context, s *session, env *envelope) error 
 		out = splice(out, e.sp, e.repl)
 	}
 	c := m.child
-	m.mu.Unlock()
+	m.unlock()
 
 	if err := c.enqueue(out, ctx.Done()); err != nil {
 		if errors.Is(err, errChildGone) {
@@ -612,7 +643,7 @@ func (m *mux) sendRequest(ctx context.Context, s *session, env *envelope) error 
 		}
 		m.mu.Lock()
 		m.finishLocked(p)
-		m.mu.Unlock()
+		m.unlock()
 		return err
 	}
 	return nil
@@ -661,12 +692,12 @@ func (m *mux) sendNotification(ctx context.Context, s *session, env *envelope) e
 	}
 	m.mu.Lock()
 	if s.closed {
-		m.mu.Unlock()
+		m.unlock()
 		return ErrSessionClosed
 	}
 	c := m.child
 	if !m.ready || c == nil {
-		m.mu.Unlock()
+		m.unlock()
 		m.log.Debug("notification dropped: upstream not ready", "method", env.method)
 		return nil
 	}
@@ -674,18 +705,18 @@ func (m *mux) sendNotification(ctx context.Context, s *session, env *envelope) e
 	if env.method == "notifications/cancelled" {
 		rid, ok := path(env.raw, env.params, "requestId")
 		if !ok {
-			m.mu.Unlock()
+			m.unlock()
 			return nil
 		}
 		p := s.inflight[idKey(env.get(rid))]
 		if p == nil || p.gen != m.gen {
-			m.mu.Unlock()
+			m.unlock()
 			return nil // finished already, or another child's
 		}
 		m.finishLocked(p) // a late answer is dropped
 		out = splice(out, rid, strconv.AppendInt(nil, p.upID, 10))
 	}
-	m.mu.Unlock()
+	m.unlock()
 	if err := c.enqueue(out, ctx.Done()); err != nil && !errors.Is(err, errChildGone) {
 		return err
 	}
@@ -695,22 +726,22 @@ func (m *mux) sendNotification(ctx context.Context, s *session, env *envelope) e
 func (m *mux) sendResponse(ctx context.Context, s *session, env *envelope) error {
 	m.mu.Lock()
 	if s.closed {
-		m.mu.Unlock()
+		m.unlock()
 		return ErrSessionClosed
 	}
 	r := m.srvReqs[idKey(env.idRaw())]
 	if r == nil || r.sess != s {
-		m.mu.Unlock()
+		m.unlock()
 		m.log.Debug("client response dropped: no such server request", "session", s.id)
 		return nil
 	}
 	m.dropServerReqLocked(r)
 	c := m.child
 	if c == nil || r.gen != m.gen {
-		m.mu.Unlock()
+		m.unlock()
 		return nil // the child that asked is gone
 	}
-	m.mu.Unlock()
+	m.unlock()
 	out := splice(env.raw, env.id, r.origID)
 	if err := c.enqueue(out, ctx.Done()); err != nil && !errors.Is(err, errChildGone) {
 		return err
@@ -742,7 +773,7 @@ func (m *mux) handleMessage(gen uint64, msg []byte) {
 		return
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if gen != m.gen || m.child == nil {
 		return
 	}
@@ -810,7 +841,7 @@ func (m *mux) routeServerRequest(env *envelope) {
 	// A client that never answers must not pin the entry forever.
 	r.timer = time.AfterFunc(m.s.requestTimeout, func() {
 		m.mu.Lock()
-		defer m.mu.Unlock()
+		defer m.unlock()
 		if m.srvReqs[r.clientKey] == r {
 			m.dropServerReqLocked(r)
 		}
@@ -888,7 +919,7 @@ func (m *mux) handleTooLong(gen uint64, prefix []byte) {
 		return
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	p := m.pending[idKey(id)]
 	if gen != m.gen || p == nil {
 		return
@@ -907,6 +938,7 @@ type session struct {
 	out     chan []byte
 	onClose func()
 	// guarded by m.mu
+	recv     *receiver // set by Receive: messages go there instead of out
 	closed   bool
 	inflight map[string]*pending // by the client's id key
 	subs     map[string]bool
@@ -917,9 +949,36 @@ func (s *session) Messages() <-chan []byte { return s.out }
 
 func (s *session) Send(ctx context.Context, msg []byte) error { return s.m.send(ctx, s, msg) }
 
+// Receive implements Receiver. Messages queued before it was called are passed on first.
+func (s *session) Receive(fn func([]byte), end func()) {
+	m := s.m
+	m.mu.Lock()
+	if s.recv != nil {
+		m.unlock()
+		return
+	}
+	s.recv = &receiver{fn: fn, end: end}
+	for drained := false; !drained; {
+		select {
+		case msg, ok := <-s.out:
+			if !ok {
+				drained = true
+				break
+			}
+			m.outbox = append(m.outbox, delivery{r: s.recv, msg: msg})
+		default:
+			drained = true
+		}
+	}
+	if s.closed {
+		m.outbox = append(m.outbox, delivery{r: s.recv, end: true})
+	}
+	m.unlock()
+}
+
 func (s *session) Close() error {
 	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
+	defer s.m.unlock()
 	s.m.closeSessionLocked(s, "closed by client")
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
@@ -51,6 +52,45 @@ type Session interface {
 	Messages() <-chan []byte
 	// Close ends the session; responses still on their way are dropped.
 	Close() error
+}
+
+// Receiver is implemented by sessions that can pass each message to a function on the
+// goroutine that produced it (the stdio reader, the HTTP exchange) instead of queueing it
+// on Messages() for a reader goroutine of the caller's: one hand-off, a wake-up and a
+// context switch, less per message.
+type Receiver interface {
+	// Receive passes every message of the session to fn, in the order it would have
+	// reached Messages(), and calls end once after the last one when the session ends.
+	// Call it at most once, before the first Send; messages already queued are passed on
+	// first, and Messages() then carries nothing (it is still closed at the end). Calls
+	// of fn and end are never concurrent with each other. fn must not block: it runs on
+	// the upstream's own goroutines, and on a caller's inside Send or Close.
+	Receive(fn func(msg []byte), end func())
+}
+
+// receiver is the Receiver state of a session.
+type receiver struct {
+	mu    sync.Mutex
+	fn    func([]byte)
+	end   func()
+	ended bool
+}
+
+func (r *receiver) deliver(msg []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.ended {
+		r.fn(msg)
+	}
+}
+
+func (r *receiver) finish() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.ended {
+		r.ended = true
+		r.end()
+	}
 }
 
 // Errors returned by Send and NewSession (wrapped; test with errors.Is).
