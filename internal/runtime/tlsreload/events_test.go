@@ -40,8 +40,16 @@ func startWatching(t *testing.T, r *Reloader, certFile string, pem []byte) {
 		g.Expect(os.WriteFile(certFile, pem, 0o600)).To(Succeed())
 		return r.checks.Load()
 	}, 5*time.Second, 100*time.Millisecond).Should(BeNumerically(">", 0))
-	// Let the burst of the probing writes settle.
-	time.Sleep(3 * r.opts.Coalesce)
+	// Let the burst of the probing writes settle: wait until the count stops moving (on a
+	// busy machine their events can arrive well after the first check).
+	prev := r.checks.Load()
+	g.Eventually(func() bool {
+		time.Sleep(5 * r.opts.Coalesce)
+		cur := r.checks.Load()
+		settled := cur == prev
+		prev = cur
+		return settled
+	}, 5*time.Second, time.Millisecond).Should(BeTrue())
 }
 
 func TestUnrelatedFileInTheDirectoryDoesNotReload(t *testing.T) {
