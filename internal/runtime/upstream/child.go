@@ -47,7 +47,7 @@ type child struct {
 	stopping chan struct{}
 }
 
-// startChild starts argv with stdio pipes. onLine gets each stdout line (a copy);
+// startChild starts argv with stdio pipes. onLine gets each stdout line (a copy it may keep);
 // onTooLong gets the kept prefix of a line over maxLine bytes.
 func startChild(argv []string, s *settings, onLine func([]byte), onTooLong func([]byte)) (*child, error) {
 	if len(argv) == 0 {
@@ -138,7 +138,7 @@ func (c *child) readLoop(maxLine int, onLine func([]byte), onTooLong func([]byte
 		case err != nil:
 			return
 		case len(line) > 0:
-			onLine(line)
+			onLine(append([]byte(nil), line...))
 		}
 	}
 }
@@ -152,7 +152,7 @@ func (c *child) stderrLoop(r *os.File, s *settings) {
 			return
 		}
 		if s.stderr != nil {
-			_, _ = s.stderr.Write(append(line, '\n'))
+			_, _ = s.stderr.Write(append(line[:len(line):len(line)], '\n')) // a copy: line may share the buffer
 			continue
 		}
 		c.log.Info("upstream stderr", "line", string(line))

@@ -662,7 +662,8 @@ func (s *httpSession) Close() error {
 // and events are bounded by max; an over-long event is dropped. It returns the last
 // event id seen.
 func readSSE(r io.Reader, max int, fn func(data []byte, id string), s *settings) (string, error) {
-	lr := newLineReader(r, max)
+	lr := getStreamReader(r, max)
+	defer putStreamReader(lr)
 	var data []byte
 	var event, lastID string
 	tooLong := false

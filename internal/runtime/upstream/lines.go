@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"sync"
 )
 
 // errLineTooLong reports a line over the limit; it was read to its end and dropped.
@@ -23,13 +24,34 @@ func newLineReader(r io.Reader, max int) *lineReader {
 	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
 }
 
+// streamReaders are the line readers of HTTP response streams, one per exchange or GET
+// stream: pooled rather than allocated per response, and with a small buffer, since a
+// session's GET stream holds one for its whole life (longer lines are assembled in next).
+var streamReaders = sync.Pool{New: func() any { return &lineReader{r: bufio.NewReaderSize(nil, 4<<10)} }}
+
+func getStreamReader(r io.Reader, max int) *lineReader {
+	l := streamReaders.Get().(*lineReader)
+	l.r.Reset(r)
+	l.max = max
+	return l
+}
+
+func putStreamReader(l *lineReader) {
+	l.r.Reset(nil)
+	streamReaders.Put(l)
+}
+
 // next returns the next line without its line ending. For an over-long line it returns
 // the kept prefix and errLineTooLong; the next call continues with the following line.
+// The line may share the reader's buffer: it is valid until the next call (copy to keep).
 func (l *lineReader) next() ([]byte, error) {
 	var line []byte
 	tooLong := false
 	for {
 		chunk, err := l.r.ReadSlice('\n')
+		if line == nil && !tooLong && err == nil && len(chunk) <= l.max+2 {
+			return trimEOL(chunk), nil // the usual case: the whole line in the buffer, no copy
+		}
 		if !tooLong {
 			if len(line)+len(chunk) > l.max+2 { // +2: the line ending is not counted
 				tooLong = true
