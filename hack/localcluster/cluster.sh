@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes cluster on this machine (Linux, root, no container engine):
 # containerd + runc + CNI bridge, etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubelet and kube-proxy (iptables), all v1.36.3 built from source.
+# kube-scheduler, kubelet and kube-proxy (iptables), all v1.36.3 built from source, and
+# CoreDNS as the cluster DNS.
 #
 #   cluster.sh up [--image-dir DIR]...   start it; prints the admin kubeconfig path on stdout
 #   cluster.sh down                      remove everything up created, host-wide (idempotent)
@@ -42,6 +43,9 @@ API_PORT=6443
 API_URL=https://$NODE_IP:$API_PORT
 ETCD_CLIENT=127.0.0.1:12379
 ETCD_PEER=127.0.0.1:12380
+DNS_SERVICE_IP=10.96.0.10 # kube-system/kube-dns, served by CoreDNS on NODE_IP:53
+COREDNS_VERSION=${LOCALCLUSTER_COREDNS_VERSION:-v1.14.7}
+COREDNS_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/mcp-fleet-operator/coredns/$COREDNS_VERSION
 IMAGE_TAG=v1
 PAUSE_IMAGE=localhost/pause:$IMAGE_TAG
 KUBECONFIG_PATH=$S/kubeconfig
@@ -50,7 +54,7 @@ KUBECONFIG_PATH=$S/kubeconfig
 LOCK=/run/lock/mcp-fleet-operator-localcluster.lock
 # Which state dir owns the host-wide pieces (bridges, iptables, cgroups) right now.
 MARKER=/run/mcp-fleet-operator-localcluster
-COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler coredns kubelet kube-proxy)
 K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 # Sysctls the node changes (kubelet's kernel tunables, forwarding, kube-proxy's localnet);
 # recorded before up and restored by down.
@@ -150,6 +154,17 @@ preflight() {
       zgrep -qE "^$k=(y|m)" /proc/config.gz || die "the kernel lacks $k (needed by the CNI bridge or kube-proxy)"
     done
   fi
+}
+
+# preflight_tools: after prereqs.sh, the tools up runs work here.
+preflight_tools() {
+  local t
+  for t in containerd ctr runc iptables ip6tables conntrack openssl curl flock setsid ip; do
+    command -v "$t" >/dev/null || die "$t is not on PATH (hack/localcluster/prereqs.sh installs the Debian packages)"
+  done
+  for t in bridge host-local portmap; do
+    [ -x "/usr/lib/cni/$t" ] || die "the CNI plugin $t is not in /usr/lib/cni (Debian package containernetworking-plugins)"
+  done
   iptables -t nat -S >/dev/null 2>&1 || die "iptables -t nat does not work here (netfilter NAT missing?)"
 }
 
@@ -164,7 +179,7 @@ stray_pids() {
     [ "$p" = $$ ] && continue
     exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
     case "$exe" in
-      /usr/bin/containerd* | "$S"/bin/* | */kubebuilder-envtest/k8s/*) echo "$p" ;;
+      /usr/bin/containerd* | "$S"/bin/* | */kubebuilder-envtest/k8s/* | "$COREDNS_CACHE"/*) echo "$p" ;;
     esac
   done < <(grep -laF -- "$S/" /proc/[0-9]*/cmdline 2>/dev/null || true)
   return 0
@@ -231,7 +246,7 @@ teardown() {
   [ -d "$S" ] || return 0
   log "tearing down the localcluster in $S"
   # 1. no new pods, then let kubelet stop the pods (CNI DEL, unmounts) through the API
-  stop kube-controller-manager kube-scheduler
+  stop kube-controller-manager kube-scheduler coredns
   if alive kube-apiserver && alive kubelet; then
     kc delete pods --all-namespaces --all --grace-period=1 --wait=false >/dev/null 2>&1 || true
     for _ in $(seq 1 45); do [ -z "$(kc get pods -A --no-headers 2>/dev/null)" ] && break; sleep 1; done
@@ -350,6 +365,23 @@ binaries() {
     || die "building kube-scheduler/kubelet/kube-proxy failed"
   mkdir -p "$S/bin"
   for b in etcd "${K8S_BINARIES[@]}"; do ln -sfn "$assets/$b" "$S/bin/$b"; done
+  build_coredns
+  ln -sfn "$COREDNS_CACHE/coredns" "$S/bin/coredns"
+}
+
+# build_coredns: CoreDNS (the cluster DNS) from its own module, static, cached by version.
+build_coredns() {
+  [ -x "$COREDNS_CACHE/coredns" ] && return 0
+  local work s=$SECONDS
+  log "building coredns $COREDNS_VERSION (a few minutes on a cold cache)"
+  work=$(mktemp -d)
+  if ! (cd "$work" && CGO_ENABLED=0 GOBIN="$work" go install -trimpath -ldflags "-s -w" \
+        "github.com/coredns/coredns@$COREDNS_VERSION") >&2; then
+    rm -rf "$work"; die "building github.com/coredns/coredns@$COREDNS_VERSION failed"
+  fi
+  mkdir -p "$COREDNS_CACHE" && mv "$work/coredns" "$COREDNS_CACHE/coredns"
+  rm -rf "$work"
+  log "built coredns in $((SECONDS - s))s"
 }
 
 build_images() {
@@ -376,6 +408,71 @@ write_configs() {
   write_kubeconfig kube-scheduler kube-scheduler
   write_kubeconfig kubelet kubelet
   write_kubeconfig kube-proxy kube-proxy
+  write_kubeconfig coredns coredns
+
+  # CoreDNS on the node IP; kube-system/kube-dns (DNS_SERVICE_IP) points at it. Names outside
+  # the cluster go to the host's resolvers.
+  cat >"$e/Corefile" <<EOF
+.:53 {
+    bind $NODE_IP
+    errors
+    ready $NODE_IP:8181
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $e/coredns.kubeconfig localcluster
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    forward . /etc/resolv.conf
+    cache 30
+    loadbalance
+}
+EOF
+
+  cat >"$e/cluster-dns.yaml" <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns"}
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels: {k8s-app: kube-dns, kubernetes.io/name: CoreDNS}
+spec:
+  clusterIP: $DNS_SERVICE_IP
+  ports:
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: dns-tcp, port: 53, protocol: TCP}
+---
+# CoreDNS runs on the host, not in a pod: the Service has no selector and this slice names
+# the node IP.
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kube-dns-node
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: kube-dns, endpointslice.kubernetes.io/managed-by: localcluster}
+addressType: IPv4
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+ports:
+- {name: dns, port: 53, protocol: UDP}
+- {name: dns-tcp, port: 53, protocol: TCP}
+EOF
 
   cat >"$e/containerd.toml" <<EOF
 version = 2
@@ -450,6 +547,7 @@ authentication:
   x509: {clientCAFile: $S/pki/ca.crt}
 authorization: {mode: Webhook}
 clusterDomain: cluster.local
+clusterDNS: ["$DNS_SERVICE_IP"]
 resolvConf: ""
 enforceNodeAllocatable: ["pods"]
 evictionHard: {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"}
@@ -555,9 +653,10 @@ up() {
   done
   echo "$S" >"$MARKER"
 
-  log "preparing binaries, prerequisites and images $(since)"
-  binaries
+  log "preparing prerequisites, binaries and images $(since)"
   "$HERE/prereqs.sh"
+  preflight_tools
+  binaries
   local f
   for f in pause probe everything-server; do [ -f "$IMAGES_DIR/$f.tar" ] || { build_images; break; }; done
   rm -rf "$S/pki"
@@ -598,6 +697,8 @@ up() {
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$P/front-proxy-client.crt" --proxy-client-key-file="$P/front-proxy-client.key"
   waitfor kube-apiserver 90 kube-apiserver kc get --raw /readyz
+  kc apply --server-side --field-manager=localcluster -f "$S/etc/cluster-dns.yaml" >/dev/null
+  start coredns "$S/bin/coredns" -conf "$S/etc/Corefile"
   start kube-controller-manager "$S/bin/kube-controller-manager" --kubeconfig="$S/etc/kube-controller-manager.kubeconfig" \
     --authentication-kubeconfig="$S/etc/kube-controller-manager.kubeconfig" \
     --authorization-kubeconfig="$S/etc/kube-controller-manager.kubeconfig" \
@@ -616,6 +717,7 @@ up() {
   waitfor "ServiceAccount default/default" 60 kube-controller-manager kc get serviceaccount default
   waitfor "ConfigMap default/kube-root-ca.crt" 60 kube-controller-manager kc get configmap kube-root-ca.crt
   waitfor "Service default/kubernetes" 30 kube-apiserver kc get service kubernetes
+  waitfor "cluster DNS ($DNS_SERVICE_IP -> coredns on $NODE_IP)" 60 coredns curl -fsS --max-time 2 "http://$NODE_IP:8181/ready"
   for c in "${COMPONENTS[@]}"; do alive "$c" || die "$c exited during up (see $S/logs/$c.log)"; done
 
   install -m 600 "$S/etc/admin.kubeconfig" "$KUBECONFIG_PATH"

@@ -15,6 +15,7 @@
 #                           NodeRestriction)
 # kubelet-serving           serving: NODE_NAME, NODE_IP
 # kube-proxy                system:kube-proxy (bound to system:node-proxier)
+# coredns                   system:coredns (bound by cluster.sh to a read-only ClusterRole)
 # sa.key / sa.pub           service-account token signing key pair
 # front-proxy-ca            aggregation layer: CA of the requestheader client, which the
 # front-proxy-client        apiserver presents to extension API servers
@@ -66,6 +67,7 @@ pki_generate() {
     _pki_cert "$dir" kubelet "/O=system:nodes/CN=system:node:$node" clientAuth || exit 1
     _pki_cert "$dir" kubelet-serving "/O=system:nodes/CN=system:node:$node" serverAuth "DNS:$node,IP:$node_ip" || exit 1
     _pki_cert "$dir" kube-proxy "/CN=system:kube-proxy" clientAuth || exit 1
+    _pki_cert "$dir" coredns "/CN=system:coredns" clientAuth || exit 1
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/sa.key" 2>/dev/null || exit 1
     openssl pkey -in "$dir/sa.key" -pubout -out "$dir/sa.pub" || exit 1
   ) || { _pki_log "ERROR: generating the PKI in $dir failed (see the openssl output above)"; return 1; }

@@ -5,10 +5,10 @@
 # Not pinned to exact Debian versions: the archive keeps only the current point release, so
 # a pin would break on the next security update. Tested with Debian 12: containerd
 # 1.6.20~ds1-1+deb12u3, runc 1.1.5+ds1-1+deb12u1, containernetworking-plugins 1.1.1+ds1-3+b5,
-# iptables 1.8.9-2, conntrack 1:1.4.7-1+b2, openssl 3.0.22-1~deb12u2.
+# iptables 1.8.9-2, conntrack 1:1.4.7-1+b2, openssl 3.0.22-1~deb12u2, curl (readiness checks).
 set -euo pipefail
 
-PACKAGES=(containerd runc containernetworking-plugins iptables conntrack openssl)
+PACKAGES=(containerd runc containernetworking-plugins iptables conntrack openssl curl)
 
 log() { echo "localcluster: $*" >&2; }
 die() { echo "localcluster: ERROR: $*" >&2; exit 1; }

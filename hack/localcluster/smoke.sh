@@ -10,7 +10,8 @@
 #  3. a pod reaches the API server through the `kubernetes` Service with its token;
 #  4. pod IPs answer from the host; `kubectl exec` and `kubectl logs` work; a pod reaches
 #     another Service (pod -> ClusterIP -> pod);
-#  5. `mcp-runtime version` runs to completion and its log is the image's version.
+#  5. `mcp-runtime version` runs to completion and its log is the image's version;
+#  6. cluster DNS: a pod resolves Services by name (search path and FQDN).
 #
 # The runtime image is the one `make images` wrote (dist/images/mcp-runtime.tar), or
 # $MCP_RUNTIME_IMAGE. Exit 0 only if every check passed.
@@ -186,6 +187,10 @@ out=$(k -n "$NS" exec "$pod" -- /probe get "http://$mcp_ip:9090/healthz") || die
 pass "kubectl exec + pod -> ClusterIP -> pod: $out"
 out=$(k -n "$NS" exec "$pod" -- /probe get "http://$probe_ip/") || die "hairpin: pod -> its own Service"
 pass "pod -> own Service (hairpin): $out"
+
+out=$(k -n "$NS" exec "$pod" -- /probe get "http://mcp:9090/healthz") || die "pod -> http://mcp:9090 (cluster DNS, search path)"
+out=$(k -n "$NS" exec "$pod" -- /probe get "http://probe.$NS.svc.cluster.local/") || die "pod -> http://probe.$NS.svc.cluster.local (cluster DNS)"
+pass "cluster DNS from a pod: mcp, probe.$NS.svc.cluster.local -> $out"
 
 k -n "$NS" logs deploy/mcp -c server | head -3 | cut -c1-200 >&2
 pass "all checks in $((SECONDS - T0))s"
