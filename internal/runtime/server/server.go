@@ -67,6 +67,9 @@ type Server struct {
 	baseCtx  context.Context // upstream sessions live in it; cancelled after the drain
 	cancel   context.CancelFunc
 	stopping chan struct{} // closed when shutdown starts: streams end, /readyz fails
+	// stoppingCtx is cancelled when shutdown starts (with stopping), for context.AfterFunc.
+	stoppingCtx  context.Context
+	stopStopping context.CancelFunc
 	stopOnce atomic.Bool
 	closers  []io.Closer // files Build opened (audit log)
 }
@@ -97,6 +100,7 @@ func New(cfg *config.Config, d Deps) (*Server, error) {
 		baseCtx:    ctx, cancel: cancel,
 		stopping: make(chan struct{}),
 	}
+	s.stoppingCtx, s.stopStopping = context.WithCancel(context.Background())
 	for _, t := range cfg.Endpoint.Transports {
 		s.transports[t] = true
 	}
@@ -247,6 +251,7 @@ func (s *Server) shutdown(hs, health *http.Server) {
 	}
 	s.log.Info("Shutting down", "drainTimeout", s.deps.DrainTimeout.String())
 	close(s.stopping)
+	s.stopStopping()
 	ctx, cancel := context.WithTimeout(context.Background(), s.deps.DrainTimeout)
 	defer cancel()
 	if err := hs.Shutdown(ctx); err != nil {

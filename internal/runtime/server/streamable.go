@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/upstream"
 )
 
 // Transport labels (audit, metrics).
@@ -137,8 +139,10 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	reply := make(chan []byte, requests)
+	ex, inline := sess.up.(upstream.Exchanger)
+	inline = inline && len(msgs) == 1 && requests == 1
 	var sink *streamSink
-	if acceptsStream(r) && requests > 0 {
+	if acceptsStream(r) && requests > 0 && !inline {
 		sink = &streamSink{ch: make(chan []byte, 64)}
 		sess.addPost(sink)
 		defer sess.removePost(sink)
@@ -149,6 +153,10 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 			sess.close()
 		}
 		ref.write(w, r, s.deps.Auth)
+		return
+	}
+	if inline {
+		s.exchangePost(w, r, sess, ex, msgs, reply, opened)
 		return
 	}
 	if !s.relay(ctx, sess, msgs) {
@@ -166,19 +174,113 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	s.awaitResponses(w, r, sess, msgs, batch, requests, reply, sink)
+	s.awaitResponses(w, r, sess, msgs, batch, requests, reply, sink, nil)
+}
+
+// exchangePost relays a POST that carries one request on this goroutine, as a plain
+// reverse proxy does, when the upstream answers each request on a stream of its own
+// (Streamable HTTP): no goroutine per request and no hand-offs. What the upstream sends on
+// the request's stream is processed and written as it arrives: the response as a JSON body
+// when it comes first, otherwise an SSE stream (if the client accepts one) with the
+// server's notifications and requests before it. Messages on other upstream streams keep
+// going to the session's streams. Anything that ends the exchange unanswered (the client
+// leaving, a write failing, the server shutting down during a stream, the session
+// closing) continues as awaitResponses would.
+func (s *Server) exchangePost(w http.ResponseWriter, r *http.Request, sess *session, ex upstream.Exchanger, msgs []jsonrpc.Message, reply chan []byte, opened bool) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	streamOK := acceptsStream(r)
+	var sse *sseWriter
+	answered, broken := false, false
+	// At shutdown a stream ends (as in awaitResponses); a plain request keeps draining.
+	var streaming atomic.Bool
+	stopWatch := context.AfterFunc(s.stoppingCtx, func() {
+		if streaming.Load() {
+			cancel()
+		}
+	})
+	defer stopWatch()
+	fn := func(raw []byte) {
+		out, p := s.outbound(sess, raw)
+		switch {
+		case out == nil || broken:
+			return
+		case p != nil && p.reply == reply:
+			answered = true
+			if sse == nil {
+				if opened {
+					w.Header().Set(hdrSessionID, sess.id)
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write(out)
+				return
+			}
+		case p != nil && p.reply != nil:
+			p.reply <- out // another POST's response (buffered: never blocks)
+			return
+		case !streamOK || answered:
+			sess.toStream(out)
+			return
+		}
+		if sse == nil {
+			if opened {
+				w.Header().Set(hdrSessionID, sess.id)
+			}
+			sse = startSSE(w)
+			streaming.Store(true)
+			if s.stoppingCtx.Err() != nil {
+				cancel()
+			}
+		}
+		if sse.event("message", out) != nil {
+			broken = true
+			cancel()
+		}
+	}
+	if err := ex.Exchange(ctx, msgs[0].Raw, fn); err != nil {
+		s.log.Warn("Relaying to the upstream failed", "session", sess.id, "error", err)
+		if p := sess.untrack(msgs[0].ID); p != nil {
+			s.finish(sess, p, "upstream_error", 0)
+		}
+		if opened {
+			s.sessions.remove(sess.id)
+			sess.close()
+		}
+		writeRPCError(w, http.StatusBadGateway, jsonrpc.NewError(codeUpstream, "upstream unavailable"))
+		return
+	}
+	switch {
+	case answered:
+		return
+	case broken || ctx.Err() != nil:
+		s.abandonRequests(sess, msgs)
+		return
+	}
+	// Unanswered on its stream (a timeout or the session's end answers it on reply).
+	if opened && sse == nil {
+		w.Header().Set(hdrSessionID, sess.id)
+	}
+	s.awaitResponses(w, r, sess, msgs, false, 1, reply, nil, sse)
 }
 
 // awaitResponses answers a POST: one JSON body when the response comes first, else an SSE
 // stream that carries the server's notifications and requests before the response(s).
-func (s *Server) awaitResponses(w http.ResponseWriter, r *http.Request, sess *session, msgs []jsonrpc.Message, batch bool, want int, reply <-chan []byte, sink *streamSink) {
+// sse is the stream already started for it, if any.
+func (s *Server) awaitResponses(w http.ResponseWriter, r *http.Request, sess *session, msgs []jsonrpc.Message, batch bool, want int, reply <-chan []byte, sink *streamSink, sse *sseWriter) {
 	var sinkCh chan []byte
 	if sink != nil {
 		sinkCh = sink.ch
 	}
 	var responses [][]byte
-	var sse *sseWriter
 	stopping := s.stopping
+	if sse != nil {
+		select {
+		case <-stopping: // a stream ends at shutdown
+			s.abandonRequests(sess, msgs)
+			return
+		default:
+		}
+	}
 	got := 0
 	for got < want {
 		select {

@@ -333,48 +333,29 @@ func (s *httpSession) ID() string              { return s.id }
 func (s *httpSession) Messages() <-chan []byte { return s.out }
 
 func (s *httpSession) Send(ctx context.Context, msg []byte) error {
-	env, err := parseEnvelope(msg)
+	env, id, err := s.admit(ctx, msg)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidMessage, err)
-	}
-	if !env.isRequest() && !env.isNotification() && !env.isResponse() {
-		return fmt.Errorf("%w: neither a request, a notification nor a response", ErrInvalidMessage)
-	}
-	initialize := env.isRequest() && env.method == "initialize"
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return ErrSessionClosed
-	}
-	// Messages after an initialize need the session id its answer carries.
-	if wait := s.initWait; wait != nil && !initialize {
-		s.mu.Unlock()
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.ctx.Done():
-			return ErrSessionClosed
-		}
-		s.mu.Lock()
-	}
-	if initialize {
-		s.initWait = make(chan struct{})
-	}
-	s.mu.Unlock()
-	select {
-	case s.sem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.ctx.Done():
-		return ErrSessionClosed
-	}
-	var id []byte
-	if env.isRequest() {
-		id = append([]byte(nil), env.idRaw()...)
+		return err
 	}
 	msg = append([]byte(nil), msg...)
-	s.u.tasks.run(func() { s.exchange(msg, id, env.method) })
+	s.u.tasks.run(func() { s.exchange(s.ctx, msg, id, env.method, s.deliver) })
+	return nil
+}
+
+// Exchange implements Exchanger: the POST runs on the caller's goroutine, and what the
+// server answers on it goes to fn instead of Messages().
+func (s *httpSession) Exchange(ctx context.Context, msg []byte, fn func([]byte)) error {
+	actx, acancel := context.WithTimeout(ctx, s.u.s.requestTimeout) // as a Send's context would be
+	env, id, err := s.admit(actx, msg)
+	acancel()
+	if err != nil {
+		return err
+	}
+	xctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	s.exchange(xctx, msg, id, env.method, fn)
 	return nil
 }
 
@@ -414,8 +395,58 @@ func (s *httpSession) Receive(fn func([]byte), end func()) {
 	}
 }
 
-// exchange POSTs one message and relays whatever the server answers on that request.
-func (s *httpSession) exchange(msg, id []byte, method string) {
+// admit checks a client message, waits for the session id an initialize in flight will
+// bring, and takes a POST slot (released by exchange). It returns the request id (nil for
+// other messages).
+func (s *httpSession) admit(ctx context.Context, msg []byte) (envelope, []byte, error) {
+	env, err := parseEnvelope(msg)
+	if err != nil {
+		return env, nil, fmt.Errorf("%w: %v", ErrInvalidMessage, err)
+	}
+	if !env.isRequest() && !env.isNotification() && !env.isResponse() {
+		return env, nil, fmt.Errorf("%w: neither a request, a notification nor a response", ErrInvalidMessage)
+	}
+	initialize := env.isRequest() && env.method == "initialize"
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return env, nil, ErrSessionClosed
+	}
+	// Messages after an initialize need the session id its answer carries.
+	if wait := s.initWait; wait != nil && !initialize {
+		s.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return env, nil, ctx.Err()
+		case <-s.ctx.Done():
+			return env, nil, ErrSessionClosed
+		}
+		s.mu.Lock()
+	}
+	if initialize {
+		s.initWait = make(chan struct{})
+	}
+	s.mu.Unlock()
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return env, nil, ctx.Err()
+	case <-s.ctx.Done():
+		return env, nil, ErrSessionClosed
+	}
+	var id []byte
+	if env.isRequest() {
+		id = append([]byte(nil), env.idRaw()...)
+	}
+	return env, id, nil
+}
+
+// exchange POSTs one message and passes whatever the server answers on that request to
+// deliver (copies it may keep). The request gets exactly one response: the server's, or an
+// error when the server cannot answer — unless the session closes or, for Exchange, the
+// caller gives up (base cancelled while the session lives): then nothing is answered.
+func (s *httpSession) exchange(base context.Context, msg, id []byte, method string, deliver func([]byte)) {
 	defer func() { <-s.sem }()
 	s.mu.Lock()
 	sid, version, initWait := s.sessionID, s.version, s.initWait
@@ -431,19 +462,27 @@ func (s *httpSession) exchange(msg, id []byte, method string) {
 			s.mu.Unlock()
 		}()
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.u.s.requestTimeout)
+	fail := func(msg string) {
+		if id == nil {
+			s.u.s.log.Warn("upstream message not delivered", "reason", msg)
+			return
+		}
+		deliver(errorResponse(id, codeInternalError, msg))
+	}
+	gone := func() bool { return s.ctx.Err() != nil || base.Err() != nil }
+	ctx, cancel := context.WithTimeout(base, s.u.s.requestTimeout)
 	defer cancel()
 	resp, err := s.u.post(ctx, msg, sid, version)
 	if err != nil {
 		switch {
-		case s.ctx.Err() != nil:
+		case gone():
 		case ctx.Err() != nil:
-			s.fail(id, fmt.Sprintf("upstream request timed out after %s", s.u.s.requestTimeout))
+			fail(fmt.Sprintf("upstream request timed out after %s", s.u.s.requestTimeout))
 		default:
 			s.u.s.log.Warn("upstream HTTP request failed", "err", err)
 			s.u.ready.Store(false)
 			s.u.recheck()
-			s.fail(id, "upstream unreachable; request not completed")
+			fail("upstream unreachable; request not completed")
 		}
 		return
 	}
@@ -479,7 +518,7 @@ func (s *httpSession) exchange(msg, id []byte, method string) {
 				}
 			}
 		}
-		s.deliver(append([]byte(nil), m...))
+		deliver(append([]byte(nil), m...))
 	}
 	switch resp.StatusCode {
 	case http.StatusAccepted:
@@ -497,9 +536,9 @@ func (s *httpSession) exchange(msg, id []byte, method string) {
 				lastEvent = next
 			}
 		}
-		if err != nil && s.ctx.Err() == nil {
+		if err != nil && !gone() {
 			if ctx.Err() != nil && !answered {
-				s.fail(id, fmt.Sprintf("upstream request timed out after %s", s.u.s.requestTimeout))
+				fail(fmt.Sprintf("upstream request timed out after %s", s.u.s.requestTimeout))
 				return
 			}
 			s.u.s.log.Warn("reading upstream response failed", "err", err)
@@ -510,15 +549,15 @@ func (s *httpSession) exchange(msg, id []byte, method string) {
 		if env, err := parseEnvelope(bytes.TrimSpace(body)); err == nil && env.isResponse() && want != "" && idKey(env.idRaw()) == want {
 			relay(env.raw)
 		} else if resp.StatusCode == http.StatusNotFound && sid != "" {
-			s.fail(id, "upstream session expired; initialize a new session")
+			fail("upstream session expired; initialize a new session")
 			return
 		} else {
-			s.fail(id, fmt.Sprintf("upstream answered HTTP %d", resp.StatusCode))
+			fail(fmt.Sprintf("upstream answered HTTP %d", resp.StatusCode))
 			return
 		}
 	}
-	if id != nil && !answered && s.ctx.Err() == nil {
-		s.fail(id, "upstream ended the response without answering the request")
+	if id != nil && !answered && !gone() {
+		fail("upstream ended the response without answering the request")
 	}
 }
 
@@ -600,14 +639,6 @@ func (s *httpSession) listen() {
 			delay = min(2*delay, s.u.s.backoff.Max)
 		}
 	})
-}
-
-func (s *httpSession) fail(id []byte, msg string) {
-	if id == nil {
-		s.u.s.log.Warn("upstream message not delivered", "reason", msg)
-		return
-	}
-	s.deliver(errorResponse(id, codeInternalError, msg))
 }
 
 // deliver queues a message without blocking; a session whose reader falls a whole queue

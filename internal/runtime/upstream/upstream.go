@@ -68,6 +68,21 @@ type Receiver interface {
 	Receive(fn func(msg []byte), end func())
 }
 
+// Exchanger is implemented by sessions whose upstream answers each request on a stream of
+// its own (Streamable HTTP): the caller can then relay one message on its own goroutine,
+// as a plain reverse proxy does, instead of handing it to a goroutine of the session's.
+type Exchanger interface {
+	// Exchange relays msg and passes every message the upstream sends on that message's
+	// stream to fn, in order, on the calling goroutine; it returns when the stream has
+	// ended. A request gets exactly one response through fn (the server's, or an error
+	// when the server cannot answer), as with Send and Messages(), unless ctx ends first
+	// (the caller gave up: the upstream request is abandoned and nothing more is passed)
+	// or the session closes. An error means msg was not accepted (as from Send) and fn
+	// was not called. fn gets copies it may keep; messages that do not belong to this
+	// stream still go to Messages() or the Receiver.
+	Exchange(ctx context.Context, msg []byte, fn func(msg []byte)) error
+}
+
 // receiver is the Receiver state of a session.
 type receiver struct {
 	mu    sync.Mutex
