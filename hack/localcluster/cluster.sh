@@ -27,7 +27,7 @@ export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 # --- the interface (fixed: tests and the demo rely on these) --------------------------------
 K8S_VERSION=${LOCALCLUSTER_K8S_VERSION:-1.36.3}
-S=${LOCALCLUSTER_DIR:-$HOME/.cache/mcp-fleet-operator/localcluster}
+S=${LOCALCLUSTER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mcp-fleet-operator/localcluster}
 IMAGES_DIR=${LOCALCLUSTER_IMAGES_DIR:-$S/images}
 # Image tarball directories imported by up, besides IMAGES_DIR (colon-separated).
 IMAGE_DIRS=${LOCALCLUSTER_IMAGE_DIRS:-$REPO/dist/images}
@@ -87,7 +87,7 @@ alive() {
 # start NAME CMD...: detached (own session, no lock fd, no terminal), log in logs/NAME.log.
 start() {
   local name=$1; shift
-  setsid "$@" </dev/null >>"$S/logs/$name.log" 2>&1 9>&- &
+  setsid "$@" </dev/null >>"$S/logs/$name.log" 2>&1 7>&- 8>&- 9>&- &
   echo $! >"$S/run/$name.pid"
   log "started $name (pid $!) $(since)"
 }
@@ -104,26 +104,30 @@ stop() {
   done
   [ ${#pids[@]} -gt 0 ] || return 0
   kill "${pids[@]}" 2>/dev/null || true
+  local t=$SECONDS
   for _ in $(seq 1 100); do
     left=; for p in "${pids[@]}"; do running "$p" && left=1; done
     [ -z "$left" ] && break
     sleep 0.2
   done
   for p in "${pids[@]}"; do
-    if running "$p"; then log "SIGKILL pid $p"; kill -9 "$p" 2>/dev/null || true; fi
+    if running "$p"; then log "SIGKILL pid $p ($(cut -d' ' -f2,3 "/proc/$p/stat" 2>/dev/null) after $((SECONDS - t))s)"; kill -9 "$p" 2>/dev/null || true; fi
   done
   log "stopped ${names[*]} $(since)"
 }
 
-# waitfor WHAT SECONDS COMPONENT CMD...: poll CMD once a second; fail early if COMPONENT died.
+# waitfor WHAT SECONDS COMPONENT[,COMPONENT...] CMD...: poll CMD once a second; fail early,
+# with its log, if a COMPONENT died.
 waitfor() {
-  local what=$1 n=$2 comp=$3; shift 3
+  local what=$1 n=$2 comps=$3 comp; shift 3
   for _ in $(seq 1 "$n"); do
     if "$@" >/dev/null 2>&1; then log "$what ok $(since)"; return 0; fi
-    if [ "$comp" != - ] && ! alive "$comp"; then
-      log "$comp exited; last lines of $S/logs/$comp.log:"; tail -20 "$S/logs/$comp.log" >&2 || true
-      die "$what: $comp is not running"
-    fi
+    for comp in ${comps//,/ }; do
+      if ! alive "$comp"; then
+        log "$comp exited; last lines of $S/logs/$comp.log:"; tail -20 "$S/logs/$comp.log" >&2 || true
+        die "$what: $comp is not running"
+      fi
+    done
     sleep 1
   done
   for comp in "${COMPONENTS[@]}"; do [ -f "$S/logs/$comp.log" ] && { log "--- $comp.log (tail)"; tail -5 "$S/logs/$comp.log" >&2; }; done
@@ -252,9 +256,13 @@ teardown() {
     for _ in $(seq 1 45); do [ -z "$(kc get pods -A --no-headers 2>/dev/null)" ] && break; sleep 1; done
     log "pods deleted $(since)"
   fi
+  # kube-proxy's own cleanup first (only if it ran); cleanup_iptables below catches the rest
+  local proxy_ran=; [ -f "$S/run/kube-proxy.pid" ] && proxy_ran=1
   stop kube-proxy kubelet
-  if [ -x "$S/bin/kube-proxy" ]; then timeout 30 "$S/bin/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
-  log "kube-proxy rules cleaned $(since)"
+  if [ -n "$proxy_ran" ] && [ -x "$S/bin/kube-proxy" ]; then
+    timeout 30 "$S/bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
+    log "kube-proxy rules cleaned $(since)"
+  fi
   # 2. what is left in containerd (partial up, pods that did not stop)
   if alive containerd; then
     for c in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s KILL "$c" >/dev/null 2>&1 || true; done
@@ -604,6 +612,9 @@ on_up_exit() {
   local rc=$?
   [ -n "$UP_DONE" ] && return 0
   trap '' INT TERM
+  # a signal trap may run inside a redirected function call (waitfor's `kc ... >/dev/null`):
+  # back to the caller's stdout and stderr, saved by up
+  exec 1>&7 2>&8
   log "up failed or was interrupted (rc=$rc): tearing down"
   teardown || true
   log "logs of this attempt are in $S/logs"
@@ -641,6 +652,7 @@ up() {
   # Logs of the previous run move to logs-last; this run's stay in logs/ even after down.
   if [ -d "$S/logs" ]; then rm -rf "$S/logs-last"; mv "$S/logs" "$S/logs-last"; fi
   mkdir -p "$S/logs" "$S/run" "$S/var/etcd" "$S/var/kubelet" "$S/var/log/pods" "$S/etc"
+  exec 7>&1 8>&2
   trap on_up_exit EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
@@ -696,7 +708,7 @@ up() {
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$P/front-proxy-client.crt" --proxy-client-key-file="$P/front-proxy-client.key"
-  waitfor kube-apiserver 90 kube-apiserver kc get --raw /readyz
+  waitfor kube-apiserver 90 etcd,kube-apiserver kc get --raw /readyz
   kc apply --server-side --field-manager=localcluster -f "$S/etc/cluster-dns.yaml" >/dev/null
   start coredns "$S/bin/coredns" -conf "$S/etc/Corefile"
   start kube-controller-manager "$S/bin/kube-controller-manager" --kubeconfig="$S/etc/kube-controller-manager.kubeconfig" \
@@ -713,11 +725,11 @@ up() {
     --root-dir="$S/var/kubelet" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP"
   start kube-proxy "$S/bin/kube-proxy" --config="$S/etc/kube-proxy.yaml"
 
-  waitfor "node $NODE_NAME Ready" 120 kubelet kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=2s
-  waitfor "ServiceAccount default/default" 60 kube-controller-manager kc get serviceaccount default
+  waitfor "node $NODE_NAME Ready" 120 containerd,kube-apiserver,kubelet kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=2s
+  waitfor "ServiceAccount default/default" 60 kube-apiserver,kube-controller-manager kc get serviceaccount default
   waitfor "ConfigMap default/kube-root-ca.crt" 60 kube-controller-manager kc get configmap kube-root-ca.crt
   waitfor "Service default/kubernetes" 30 kube-apiserver kc get service kubernetes
-  waitfor "cluster DNS ($DNS_SERVICE_IP -> coredns on $NODE_IP)" 60 coredns curl -fsS --max-time 2 "http://$NODE_IP:8181/ready"
+  waitfor "cluster DNS ($DNS_SERVICE_IP -> coredns on $NODE_IP)" 60 coredns,kube-proxy curl -fsS --max-time 2 "http://$NODE_IP:8181/ready"
   for c in "${COMPONENTS[@]}"; do alive "$c" || die "$c exited during up (see $S/logs/$c.log)"; done
 
   install -m 600 "$S/etc/admin.kubeconfig" "$KUBECONFIG_PATH"
