@@ -215,6 +215,19 @@ cleanup_cgroups() {
   return 0
 }
 
+# nft tables (FAMILY NAME lines) that exist now but did not before up.
+new_nft_tables() {
+  [ -f "$S/nft-tables.before" ] || return 0
+  nft list tables 2>/dev/null | awk '{print $2, $3}' | grep -vxF -f "$S/nft-tables.before" || true
+}
+
+# nft_table_empty FAMILY NAME: only base chains, no rules, every policy accept.
+nft_table_empty() {
+  local body
+  body=$(nft list table "$1" "$2" 2>/dev/null) || return 1
+  ! grep -qE 'policy drop' <<<"$body" && ! grep -qvE '^\s*(table .*\{|chain .*\{|type .*;|\}|)\s*$' <<<"$body"
+}
+
 cleanup_iptables() {
   local ipt t ch
   for ipt in iptables ip6tables; do
@@ -229,12 +242,16 @@ cleanup_iptables() {
       for ch in $($ipt -t $t -S 2>/dev/null | awk '/^-N (KUBE|CNI)-/{print $2}'); do $ipt -t $t -X "$ch" 2>/dev/null || true; done
     done
   done
-  # kube-proxy's nftables tables (its iptables mode still cleans them up, and may leave them)
+  # kube-proxy's nftables tables (its iptables mode still cleans them up, and may leave them),
+  # then the iptables-nft tables that appeared with the cluster and are empty again
   if command -v nft >/dev/null; then
-    local fam
+    local fam tbl
     for fam in ip ip6; do
       if nft list table $fam kube-proxy >/dev/null 2>&1; then nft delete table $fam kube-proxy 2>/dev/null || true; fi
     done
+    while read -r fam tbl; do
+      nft_table_empty "$fam" "$tbl" && { nft delete table "$fam" "$tbl" 2>/dev/null || true; }
+    done < <(new_nft_tables)
   fi
   if command -v conntrack >/dev/null; then
     conntrack -D -d "$SERVICE_CIDR" >/dev/null 2>&1 || true
@@ -336,6 +353,7 @@ leftovers() {
   done
   if command -v nft >/dev/null; then
     for t in ip ip6; do nft list table $t kube-proxy >/dev/null 2>&1 && left "nftables table $t kube-proxy"; done
+    while read -r t c; do left "nftables table $t $c (created during the cluster's life)"; done < <(new_nft_tables)
   fi
   for l in "$NODE_BRIDGE" "$POD_BRIDGE"; do ip link show "$l" >/dev/null 2>&1 && left "link $l"; done
   ip route show | grep -qE "^${POD_CIDR%/*}" && left "route to $POD_CIDR"
@@ -660,6 +678,11 @@ up() {
   # What exists before we touch the host, so down removes only what up added.
   : >"$S/host-preexisting"
   for c in "${HOST_PATHS[@]}"; do [ -e "$c" ] && echo "$c" >>"$S/host-preexisting"; done
+  if command -v nft >/dev/null; then
+    nft list tables 2>/dev/null | awk '{print $2, $3}' >"$S/nft-tables.before" || true
+    # an empty file would make grep -f match everything: keep a line that matches no table
+    [ -s "$S/nft-tables.before" ] || echo "none none" >"$S/nft-tables.before"
+  fi
   [ -f "$S/sysctl.orig" ] || for c in "${SYSCTLS[@]}"; do
     [ -r "/proc/sys/$c" ] && echo "$c $(cat "/proc/sys/$c")" >>"$S/sysctl.orig"
   done
@@ -670,7 +693,13 @@ up() {
   preflight_tools
   binaries
   local f
-  for f in pause probe everything-server; do [ -f "$IMAGES_DIR/$f.tar" ] || { build_images; break; }; done
+  # (re)build the own images when one is missing or older than its sources
+  for f in pause probe everything-server; do
+    if [ ! -f "$IMAGES_DIR/$f.tar" ] || [ -n "$(find "$HERE/pause" "$HERE/probe" "$HERE/images" "$REPO/hack/images/imagebuild" \
+         -name '*.go' -newer "$IMAGES_DIR/$f.tar" 2>/dev/null | head -1)" ]; then
+      build_images; break
+    fi
+  done
   rm -rf "$S/pki"
   pki_generate "$S/pki" "$NODE_NAME" "$NODE_IP" "$API_SERVICE_IP"
   write_configs
