@@ -89,7 +89,15 @@ func startHTTPRuntime(t *testing.T) *httpRuntime {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = es.Process.Kill(); _ = es.Wait() })
+	return startTestRuntime(t, func(c *config.Config) {
+		c.Upstream.Transport, c.Upstream.URL = config.UpstreamHTTP, "http://"+esAddr+"/mcp"
+	}, nil)
+}
 
+// startTestRuntime serves the runtime on plain HTTP, anonymous, in front of the upstream
+// edit configures (default: the stdio everything-server, command).
+func startTestRuntime(t *testing.T, edit func(*config.Config), command []string) *httpRuntime {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := &config.Config{
 		Listen:   config.Listen{Address: "127.0.0.1:0", HealthAddress: "localhost:0"},
@@ -97,8 +105,10 @@ func startHTTPRuntime(t *testing.T) *httpRuntime {
 		Endpoint: config.Endpoint{PublicURL: "http://127.0.0.1/mcp", Transports: []string{config.TransportStreamableHTTP}},
 		Auth:     config.Auth{Anonymous: true},
 		Audit:    config.Audit{File: filepath.Join(dir, "audit.log")},
-		Upstream: config.Upstream{Transport: config.UpstreamHTTP, URL: "http://" + esAddr + "/mcp",
-			RequestTimeout: config.D(3 * time.Second), ShutdownGrace: config.D(time.Second)},
+		Upstream: config.Upstream{RequestTimeout: config.D(3 * time.Second), ShutdownGrace: config.D(time.Second)},
+	}
+	if edit != nil {
+		edit(cfg)
 	}
 	cfg.Default()
 	if err := cfg.Validate(); err != nil {
@@ -106,7 +116,7 @@ func startHTTPRuntime(t *testing.T) *httpRuntime {
 	}
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := Build(ctx, cfg, Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), DrainTimeout: time.Second})
+	srv, err := Build(ctx, cfg, Options{Command: command, Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), DrainTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

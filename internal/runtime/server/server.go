@@ -21,8 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/netutil"
-
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/audit"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
@@ -210,7 +208,7 @@ func (s *Server) Serve(ctx context.Context, ln, healthLn net.Listener) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          errLog,
 	}
-	ln = netutil.LimitListener(ln, s.cfg.Limits.MaxConnections)
+	ln = newLimitListener(ln, s.cfg.Limits.MaxConnections)
 
 	errs := make(chan error, 2)
 	go func() {

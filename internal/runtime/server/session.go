@@ -49,6 +49,11 @@ type pendingCall struct {
 // streamSink receives messages that are not responses to a waiting POST.
 type streamSink struct {
 	ch chan []byte
+	// notify, if set, is called after a message was queued (a WebSocket starts its writer).
+	notify func()
+	// overflow, if set, is called instead of dropping a message this sink, the session's
+	// stream, has no room for (a WebSocket whose client stopped reading is closed).
+	overflow func()
 }
 
 // session is one client session bound to one upstream session. All transports use it: the
@@ -73,20 +78,28 @@ type session struct {
 }
 
 func newSession(srv *Server, id string, up upstream.Session, c caller) *session {
+	return newSessionThen(srv, id, up, c, nil)
+}
+
+// newSessionThen is newSession with a function called once the upstream session ended and
+// its in-flight requests were failed (after done is closed).
+func newSessionThen(srv *Server, id string, up upstream.Session, c caller, ended func()) *session {
 	s := openSession(srv, id, up, c)
+	end := s.upstreamEnded
+	if ended != nil {
+		end = func() { s.upstreamEnded(); ended() }
+	}
 	if r, ok := up.(upstream.Receiver); ok {
 		// deliver never blocks (replies are buffered, streams drop when full), so it may run
 		// on the upstream's goroutine: no pump, and one hand-off less per response.
-		r.Receive(s.deliver, s.upstreamEnded)
+		r.Receive(s.deliver, end)
 	} else {
-		go s.pump()
+		go s.pump(end)
 	}
 	return s
 }
 
-// openSession is newSession without the pump goroutine: the caller reads up.Messages()
-// itself, hands each message to deliver and calls upstreamEnded once the channel is
-// closed (the WebSocket writer does, saving a goroutine per idle socket).
+// openSession creates the session without connecting it to the upstream's messages.
 func openSession(srv *Server, id string, up upstream.Session, c caller) *session {
 	s := &session{
 		id: id, srv: srv, up: up, caller: c, created: time.Now(), lastUsed: time.Now(),
@@ -96,12 +109,12 @@ func openSession(srv *Server, id string, up upstream.Session, c caller) *session
 	return s
 }
 
-// pump relays everything the upstream sends for this session until it ends.
-func (s *session) pump() {
+// pump relays everything the upstream sends for this session until it ends, then calls end.
+func (s *session) pump(end func()) {
 	for raw := range s.up.Messages() {
 		s.deliver(raw)
 	}
-	s.upstreamEnded()
+	end()
 }
 
 // upstreamEnded fails the requests still waiting so no client hangs on a dead upstream,
@@ -148,12 +161,18 @@ func (s *session) toStream(out []byte) {
 	for _, k := range sinks {
 		select {
 		case k.ch <- out:
+			if k.notify != nil {
+				k.notify()
+			}
 			return
 		default: // full: a slow reader must not stall the upstream pump
 		}
 	}
 	s.srv.log.Debug("Dropped a server message with no open stream", "session", s.id)
 	s.srv.obs.dropped(s.caller.transport)
+	if n := len(sinks); n > 0 && sinks[n-1].overflow != nil {
+		sinks[n-1].overflow()
+	}
 }
 
 // track registers a relayed request. It refuses a duplicate id or too many in flight.

@@ -1,14 +1,24 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha1" //nolint:gosec // RFC 6455 defines Sec-WebSocket-Accept with SHA-1
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/ratelimit"
@@ -22,10 +32,18 @@ const (
 	wsPingInterval = 30 * time.Second
 	wsPingTimeout  = 10 * time.Second
 	wsWriteTimeout = 30 * time.Second
-	// wsSinkQueue holds messages for the socket that do not come from the upstream session
-	// (refusals, timeouts) or that wsWriter relayed and has not written yet.
+	// wsCloseWait bounds waiting for the peer's close frame after sending ours.
+	wsCloseWait = 5 * time.Second
+	// wsSinkQueue holds messages for the socket that its writer has not written yet. A
+	// client that lets it fill up has stopped reading and is disconnected.
 	wsSinkQueue = 32
 )
+
+// wsTryAgainLater is close code 1013 (IANA registry; not among the library's constants).
+const wsTryAgainLater ws.StatusCode = 1013
+
+// wsGUID is the RFC 6455 key suffix for Sec-WebSocket-Accept.
+const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 func isWebSocketUpgrade(r *http.Request) bool {
 	return r.Method == http.MethodGet && headerHasToken(r.Header, "Connection", "upgrade") &&
@@ -43,52 +61,339 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// serveWebSocket runs one MCP WebSocket: one JSON-RPC message per text frame, binary frames
-// refused (1003), frames over MaxMessageBytes refused (1009), and — when the upgrade carried
-// no credentials — a first frame {"type":"auth","token":…} within the configured timeout
-// (1008 otherwise). The Origin allowlist ran before this handler: a foreign page never gets
-// an upgrade.
+// serveWebSocket upgrades to an MCP WebSocket: one JSON-RPC message per text frame, binary
+// frames refused (1003), messages over MaxMessageBytes refused (1009), and — when the
+// upgrade carried no credentials — a first frame {"type":"auth","token":…} within the
+// configured timeout (1008 otherwise). The Origin allowlist ran before this handler: a
+// foreign page never gets an upgrade. No extension (permessage-deflate: compression bombs
+// and CRIME-style leaks are not worth it) is negotiated.
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if !headerHasToken(r.Header, "Sec-WebSocket-Protocol", wsSubprotocol) {
 		writeJSONError(w, http.StatusBadRequest, "websocket_subprotocol_mcp_required")
 		return
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols: []string{wsSubprotocol},
-		// The origin middleware already enforced the allowlist (which may admit other
-		// origins than the Host); the library's same-host check would contradict it.
-		InsecureSkipVerify: true,
-		// No permessage-deflate: compression bombs and CRIME-style leaks are not worth it.
-		CompressionMode: websocket.CompressionDisabled,
-	})
-	if err != nil {
-		return // Accept answered the client
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		writeJSONError(w, http.StatusBadRequest, "websocket_version_13_required")
+		return
 	}
-	conn.SetReadLimit(s.cfg.Limits.MaxMessageBytes)
-	ws := &wsConn{conn: conn, caller: s.callerOf(r, transportWebSocket), requestID: RequestID(r.Context())}
+	key := r.Header.Get("Sec-WebSocket-Key")
+	if k, err := base64.StdEncoding.DecodeString(key); err != nil || len(k) != 16 {
+		writeJSONError(w, http.StatusBadRequest, "invalid_sec_websocket_key")
+		return
+	}
+	sum := sha1.Sum([]byte(key + wsGUID)) //nolint:gosec // see the import
+	h := w.Header()
+	h.Set("Upgrade", "websocket")
+	h.Set("Connection", "Upgrade")
+	h.Set("Sec-WebSocket-Accept", base64.StdEncoding.EncodeToString(sum[:]))
+	h.Set("Sec-WebSocket-Protocol", wsSubprotocol)
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	netConn, brw, err := http.NewResponseController(w).Hijack() // sends the 101 first
+	if err != nil {
+		s.log.Warn("WebSocket upgrade failed", "error", err)
+		return
+	}
+	c := &wsConn{
+		srv: s, conn: netConn, maxMsg: s.cfg.Limits.MaxMessageBytes,
+		caller: s.callerOf(r, transportWebSocket), requestID: RequestID(r.Context()),
+		closed: make(chan struct{}),
+	}
+	// Bytes the client sent right behind the upgrade request; net/http's buffers are then
+	// let go (an idle socket keeps none).
+	if br := brw.Reader; br.Buffered() > 0 {
+		c.pending, _ = br.Peek(br.Buffered())
+		c.pending = bytes.Clone(c.pending)
+	}
+	c.tls, _ = netConn.(*tls.Conn)
+	c.raw = rawConnOf(netConn)
 	if auth.FirstMessagePending(r.Context()) {
 		// The auth decision is reported with the upgrade request; the request is kept only
 		// until the first frame is verified.
-		ws.firstAuth = r.WithContext(context.WithoutCancel(r.Context()))
+		c.firstAuth = r.WithContext(context.WithoutCancel(r.Context()))
 	}
 	// Serve the socket on a goroutine of its own and return: net/http then frees what it
-	// holds per connection and request (its buffers, the handler's stack, the request),
-	// which every idle socket would otherwise keep. The socket's context hangs off the
-	// server's, not the request's (net/http cancels that one when the handler returns).
-	go s.runWebSocket(ws)
+	// holds per connection and request (the handler's stack, the request), which every
+	// idle socket would otherwise keep.
+	go s.runWebSocket(c)
 }
 
-// wsConn is what an accepted MCP WebSocket needs from its upgrade request.
+// rawConnOf returns the socket under a (TLS) connection, or nil.
+func rawConnOf(c net.Conn) syscall.RawConn {
+	if t, ok := c.(*tls.Conn); ok {
+		c = t.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// wsConn is one MCP WebSocket. An idle one costs a goroutine parked on its socket with a
+// small stack, the TLS state and a few small structs: no read or write buffers (frames are
+// read into the message they carry, written from a pooled buffer), no writer goroutine (one
+// is started when there is something to write and ends when the queue is empty), no ping
+// goroutine (a timer).
 type wsConn struct {
-	conn      *websocket.Conn
+	srv       *Server
+	conn      net.Conn
+	tls       *tls.Conn       // nil without TLS
+	raw       syscall.RawConn // the socket, nil if unavailable (then reads just block)
+	pending   []byte          // read ahead: bytes behind the upgrade request, a probed byte
+	maxMsg    int64
 	caller    caller
 	requestID string
 	firstAuth *http.Request // set while first-message authentication is pending
+
+	sess *session
+	sink *streamSink
+
+	wmu       sync.Mutex  // one frame write at a time
+	writing   atomic.Bool // a writer goroutine is draining sink
+	closing   atomic.Bool // our close frame was sent (or the connection is going down)
+	closeOnce sync.Once
+	closed    chan struct{} // closed with the connection
+
+	pingTimer *time.Timer
+	pongWant  atomic.Int64 // payload of the ping awaiting its pong (0: none)
+	pingSeq   atomic.Int64
 }
 
-func (s *Server) runWebSocket(ws *wsConn) {
-	conn := ws.conn
-	defer func() { _ = conn.CloseNow() }()
+// errWSClosing ends the read loop when the connection is being closed.
+var errWSClosing = errors.New("websocket closing")
+
+// Read implements io.Reader over the read-ahead bytes, then the connection.
+func (c *wsConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.conn.Read(p)
+}
+
+// waitReadable returns once the connection has data (or an error) to read. While nothing
+// is buffered above the socket it parks on the socket itself, so an idle connection's
+// goroutine holds a shallow stack, not one inside a TLS read.
+func (c *wsConn) waitReadable() error {
+	if len(c.pending) > 0 || c.raw == nil || c.closing.Load() {
+		return nil // closing: plain reads under the close deadline
+	}
+	if c.tls != nil {
+		// A record may already sit decrypted or buffered in the TLS layer: probe with an
+		// expired deadline (a timeout leaves the TLS state intact).
+		var b [1]byte
+		_ = c.conn.SetReadDeadline(time.Unix(1, 0))
+		n, err := c.conn.Read(b[:])
+		_ = c.conn.SetReadDeadline(time.Time{})
+		if n > 0 {
+			c.pending = append(c.pending[:0], b[0])
+			return nil
+		}
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			return err
+		}
+	}
+	var peek [1]byte
+	var rerr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		_, _, e := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if e == syscall.EAGAIN || e == syscall.EINTR {
+			return false // park until the socket is readable
+		}
+		if e != nil {
+			rerr = e
+		}
+		return true // data, EOF or an error: the real read reports it
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
+}
+
+// next reads the next data message, answering pings and the peer's close on the way. It
+// returns the opcode (text or binary) and the whole payload.
+func (c *wsConn) next() (ws.OpCode, []byte, error) {
+	var msg []byte
+	var op ws.OpCode
+	state := ws.StateServerSide
+	for {
+		if err := c.waitReadable(); err != nil {
+			return 0, nil, err
+		}
+		h, err := ws.ReadHeader(c)
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := ws.CheckHeader(h, state); err != nil {
+			c.close(ws.StatusProtocolError, err.Error())
+			return 0, nil, err
+		}
+		if !h.OpCode.IsControl() && int64(len(msg))+h.Length > c.maxMsg {
+			c.close(ws.StatusMessageTooBig, "message exceeds "+strconv.FormatInt(c.maxMsg, 10)+" bytes")
+			return 0, nil, errWSClosing
+		}
+		payload := make([]byte, h.Length)
+		if _, err := io.ReadFull(c, payload); err != nil {
+			return 0, nil, err
+		}
+		ws.Cipher(payload, h.Mask, 0)
+		switch h.OpCode {
+		case ws.OpPing:
+			if !c.closing.Load() {
+				go func() { _ = c.writeFrame(ws.OpPong, payload) }() // never block the reader on a write
+			}
+			continue
+		case ws.OpPong:
+			if want := c.pongWant.Load(); want != 0 && string(payload) == strconv.FormatInt(want, 10) {
+				c.pongWant.CompareAndSwap(want, 0)
+			}
+			continue
+		case ws.OpClose:
+			code, reason := ws.StatusNoStatusRcvd, ""
+			if len(payload) >= 2 {
+				code, reason = ws.ParseCloseFrameData(payload)
+				if ws.CheckCloseFrameData(code, reason) != nil {
+					code = ws.StatusProtocolError
+				}
+			}
+			if code == ws.StatusNoStatusRcvd {
+				code = ws.StatusNormalClosure
+			}
+			c.close(code, "") // echo it (a no-op if ours went first), then hang up
+			c.shutdown()
+			return 0, nil, errWSClosing
+		}
+		if c.closing.Load() {
+			continue // after our close frame only the peer's close counts
+		}
+		if h.OpCode != ws.OpContinuation {
+			op = h.OpCode
+		}
+		msg = append(msg, payload...)
+		if !h.Fin {
+			state = state.Set(ws.StateFragmented)
+			continue
+		}
+		return op, msg, nil
+	}
+}
+
+var wsFrameBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// writeFrame writes one unfragmented frame within wsWriteTimeout; a failed write takes the
+// connection down (a TLS connection is unusable after a write timeout anyway).
+func (c *wsConn) writeFrame(op ws.OpCode, payload []byte) error {
+	buf := wsFrameBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	_ = ws.WriteHeader(buf, ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))})
+	buf.Write(payload)
+	c.wmu.Lock()
+	err := errWSClosing
+	if !c.closing.Load() || op == ws.OpClose {
+		_ = c.conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+		_, err = c.conn.Write(buf.Bytes())
+	}
+	c.wmu.Unlock()
+	if buf.Cap() <= 64<<10 {
+		wsFrameBufs.Put(buf)
+	}
+	if err != nil && !errors.Is(err, errWSClosing) {
+		c.shutdown()
+	}
+	return err
+}
+
+// close sends a close frame (once) and lets the peer answer within wsCloseWait, after which
+// the connection is dropped; the read loop hangs up when the answer comes.
+func (c *wsConn) close(code ws.StatusCode, reason string) {
+	c.wmu.Lock()
+	first := c.closing.CompareAndSwap(false, true)
+	c.wmu.Unlock()
+	if !first {
+		return
+	}
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	_ = c.writeFrame(ws.OpClose, ws.NewCloseFrameBody(code, reason))
+	_ = c.conn.SetReadDeadline(time.Now().Add(wsCloseWait))
+	time.AfterFunc(wsCloseWait, c.shutdown)
+}
+
+// shutdown closes the connection at once.
+func (c *wsConn) shutdown() {
+	c.closeOnce.Do(func() {
+		c.closing.Store(true)
+		_ = c.conn.Close()
+		close(c.closed)
+	})
+}
+
+// kick starts the writer if it is not running.
+func (c *wsConn) kick() {
+	if c.writing.CompareAndSwap(false, true) {
+		go c.flush()
+	}
+}
+
+// flush writes the queued messages, one text frame each, and ends when the queue is empty.
+// A nil message means the upstream session ended: the socket is closed (1011) after what
+// was queued before it (the errors of calls that were in flight).
+func (c *wsConn) flush() {
+	for {
+		for empty := false; !empty; {
+			select {
+			case out := <-c.sink.ch:
+				if out == nil {
+					c.close(ws.StatusInternalServerError, "upstream session ended")
+					continue
+				}
+				_ = c.writeFrame(ws.OpText, out)
+			default:
+				empty = true
+			}
+		}
+		c.writing.Store(false)
+		if len(c.sink.ch) == 0 || !c.writing.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// ping sends a ping; a peer that does not answer within wsPingTimeout is dropped.
+func (c *wsConn) ping() {
+	select {
+	case <-c.closed:
+		return
+	default:
+	}
+	if c.pongWant.Load() != 0 { // the last ping went unanswered
+		c.shutdown()
+		return
+	}
+	seq := c.pingSeq.Add(1)
+	c.pongWant.Store(seq)
+	if c.writeFrame(ws.OpPing, []byte(strconv.FormatInt(seq, 10))) != nil {
+		return
+	}
+	time.AfterFunc(wsPingTimeout, func() {
+		if c.pongWant.Load() == seq {
+			c.shutdown()
+		}
+	})
+	c.pingTimer.Reset(wsPingInterval)
+}
+
+func (s *Server) runWebSocket(c *wsConn) {
+	defer c.shutdown()
 	defer func() {
 		if v := recover(); v != nil {
 			s.log.Error("WebSocket handler panic", "panic", v, "stack", string(debug.Stack()))
@@ -96,55 +401,89 @@ func (s *Server) runWebSocket(ws *wsConn) {
 	}()
 	ctx, cancel := context.WithCancel(s.baseCtx)
 	defer cancel()
+	stopOnShutdown := context.AfterFunc(s.stoppingCtx, func() { c.close(ws.StatusGoingAway, "server shutting down") })
+	defer stopOnShutdown()
 
-	c := ws.caller
-	if r := ws.firstAuth; r != nil {
-		ws.firstAuth = nil
-		p, ok := s.firstMessageAuth(r.Context(), ctx, conn)
+	cl := c.caller
+	if r := c.firstAuth; r != nil {
+		c.firstAuth = nil
+		p, ok := s.firstMessageAuth(r.Context(), ctx, c)
 		if !ok {
+			c.drainClose()
 			return
 		}
-		c.principal, c.hasAuth = p, true
-		c.rateKey = ratelimit.Key(r.WithContext(auth.WithPrincipal(r.Context(), p)))
+		cl.principal, cl.hasAuth = p, true
+		cl.rateKey = ratelimit.Key(r.WithContext(auth.WithPrincipal(r.Context(), p)))
 	}
 
 	up, err := s.deps.Upstream.NewSession(s.sessionContext())
 	if err != nil {
 		s.log.Warn("Opening an upstream session failed", "error", err)
-		_ = conn.Close(websocket.StatusTryAgainLater, "upstream unavailable")
+		c.close(wsTryAgainLater, "upstream unavailable")
+		c.drainClose()
 		return
 	}
-	// No pump goroutine: wsWriter reads the upstream session's messages itself.
-	sess := openSession(s, newID(16), up, c)
-	sink := &streamSink{ch: make(chan []byte, wsSinkQueue)}
-	sess.setStream(sink)
+	c.sink = &streamSink{ch: make(chan []byte, wsSinkQueue), notify: c.kick, overflow: c.shutdown}
+	sess := newSessionThen(s, newID(16), up, cl, func() {
+		select {
+		case c.sink.ch <- nil: // close once what is queued is written
+			c.kick()
+		default:
+			c.shutdown()
+		}
+	})
+	c.sess = sess
+	sess.setStream(c.sink)
 	s.obs.connOpened(transportWebSocket)
 	defer func() {
 		sess.close()
 		s.obs.connClosed(transportWebSocket)
 	}()
-
-	go s.wsWriter(ctx, cancel, conn, sess, sink)
+	c.pingTimer = time.AfterFunc(wsPingInterval, c.ping)
+	defer c.pingTimer.Stop()
 
 	for {
-		typ, data, err := conn.Read(ctx)
+		op, data, err := c.next()
 		if err != nil {
-			return // closed, too big (the library closed with 1009), or shutting down
+			c.drainClose()
+			return // closed, too big (closed with 1009), or shutting down
 		}
-		if typ != websocket.MessageText {
-			_ = conn.Close(websocket.StatusUnsupportedData, "binary frames are not accepted; send JSON-RPC as text")
+		if op != ws.OpText {
+			c.close(ws.StatusUnsupportedData, "binary frames are not accepted; send JSON-RPC as text")
+			c.drainClose()
 			return
 		}
 		msgs, batch, ref := s.parse(data, sess.negotiated())
 		if ref == nil {
-			ref = s.admit(ctx, sess, msgs, batch, admitOptions{perMessageLimit: true, requestID: ws.requestID})
+			ref = s.admit(ctx, sess, msgs, batch, admitOptions{perMessageLimit: true, requestID: c.requestID})
 		}
 		if ref != nil {
 			sess.toStream(ref.body)
 			continue
 		}
 		if !s.relay(ctx, sess, msgs) {
-			_ = conn.Close(websocket.StatusInternalError, "upstream unavailable")
+			c.close(ws.StatusInternalServerError, "upstream unavailable")
+			c.drainClose()
+			return
+		}
+	}
+}
+
+// drainClose waits (bounded by the close deadline) for the peer's close frame after ours,
+// so the peer reads our close code before the connection goes down.
+func (c *wsConn) drainClose() {
+	if !c.closing.Load() {
+		c.shutdown()
+		return
+	}
+	for {
+		select {
+		case <-c.closed:
+			return
+		default:
+		}
+		if _, _, err := c.next(); err != nil {
+			c.shutdown()
 			return
 		}
 	}
@@ -152,18 +491,17 @@ func (s *Server) runWebSocket(ws *wsConn) {
 
 // firstMessageAuth reads and verifies the auth frame; on failure it closes with 1008.
 // authCtx carries the upgrade request for the decision hook; ctx is the socket's.
-func (s *Server) firstMessageAuth(authCtx, ctx context.Context, conn *websocket.Conn) (auth.Principal, bool) {
-	// A read context deadline would make the library drop the TCP connection without a
-	// close frame; closing from a timer tells the client why (1008).
+func (s *Server) firstMessageAuth(authCtx, ctx context.Context, c *wsConn) (auth.Principal, bool) {
+	// Closing from a timer tells the client why (1008) instead of just dropping it.
 	timer := time.AfterFunc(s.deps.Auth.FirstMessageTimeout(), func() {
-		_ = conn.Close(websocket.StatusPolicyViolation, "authentication required")
+		c.close(ws.StatusPolicyViolation, "authentication required")
 	})
-	typ, frame, err := conn.Read(ctx)
+	op, frame, err := c.next()
 	if !timer.Stop() || err != nil {
 		return auth.Principal{}, false
 	}
-	if typ != websocket.MessageText {
-		_ = conn.Close(websocket.StatusPolicyViolation, "authentication required")
+	if op != ws.OpText {
+		c.close(ws.StatusPolicyViolation, "authentication required")
 		return auth.Principal{}, false
 	}
 	actx, acancel := context.WithCancel(authCtx)
@@ -172,85 +510,8 @@ func (s *Server) firstMessageAuth(authCtx, ctx context.Context, conn *websocket.
 	defer stop()
 	p, err := s.deps.Auth.FirstMessage(actx, frame)
 	if err != nil {
-		_ = conn.Close(websocket.StatusPolicyViolation, "authentication failed")
+		c.close(ws.StatusPolicyViolation, "authentication failed")
 		return auth.Principal{}, false
 	}
 	return p, true
-}
-
-// wsWriter is the socket's only other goroutine: it relays the upstream session's messages
-// (the pump of other transports), writes them one text frame each, and pings the peer. It
-// closes the socket when the upstream session ends (1011) or the server shuts down (1001).
-// However it ends, it keeps draining the upstream session until the handler closes it, so
-// requests still in flight are finished (audited) exactly as with a pump.
-func (s *Server) wsWriter(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn, sess *session, sink *streamSink) {
-	msgs := sess.up.Messages()
-	ended := false
-	defer func() {
-		cancel() // the handler's Read returns, and it closes the upstream session
-		if !ended {
-			for raw := range msgs {
-				sess.deliver(raw)
-			}
-			sess.upstreamEnded()
-		}
-	}()
-	write := func(out []byte) error {
-		wctx, wcancel := context.WithTimeout(ctx, wsWriteTimeout)
-		defer wcancel()
-		return conn.Write(wctx, websocket.MessageText, out)
-	}
-	ping := time.NewTicker(wsPingInterval)
-	defer ping.Stop()
-	var pinging atomic.Bool
-	for {
-		select {
-		case raw, ok := <-msgs:
-			if !ok {
-				ended = true
-				sess.upstreamEnded() // queues errors for in-flight calls on the sink
-				// Deliver them before closing.
-				for {
-					select {
-					case out := <-sink.ch:
-						_ = write(out)
-						continue
-					default:
-					}
-					break
-				}
-				_ = conn.Close(websocket.StatusInternalError, "upstream session ended")
-				return
-			}
-			sess.deliver(raw)
-			// Write what it produced now: the sink only buffers while a write is slow.
-			for len(sink.ch) > 0 {
-				if write(<-sink.ch) != nil {
-					return
-				}
-			}
-		case out := <-sink.ch:
-			if write(out) != nil {
-				return
-			}
-		case <-ping.C:
-			// Ping waits for the pong (read by the handler's loop): run it aside, one at a
-			// time, so writes go on meanwhile. A peer that does not answer is dropped.
-			if pinging.CompareAndSwap(false, true) {
-				go func() {
-					defer pinging.Store(false)
-					pctx, pcancel := context.WithTimeout(ctx, wsPingTimeout)
-					defer pcancel()
-					if conn.Ping(pctx) != nil {
-						cancel()
-					}
-				}()
-			}
-		case <-s.stopping:
-			_ = conn.Close(websocket.StatusGoingAway, "server shutting down")
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
 }
