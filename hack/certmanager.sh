@@ -45,9 +45,12 @@ case "$1" in
     fi
     log "building cert-manager-local with cert-manager $version (a few minutes the first time)"
     start=$SECONDS
-    CGO_ENABLED=0 go -C "$MODULE_DIR" build -trimpath -ldflags "-s -w" -o "$bin.tmp" . >&2 \
+    # A private temporary name: other scripts (demo, e2e) may build at the same time.
+    tmp=$(mktemp "$dir/.cert-manager-local.XXXXXX")
+    trap 'rm -f "$tmp"' EXIT
+    CGO_ENABLED=0 go -C "$MODULE_DIR" build -trimpath -ldflags "-s -w" -o "$tmp" . >&2 \
       || die "building hack/certmanager failed"
-    mv "$bin.tmp" "$bin"
+    mv "$tmp" "$bin"
     echo "$sum" >"$bin.sum"
     log "built cert-manager-local in $((SECONDS - start))s"
     echo "$bin"
@@ -64,8 +67,11 @@ case "$1" in
     src="$(go -C "$MODULE_DIR" list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager)/deploy/crds"
     ls "$src"/*.yaml >/dev/null 2>&1 || die "no CRDs in $src"
     # Every file starts with its own '---'; cat keeps them separate documents.
-    cat "$src"/*.yaml >"$out.tmp"
-    mv "$out.tmp" "$out"
+    tmp=$(mktemp "$dir/.crds.XXXXXX")
+    trap 'rm -f "$tmp"' EXIT
+    cat "$src"/*.yaml >"$tmp"
+    chmod 644 "$tmp"
+    mv "$tmp" "$out"
     log "wrote $(grep -c '^kind: CustomResourceDefinition' "$out") CRDs from $src"
     echo "$out"
     ;;

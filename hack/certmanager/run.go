@@ -39,7 +39,8 @@ func run(ctx context.Context, opts options) error {
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
-	// cert-manager's own /livez: fails when leader election stops renewing (with --leader-elect).
+	// cert-manager's own /livez: fails when leader election stops renewing (with --leader-elect),
+	// 20s past the lease, its default.
 	health := healthz.NewServer(20 * time.Second)
 	if opts.healthAddr != disabled {
 		ln, err := net.Listen("tcp", opts.healthAddr)
@@ -78,7 +79,7 @@ func waitForCRDs(ctx context.Context, cfg *rest.Config, timeout time.Duration) e
 		if ctx.Err() != nil {
 			return nil
 		}
-		// A group that is not served at all answers 404; anything else is the connection.
+		// A group nobody serves answers 404; anything else (connection, RBAC) is shown as is.
 		if lastErr != nil && !apierrors.IsNotFound(lastErr) {
 			return fmt.Errorf("asking %s for the cert-manager.io/v1 API failed for %s (is the cluster up and --kubeconfig right?): %w",
 				cfg.Host, timeout, lastErr)
