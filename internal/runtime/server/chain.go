@@ -86,10 +86,11 @@ func accessLog(log *slog.Logger) func(http.Handler) http.Handler {
 				if status == 0 {
 					status = http.StatusOK // hijacked (WebSocket) or empty
 				}
-				log.Info("Request",
-					"requestID", id, "method", r.Method, "path", r.URL.Path, "status", status,
-					"bytes", rec.bytes, "duration", time.Since(start).String(),
-					"remote", r.RemoteAddr, "proto", r.Proto)
+				log.LogAttrs(r.Context(), slog.LevelInfo, "Request",
+					slog.String("requestID", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+					slog.Int("status", status), slog.Int64("bytes", rec.bytes),
+					slog.String("duration", time.Since(start).String()),
+					slog.String("remote", r.RemoteAddr), slog.String("proto", r.Proto))
 			}()
 			next.ServeHTTP(rec, r)
 		})

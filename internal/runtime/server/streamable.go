@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
@@ -193,13 +192,8 @@ func (s *Server) exchangePost(w http.ResponseWriter, r *http.Request, sess *sess
 	var sse *sseWriter
 	answered, broken := false, false
 	// At shutdown a stream ends (as in awaitResponses); a plain request keeps draining.
-	var streaming atomic.Bool
-	stopWatch := context.AfterFunc(s.stoppingCtx, func() {
-		if streaming.Load() {
-			cancel()
-		}
-	})
-	defer stopWatch()
+	stopWatch := func() bool { return false }
+	defer func() { stopWatch() }()
 	fn := func(raw []byte) {
 		out, p := s.outbound(sess, raw)
 		switch {
@@ -227,10 +221,7 @@ func (s *Server) exchangePost(w http.ResponseWriter, r *http.Request, sess *sess
 				w.Header().Set(hdrSessionID, sess.id)
 			}
 			sse = startSSE(w)
-			streaming.Store(true)
-			if s.stoppingCtx.Err() != nil {
-				cancel()
-			}
+			stopWatch = context.AfterFunc(s.stoppingCtx, cancel)
 		}
 		if sse.event("message", out) != nil {
 			broken = true

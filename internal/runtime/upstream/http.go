@@ -345,17 +345,11 @@ func (s *httpSession) Send(ctx context.Context, msg []byte) error {
 // Exchange implements Exchanger: the POST runs on the caller's goroutine, and what the
 // server answers on it goes to fn instead of Messages().
 func (s *httpSession) Exchange(ctx context.Context, msg []byte, fn func([]byte)) error {
-	actx, acancel := context.WithTimeout(ctx, s.u.s.requestTimeout) // as a Send's context would be
-	env, id, err := s.admit(actx, msg)
-	acancel()
+	env, id, err := s.admit(ctx, msg)
 	if err != nil {
 		return err
 	}
-	xctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	stop := context.AfterFunc(ctx, cancel)
-	defer stop()
-	s.exchange(xctx, msg, id, env.method, fn)
+	s.exchange(ctx, msg, id, env.method, fn)
 	return nil
 }
 
@@ -395,6 +389,8 @@ func (s *httpSession) Receive(fn func([]byte), end func()) {
 	}
 }
 
+var errAdmitExpired = fmt.Errorf("waiting to relay: %w", context.DeadlineExceeded)
+
 // admit checks a client message, waits for the session id an initialize in flight will
 // bring, and takes a POST slot (released by exchange). It returns the request id (nil for
 // other messages).
@@ -407,6 +403,15 @@ func (s *httpSession) admit(ctx context.Context, msg []byte) (envelope, []byte, 
 		return env, nil, fmt.Errorf("%w: neither a request, a notification nor a response", ErrInvalidMessage)
 	}
 	initialize := env.isRequest() && env.method == "initialize"
+	// Waiting is bounded by the request timeout too (the timer exists only if one waits;
+	// an unreferenced timer is collected without Stop).
+	var expired <-chan time.Time
+	bound := func() <-chan time.Time {
+		if expired == nil {
+			expired = time.NewTimer(s.u.s.requestTimeout).C
+		}
+		return expired
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -421,6 +426,8 @@ func (s *httpSession) admit(ctx context.Context, msg []byte) (envelope, []byte, 
 			return env, nil, ctx.Err()
 		case <-s.ctx.Done():
 			return env, nil, ErrSessionClosed
+		case <-bound():
+			return env, nil, errAdmitExpired
 		}
 		s.mu.Lock()
 	}
@@ -430,10 +437,16 @@ func (s *httpSession) admit(ctx context.Context, msg []byte) (envelope, []byte, 
 	s.mu.Unlock()
 	select {
 	case s.sem <- struct{}{}:
-	case <-ctx.Done():
-		return env, nil, ctx.Err()
-	case <-s.ctx.Done():
-		return env, nil, ErrSessionClosed
+	default:
+		select {
+		case s.sem <- struct{}{}:
+		case <-ctx.Done():
+			return env, nil, ctx.Err()
+		case <-s.ctx.Done():
+			return env, nil, ErrSessionClosed
+		case <-bound():
+			return env, nil, errAdmitExpired
+		}
 	}
 	var id []byte
 	if env.isRequest() {
@@ -472,6 +485,10 @@ func (s *httpSession) exchange(base context.Context, msg, id []byte, method stri
 	gone := func() bool { return s.ctx.Err() != nil || base.Err() != nil }
 	ctx, cancel := context.WithTimeout(base, s.u.s.requestTimeout)
 	defer cancel()
+	if base != s.ctx { // Exchange: the session closing ends it too
+		stop := context.AfterFunc(s.ctx, cancel)
+		defer stop()
+	}
 	resp, err := s.u.post(ctx, msg, sid, version)
 	if err != nil {
 		switch {
