@@ -45,6 +45,7 @@ const (
 
 var _ = Describe("the stdio sample applied with kubectl", Ordered, func() {
 	s := server{NS: "e2e-sample", Name: "everything-stdio"}
+	dumpLogsOnFailure(s)
 
 	BeforeAll(func(ctx SpecContext) {
 		createNamespace(s.NS)
@@ -156,6 +157,7 @@ var _ = Describe("the stdio sample applied with kubectl", Ordered, func() {
 var _ = Describe("a browser-facing WebSocket server", Ordered, func() {
 	s := server{NS: "e2e-ws", Name: "browser"}
 	var pageOrigins browserOrigins
+	dumpLogsOnFailure(s)
 
 	BeforeAll(func(ctx SpecContext) {
 		createNamespace(s.NS)
@@ -250,6 +252,72 @@ var _ = Describe("a browser-facing WebSocket server", Ordered, func() {
 		runBrowserCheck(ctx, s, pageOrigins)
 	})
 
+	It("survives the upstream process being killed: in-flight calls get errors, not hangs", func(ctx SpecContext) {
+		pod := s.runningPods(ctx, 1)[0]
+		pids := upstreamPIDs(string(pod.UID))
+		Expect(pids).To(HaveLen(1), "one everything-server process in pod %s", pod.Name)
+
+		release := make(chan struct{})
+		defer close(release)
+		held := make(chan struct{}, 1)
+		// 2025-11-25: elicitation is a server-to-client request over the session's stream, so
+		// the call stays in flight inside the upstream until the handler answers. This spec
+		// runs before any 2026-07-28 request reaches this server's shared stdio process: the
+		// go-sdk server then refuses server-to-client requests (docs/runtime.md, "Mixing
+		// protocol revisions").
+		sess := s.connectVersion(ctx, s.token("e2e-kill"), &mcp.ClientOptions{
+			ElicitationHandler: func(ectx context.Context, _ *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+				held <- struct{}{}
+				select { // hold the call in flight until the upstream dies
+				case <-release:
+				case <-ectx.Done():
+				}
+				return nil, errors.New("released")
+			},
+		}, "2025-11-25")
+		callErr := make(chan error, 1)
+		go func() {
+			res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "test_elicitation", Arguments: map[string]any{"message": "hold"}})
+			if err == nil {
+				b, _ := json.Marshal(res)
+				err = fmt.Errorf("the call completed: %s", b)
+			}
+			callErr <- err
+		}()
+		select {
+		case <-held:
+		case err := <-callErr:
+			Fail(fmt.Sprintf("the call did not stay in flight: %v", err))
+		case <-time.After(20 * time.Second):
+			Fail("the elicitation never reached the client")
+		}
+
+		By(fmt.Sprintf("killing the everything-server process %d inside pod %s", pids[0], pod.Name))
+		killed := time.Now()
+		Expect(syscall.Kill(pids[0], syscall.SIGKILL)).To(Succeed())
+		var err error
+		Eventually(callErr).WithTimeout(5 * time.Second).Should(Receive(&err), "the in-flight call hangs")
+		Expect(err).To(HaveOccurred())
+		GinkgoWriter.Printf("in-flight call failed %s after the kill: %v\n", time.Since(killed).Round(time.Millisecond), err)
+
+		By("serving again once the runtime restarted its upstream")
+		Eventually(func(g Gomega) {
+			fresh := s.connect(ctx, s.token("e2e-kill-after"), nil)
+			res, err := fresh.CallTool(ctx, &mcp.CallToolParams{Name: "test_simple_text", Arguments: map[string]any{}})
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(res.IsError).To(BeFalse())
+		}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
+		GinkgoWriter.Printf("serving again %s after the kill\n", time.Since(killed).Round(time.Millisecond))
+		after := upstreamPIDs(string(pod.UID))
+		Expect(after).To(HaveLen(1))
+		Expect(after[0]).NotTo(Equal(pids[0]))
+		now := s.runningPods(ctx, 1)[0]
+		Expect(now.UID).To(Equal(pod.UID))
+		for _, c := range now.Status.ContainerStatuses {
+			Expect(c.RestartCount).To(BeZero(), "container %s restarted: the runtime should restart its child itself", c.Name)
+		}
+	})
+
 	It("picks up a renewed certificate without a restart and without failing in-flight requests", func(ctx SpecContext) {
 		podsBefore := s.runningPods(ctx, 1)
 		before, err := s.servedSerial(ctx)
@@ -307,59 +375,6 @@ var _ = Describe("a browser-facing WebSocket server", Ordered, func() {
 		Expect(podsAfter[0].UID).To(Equal(podsBefore[0].UID), "the pod was replaced")
 		for _, c := range podsAfter[0].Status.ContainerStatuses {
 			Expect(c.RestartCount).To(BeZero(), "container %s restarted", c.Name)
-		}
-	})
-
-	It("survives the upstream process being killed: in-flight calls get errors, not hangs", func(ctx SpecContext) {
-		pod := s.runningPods(ctx, 1)[0]
-		pids := upstreamPIDs(string(pod.UID))
-		Expect(pids).To(HaveLen(1), "one everything-server process in pod %s", pod.Name)
-
-		release := make(chan struct{})
-		defer close(release)
-		held := make(chan struct{}, 1)
-		// 2025-11-25: elicitation is a server-to-client request over the session's stream, so
-		// the call stays in flight inside the upstream until the handler answers.
-		sess := s.connectVersion(ctx, s.token("e2e-kill"), &mcp.ClientOptions{
-			ElicitationHandler: func(ectx context.Context, _ *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-				held <- struct{}{}
-				select { // hold the call in flight until the upstream dies
-				case <-release:
-				case <-ectx.Done():
-				}
-				return nil, errors.New("released")
-			},
-		}, "2025-11-25")
-		callErr := make(chan error, 1)
-		go func() {
-			_, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "test_elicitation", Arguments: map[string]any{"message": "hold"}})
-			callErr <- err
-		}()
-		Eventually(held).WithTimeout(20 * time.Second).Should(Receive(), "the call reached the upstream")
-
-		By(fmt.Sprintf("killing the everything-server process %d inside pod %s", pids[0], pod.Name))
-		killed := time.Now()
-		Expect(syscall.Kill(pids[0], syscall.SIGKILL)).To(Succeed())
-		var err error
-		Eventually(callErr).WithTimeout(5 * time.Second).Should(Receive(&err), "the in-flight call hangs")
-		Expect(err).To(HaveOccurred())
-		GinkgoWriter.Printf("in-flight call failed %s after the kill: %v\n", time.Since(killed).Round(time.Millisecond), err)
-
-		By("serving again once the runtime restarted its upstream")
-		Eventually(func(g Gomega) {
-			fresh := s.connect(ctx, s.token("e2e-kill-after"), nil)
-			res, err := fresh.CallTool(ctx, &mcp.CallToolParams{Name: "test_simple_text", Arguments: map[string]any{}})
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(res.IsError).To(BeFalse())
-		}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
-		GinkgoWriter.Printf("serving again %s after the kill\n", time.Since(killed).Round(time.Millisecond))
-		after := upstreamPIDs(string(pod.UID))
-		Expect(after).To(HaveLen(1))
-		Expect(after[0]).NotTo(Equal(pids[0]))
-		now := s.runningPods(ctx, 1)[0]
-		Expect(now.UID).To(Equal(pod.UID))
-		for _, c := range now.Status.ContainerStatuses {
-			Expect(c.RestartCount).To(BeZero(), "container %s restarted: the runtime should restart its child itself", c.Name)
 		}
 	})
 

@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mcpv1alpha1 "github.com/mcpfleet/mcp-fleet-operator/api/v1alpha1"
@@ -342,4 +343,27 @@ func removeHostsEntries() {
 	}
 	// Rewrite in place: /etc/hosts may be a bind mount that cannot be replaced by rename.
 	_ = os.WriteFile("/etc/hosts", []byte(strings.Join(keep, "")), 0o644)
+}
+
+// dumpLogsOnFailure prints the last lines of every container of the server's pods after a
+// failed spec, so a CI log says what the runtime saw.
+func dumpLogsOnFailure(s server) {
+	JustAfterEach(func(ctx SpecContext) {
+		if !CurrentSpecReport().Failed() {
+			return
+		}
+		var list corev1.PodList
+		if err := k8s.List(ctx, &list, client.InNamespace(s.NS)); err != nil {
+			GinkgoWriter.Printf("listing pods for their logs: %v\n", err)
+			return
+		}
+		for _, p := range list.Items {
+			for _, c := range p.Spec.Containers {
+				b, err := clientset.CoreV1().Pods(s.NS).GetLogs(p.Name, &corev1.PodLogOptions{
+					Container: c.Name, TailLines: ptr.To[int64](200),
+				}).DoRaw(ctx)
+				GinkgoWriter.Printf("=== logs of %s/%s container %s (err=%v):\n%s\n", s.NS, p.Name, c.Name, err, b)
+			}
+		}
+	})
 }
