@@ -72,7 +72,7 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.wsHold, "ws-hold", 3*time.Second, "how long the idle WebSockets are held before RSS is read")
 	flag.IntVar(&o.firstSamples, "first", 30, "new sessions timed for the first-response measurement")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, audit)")
-	flag.StringVar(&o.profileDir, "profile", "", "run the runtime as this harness's runtime-profile subcommand (same wiring as mcp-runtime serve) and write CPU and heap profiles here (not for headline numbers)")
+	flag.StringVar(&o.profileDir, "profile", "", "run the runtime as this harness's runtime-profile subcommand (same wiring as mcp-runtime serve) and write CPU and heap profiles here, and a CPU profile of the bare proxy (not for headline numbers)")
 	flag.Parse()
 	if o.warmup == 0 {
 		o.warmup = min(o.duration/5, 2*time.Second)
@@ -223,7 +223,11 @@ func (b *bench) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	px, err := b.start("proxy", []string{self, "proxy", "-listen", proxyAddr, "-upstream", "http://" + esAddr})
+	pxArgs := []string{self, "proxy", "-listen", proxyAddr, "-upstream", "http://" + esAddr}
+	if b.o.profileDir != "" { // the floor's profile, to compare the runtime's with
+		pxArgs = append(pxArgs, "-cpuprofile", filepath.Join(b.o.profileDir, "proxy.cpu.pprof"))
+	}
+	px, err := b.start("proxy", pxArgs)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,9 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
 	"time"
 )
 
@@ -22,8 +25,28 @@ func runProxy(args []string) int {
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "listen address")
 	upstream := fs.String("upstream", "", "upstream base URL, e.g. http://127.0.0.1:8080")
+	cpuFile := fs.String("cpuprofile", "", "CPU profile written at SIGTERM")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *cpuFile != "" {
+		f, err := os.Create(*cpuFile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "proxy: %v\n", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "proxy: %v\n", err)
+			return 1
+		}
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+		go func() {
+			<-term
+			pprof.StopCPUProfile()
+			_ = f.Close()
+			os.Exit(0)
+		}()
 	}
 	u, err := url.Parse(*upstream)
 	if err != nil || u.Host == "" {
