@@ -26,6 +26,6 @@ export KUBECONFIG="$STATE/kubeconfig"
 export E2E_MCP_RUNTIME="$ROOT/bin/mcp-runtime"
 export E2E_KUBECTL="$(hack/envtest.sh)/kubectl"
 status=0
-go test -tags e2e ./test/e2e/ -count=1 -timeout 45m -v -ginkgo.v 2>&1 | tee "$LOG" || status=$?
+go test -tags e2e ./test/e2e/ -count=1 -timeout 45m -v -ginkgo.v -ginkgo.no-color 2>&1 | tee "$LOG" || status=$?
 grep -E '^Ran [0-9]+ of [0-9]+ Specs|Passed \| [0-9]+ Failed' "$LOG" || true
 exit $status
