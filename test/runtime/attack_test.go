@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -406,6 +407,64 @@ func TestStatelessHeaderBodyMismatch(t *testing.T) {
 	g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
 	g.Expect(body).To(ContainSubstring("simple text"))
 	g.Expect(resp.Header.Get("Mcp-Session-Id")).To(BeEmpty(), "the stateless revision has no sessions")
+}
+
+// The everything-server's test_x_mcp_header tool mirrors its "region" argument into
+// Mcp-Param-Region (SEP-2243). Behind a stdio upstream only the runtime sees that header,
+// so it alone can refuse a request whose header says one thing and body another.
+func TestStatelessParamHeadersMustMirrorArguments(t *testing.T) {
+	k := newKeys(t)
+	r := start(t, k, nil)
+	tok := k.token(t, "alice", nil)
+	call := func(args string) string {
+		return `{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"test_x_mcp_header","arguments":` + args +
+			`,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+	}
+	headers := func(kv ...string) map[string]string {
+		h := map[string]string{"Authorization": "Bearer " + tok, "Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "test_x_mcp_header"}
+		for i := 0; i < len(kv); i += 2 {
+			h[kv[i]] = kv[i+1]
+		}
+		return h
+	}
+	hello := "=?base64?" + base64.StdEncoding.EncodeToString([]byte("Hello, 世界")) + "?="
+	for _, tc := range []struct {
+		name, args string
+		header     []string
+	}{
+		{"argument without its header", `{"region":"us-west1"}`, nil},
+		{"header differs from argument", `{"region":"us-west1"}`, []string{"Mcp-Param-Region", "eu-central1"}},
+		{"header without its argument", `{"level":3}`, []string{"Mcp-Param-Region", "us-west1"}},
+		{"Base64 without padding", `{"region":"Hello"}`, []string{"Mcp-Param-Region", "=?base64?SGVsbG8?="}},
+		{"Base64 with foreign characters", `{"region":"Hello"}`, []string{"Mcp-Param-Region", "=?base64?SGVs!!!bG8=?="}},
+		{"Base64 of another value", `{"region":"Hello, world"}`, []string{"Mcp-Param-Region", hello}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			resp, body := r.post(t, call(tc.args), headers(tc.header...))
+			g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest), body)
+			code, msg, _ := rpcError(t, body)
+			g.Expect(code).To(Equal(-32020))
+			g.Expect(msg).To(ContainSubstring("Mcp-Param-Region"))
+		})
+	}
+	g := NewWithT(t)
+	g.Expect(r.up.Sent("test_x_mcp_header")).To(BeEmpty(), "mismatched requests never reach the upstream")
+	for _, ok := range []struct{ args, value string }{
+		{`{"region":"us-west1","level":3}`, "us-west1"},
+		{`{"region":"Hello, 世界"}`, hello},
+		{`{"region":"=?base64?SGVsbG8="}`, "=?base64?SGVsbG8="}, // no suffix: a literal value
+		{`{"level":3}`, ""},
+	} {
+		h := headers()
+		if ok.value != "" {
+			h["mcp-param-region"] = ok.value // header names are case-insensitive
+		}
+		resp, body := r.post(t, call(ok.args), h)
+		g.Expect(resp.StatusCode).To(Equal(http.StatusOK), ok.args+": "+body)
+		g.Expect(body).NotTo(ContainSubstring(`"error"`), ok.args)
+	}
+	g.Expect(r.up.Sent("test_x_mcp_header")).To(HaveLen(4))
 }
 
 func TestSchemaInvalidArgumentsNeverReachTheUpstream(t *testing.T) {

@@ -100,6 +100,16 @@ func TestGoSDKStreamableHTTPStateless20260728(t *testing.T) {
 	s := sdkClient(t, r, &mcp.StreamableClientTransport{Endpoint: r.url("/mcp"), HTTPClient: r.authedClient(t, "alice"), MaxRetries: -1}, "2026-07-28", &progress)
 	NewWithT(t).Expect(s.InitializeResult().ProtocolVersion).To(Equal("2026-07-28"))
 	exerciseTools(t, r, s, &progress)
+
+	// The SDK mirrors x-mcp-header arguments into Mcp-Param-* headers (Base64-wrapped when
+	// not plain ASCII); the runtime checks them against the body and lets them through.
+	g := NewWithT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "test_x_mcp_header", Arguments: map[string]any{"region": "Zürich", "level": 2}})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.IsError).To(BeFalse())
+	g.Expect(r.up.Sent("Zürich")).To(HaveLen(1))
 }
 
 func TestGoSDKLegacySSE(t *testing.T) {

@@ -41,8 +41,8 @@ func stateless(v string) bool { return v >= StatelessVersion && knownVersion(v) 
 // disagree with the body, a request could be routed or limited as one thing and executed as
 // another. So a missing or mismatched header is refused with HTTP 400 and -32020.
 //
-// Not checked: Mcp-Param-* headers of x-mcp-header tool arguments (they need each tool's
-// schema annotations; the body is what the tool policy validates either way).
+// Mcp-Param-* headers of x-mcp-header tool arguments need the tool's inputSchema: they are
+// checked with the tool policy (Server.checkParamHeaders).
 func checkStatelessHeaders(h http.Header, m *jsonrpc.Message) *jsonrpc.Error {
 	if m.IsResponse() {
 		return nil

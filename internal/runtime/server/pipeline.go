@@ -85,6 +85,9 @@ type admitOptions struct {
 	// from is the sender when it differs per request (HTTP transports: the session's
 	// creator may be on another connection); nil: the session's caller.
 	from *caller
+	// header is the request's HTTP header when its Mcp-Param-* headers must agree with the
+	// tool arguments (2026-07-28 POST); nil: no such headers exist.
+	header http.Header
 }
 
 // admit runs the per-message checks on parsed messages and registers the requests as
@@ -176,7 +179,29 @@ func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, o
 		}
 		return nil, r
 	}
+	if opt.header != nil {
+		if r := s.checkParamHeaders(ctx, sess, p, opt.header, m.ID); r != nil {
+			return nil, r
+		}
+	}
 	return p, nil
+}
+
+// checkParamHeaders refuses a tools/call whose Mcp-Param-* headers disagree with its
+// arguments (SEP-2243): an intermediary that routes or limits on the headers must see
+// what the upstream will execute, and a stdio upstream never sees the headers at all.
+func (s *Server) checkParamHeaders(ctx context.Context, sess *session, p *pendingCall, h http.Header, id json.RawMessage) *refusal {
+	known, err := s.deps.Tools.CheckParamHeaders(p.tool, p.args, h.Get)
+	if !known {
+		s.ensureSchemas(ctx)
+		known, err = s.deps.Tools.CheckParamHeaders(p.tool, p.args, h.Get)
+	}
+	if !known || err == nil {
+		return nil // a tool the upstream does not list: the upstream answers for it
+	}
+	s.obs.refused(p.from.transport, p.method, "header_mismatch")
+	s.audit(sess, p, "refused:header_mismatch", 0)
+	return refuse(http.StatusBadRequest, id, jsonrpc.NewError(codeHeaderMismatch, err.Error()), "header_mismatch")
 }
 
 // toolCallParts reads the tool name and arguments of tools/call params (already depth-checked).

@@ -146,7 +146,11 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		sess.addPost(sink)
 		defer sess.removePost(sink)
 	}
-	if ref := s.admit(ctx, sess, msgs, batch, admitOptions{reply: reply, requestID: RequestID(ctx), from: &c}); ref != nil {
+	opt := admitOptions{reply: reply, requestID: RequestID(ctx), from: &c}
+	if stateless(version) {
+		opt.header = r.Header
+	}
+	if ref := s.admit(ctx, sess, msgs, batch, opt); ref != nil {
 		if opened {
 			s.sessions.remove(sess.id)
 			sess.close()

@@ -202,7 +202,7 @@ func (p *Policy) FilterList(result json.RawMessage) (json.RawMessage, error) {
 
 // store merges freshly listed tools into the cache, compiling what changed.
 func (p *Policy) store(listed map[string]*entry) {
-	if p.skipArgs || len(listed) == 0 {
+	if len(listed) == 0 {
 		return
 	}
 	p.mu.Lock()
@@ -217,7 +217,10 @@ func (p *Policy) store(listed map[string]*entry) {
 			next[name] = &entry{raw: e.raw, err: fmt.Errorf("more than %d tools listed", MaxTools)}
 			continue
 		}
-		e.schema, e.err = compile([]byte(e.raw))
+		e.params = paramHeaders([]byte(e.raw))
+		if !p.skipArgs {
+			e.schema, e.err = compile([]byte(e.raw))
+		}
 		next[name] = e
 	}
 	p.schemas.Store(&next)

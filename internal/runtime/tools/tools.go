@@ -86,7 +86,8 @@ func (e *CallError) Unwrap() error {
 type entry struct {
 	raw    string // the schema as listed, to skip recompiling an unchanged schema
 	schema *jsonschema.Schema
-	err    error // why the schema was refused; calls are then refused
+	err    error         // why the schema was refused; calls are then refused
+	params []ParamHeader // x-mcp-header annotations, checked even when arguments are not
 }
 
 // Policy is safe for concurrent use. Calls read an immutable schema map through an atomic
