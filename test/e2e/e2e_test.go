@@ -296,7 +296,7 @@ var _ = Describe("a browser-facing WebSocket server", Ordered, func() {
 		killed := time.Now()
 		Expect(syscall.Kill(pids[0], syscall.SIGKILL)).To(Succeed())
 		var err error
-		Eventually(callErr).WithTimeout(5 * time.Second).Should(Receive(&err), "the in-flight call hangs")
+		Eventually(callErr).WithTimeout(5*time.Second).Should(Receive(&err), "the in-flight call hangs")
 		Expect(err).To(HaveOccurred())
 		GinkgoWriter.Printf("in-flight call failed %s after the kill: %v\n", time.Since(killed).Round(time.Millisecond), err)
 

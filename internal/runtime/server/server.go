@@ -68,8 +68,8 @@ type Server struct {
 	// stoppingCtx is cancelled when shutdown starts (with stopping), for context.AfterFunc.
 	stoppingCtx  context.Context
 	stopStopping context.CancelFunc
-	stopOnce atomic.Bool
-	closers  []io.Closer // files Build opened (audit log)
+	stopOnce     atomic.Bool
+	closers      []io.Closer // files Build opened (audit log)
 }
 
 // New checks the dependencies and builds a server for cfg (defaulted and validated).
