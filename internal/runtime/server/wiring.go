@@ -76,7 +76,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Server, error) 
 		return nil, fmt.Errorf("tools: %w", err)
 	}
 	if !cfg.TLS.Insecure {
-		if d.Certs, err = tlsreload.New(cfg.TLS.CertFile, cfg.TLS.KeyFile, tlsreload.Options{Logger: log}); err != nil {
+		if d.Certs, err = tlsreload.New(cfg.TLS.CertFile, cfg.TLS.KeyFile, tlsreload.Options{Logger: log, ClientCAFile: clientCAFile(cfg.TLS)}); err != nil {
 			return nil, fmt.Errorf("tls: %w", err)
 		}
 	}
@@ -131,3 +131,12 @@ func newUpstream(cfg *config.Config, command []string, uo upstream.Options) (ups
 
 // Upstream returns the server's upstream (the CLI starts and closes it).
 func (s *Server) Upstream() upstream.Upstream { return s.deps.Upstream }
+
+// clientCAFile is the CA bundle the certificate reloader also watches: only when client
+// certificates are verified.
+func clientCAFile(c config.TLS) string {
+	if c.ClientAuth == config.ClientAuthRequest || c.ClientAuth == config.ClientAuthRequire {
+		return c.ClientCAFile
+	}
+	return ""
+}

@@ -1,6 +1,7 @@
-// Package tlsreload serves a certificate and key from files and reloads them when they change
-// on disk, so a rotated certificate (cert-manager renewing a Secret volume) is picked up by new
-// handshakes without a restart and without dropping open connections.
+// Package tlsreload serves a certificate and key (and optionally the CA bundle that verifies
+// client certificates) from files and reloads them when they change on disk, so a rotated
+// certificate (cert-manager renewing a Secret volume) or a replaced client CA is picked up by
+// new handshakes without a restart and without dropping open connections.
 package tlsreload
 
 import (
@@ -35,24 +36,36 @@ type Options struct {
 	// rotator writes the key and the certificate, the kubelet swaps several links) before
 	// one reload. Default 100ms.
 	Coalesce time.Duration
+	// ClientCAFile, when set, is a PEM bundle of CAs for client certificates, loaded and
+	// reloaded with the pair (ServerConfig verifies client certificates against it).
+	ClientCAFile string
 }
 
-// Reloader holds the current certificate and swaps it when the files change.
+// Reloader holds the current certificate (and client CAs) and swaps them when the files
+// change.
 type Reloader struct {
 	certFile, keyFile string
 	opts              Options
 	cert              atomic.Pointer[tls.Certificate]
+	clientCAs         atomic.Pointer[clientCAs]
 
 	mu      sync.Mutex // guards lastSig
 	lastSig fileSig
 	checks  atomic.Int64 // stat passes after New: tests prove unrelated events cost nothing
 }
 
-// fileSig identifies the content state of both files cheaply (size + mtime + inode target).
-type fileSig struct {
-	certMod, keyMod   time.Time
-	certSize, keySize int64
-	certPath, keyPath string // symlink-resolved paths: a Kubernetes ..data swap changes them
+// clientCAs is one loaded client CA bundle.
+type clientCAs struct {
+	pem  []byte
+	pool *x509.CertPool
+}
+
+// fileSig identifies the content state of the watched files cheaply (size + mtime + the
+// symlink-resolved path, which a Kubernetes ..data swap changes), in files() order.
+type fileSig [3]struct {
+	mod  time.Time
+	size int64
+	path string
 }
 
 // New loads the pair once; a missing or invalid pair at start is an error.
@@ -81,6 +94,22 @@ func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error
 // Current returns the certificate in use.
 func (r *Reloader) Current() *tls.Certificate { return r.cert.Load() }
 
+// ClientCAs returns the client CA pool in use (nil without Options.ClientCAFile).
+func (r *Reloader) ClientCAs() *x509.CertPool {
+	if c := r.clientCAs.Load(); c != nil {
+		return c.pool
+	}
+	return nil
+}
+
+// files are the watched paths: the pair, then the client CA bundle if any.
+func (r *Reloader) files() []string {
+	if r.opts.ClientCAFile == "" {
+		return []string{r.certFile, r.keyFile}
+	}
+	return []string{r.certFile, r.keyFile, r.opts.ClientCAFile}
+}
+
 // Run watches the files until ctx ends. Watch errors fall back to polling only.
 func (r *Reloader) Run(ctx context.Context) {
 	var events <-chan fsnotify.Event
@@ -91,14 +120,14 @@ func (r *Reloader) Run(ctx context.Context) {
 		defer func() { _ = w.Close() }()
 		// Watch the directories, not the files: Secret volumes replace a ..data symlink,
 		// and editors/rotators replace files by rename, which drops file watches.
-		for _, dir := range uniqueDirs(r.certFile, r.keyFile) {
+		for _, dir := range uniqueDirs(r.files()...) {
 			if err := w.Add(dir); err != nil {
 				r.opts.Logger.Warn("Certificate directory watch failed, polling", "dir", dir, "error", err)
 			}
 		}
 		events, errs = w.Events, w.Errors
 	}
-	relevant := watchedNames(r.certFile, r.keyFile)
+	relevant := watchedNames(r.files()...)
 	tick := time.NewTicker(r.opts.PollInterval)
 	defer tick.Stop()
 	// pending fires once per burst of relevant events; nil while no burst is open.
@@ -135,9 +164,9 @@ func (r *Reloader) Run(ctx context.Context) {
 // watchedNames are the paths whose events may change the pair: the two files themselves
 // (written in place or replaced by rename) and, beside each, the ..data link a Kubernetes
 // Secret or ConfigMap volume swaps atomically on update.
-func watchedNames(certFile, keyFile string) map[string]bool {
+func watchedNames(files ...string) map[string]bool {
 	out := map[string]bool{}
-	for _, f := range []string{certFile, keyFile} {
+	for _, f := range files {
 		f = filepath.Clean(f)
 		out[f] = true
 		out[filepath.Join(filepath.Dir(f), "..data")] = true
@@ -158,12 +187,26 @@ func (r *Reloader) reloadLogged() {
 	}
 }
 
+// loadClientCAs reads the client CA bundle; a file without a PEM certificate is an error
+// (serving with an empty pool would refuse every client).
+func (r *Reloader) loadClientCAs() (*clientCAs, error) {
+	pem, err := os.ReadFile(r.opts.ClientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading tls.clientCAFile: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls.clientCAFile %s holds no PEM certificate", r.opts.ClientCAFile)
+	}
+	return &clientCAs{pem: pem, pool: pool}, nil
+}
+
 // reload loads the pair when the files changed since the last load (or when forced).
 func (r *Reloader) reload(force bool) (bool, error) {
 	if !force {
 		r.checks.Add(1)
 	}
-	sig, err := stat(r.certFile, r.keyFile)
+	sig, err := stat(r.files()...)
 	if err != nil {
 		return false, err
 	}
@@ -181,8 +224,21 @@ func (r *Reloader) reload(force bool) (bool, error) {
 			return false, fmt.Errorf("parsing TLS certificate %s: %w", r.certFile, err)
 		}
 	}
-	old := r.cert.Load()
+	var cas *clientCAs
+	if r.opts.ClientCAFile != "" {
+		if cas, err = r.loadClientCAs(); err != nil {
+			return false, err
+		}
+	}
+	old, oldCAs := r.cert.Load(), r.clientCAs.Load()
 	r.lastSig = sig
+	caChanged := cas != nil && (oldCAs == nil || !bytes.Equal(oldCAs.pem, cas.pem))
+	if caChanged {
+		r.clientCAs.Store(cas)
+		if oldCAs != nil {
+			r.opts.Logger.Info("Client CA bundle reloaded", "file", r.opts.ClientCAFile)
+		}
+	}
 	if old != nil && bytes.Equal(old.Certificate[0], pair.Certificate[0]) {
 		return false, nil
 	}
@@ -193,21 +249,16 @@ func (r *Reloader) reload(force bool) (bool, error) {
 	return old != nil, nil
 }
 
-func stat(certFile, keyFile string) (fileSig, error) {
+func stat(files ...string) (fileSig, error) {
 	var s fileSig
-	for _, f := range []struct {
-		name string
-		mod  *time.Time
-		size *int64
-		path *string
-	}{{certFile, &s.certMod, &s.certSize, &s.certPath}, {keyFile, &s.keyMod, &s.keySize, &s.keyPath}} {
-		fi, err := os.Stat(f.name)
+	for i, name := range files {
+		fi, err := os.Stat(name)
 		if err != nil {
 			return s, fmt.Errorf("reading TLS file: %w", err)
 		}
-		*f.mod, *f.size = fi.ModTime(), fi.Size()
-		if p, err := filepath.EvalSymlinks(f.name); err == nil {
-			*f.path = p
+		s[i].mod, s[i].size = fi.ModTime(), fi.Size()
+		if p, err := filepath.EvalSymlinks(name); err == nil {
+			s[i].path = p
 		}
 	}
 	return s, nil
@@ -227,7 +278,9 @@ func uniqueDirs(files ...string) []string {
 }
 
 // ServerConfig builds the listener's tls.Config from the runtime config: TLS 1.2 minimum
-// (1.3 when configured), certificates from r, optional client-certificate verification.
+// (1.3 when configured), certificates from r, optional client-certificate verification
+// against the client CAs r loaded (made with Options.ClientCAFile = c.ClientCAFile); each
+// handshake verifies with the bundle current at that moment.
 func ServerConfig(c config.TLS, r *Reloader) (*tls.Config, error) {
 	if r == nil {
 		return nil, errors.New("tlsreload: no certificate source")
@@ -243,21 +296,38 @@ func ServerConfig(c config.TLS, r *Reloader) (*tls.Config, error) {
 	switch c.ClientAuth {
 	case "", config.ClientAuthNone:
 	case config.ClientAuthRequest, config.ClientAuthRequire:
-		pem, err := os.ReadFile(c.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading tls.clientCAFile: %w", err)
+		if r.opts.ClientCAFile == "" || r.opts.ClientCAFile != c.ClientCAFile {
+			return nil, fmt.Errorf("tls.clientCAFile %q is not the client CA bundle the certificate reloader watches (%q)", c.ClientCAFile, r.opts.ClientCAFile)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.clientCAFile %s holds no PEM certificate", c.ClientCAFile)
-		}
-		tc.ClientCAs = pool
 		tc.ClientAuth = tls.VerifyClientCertIfGiven
 		if c.ClientAuth == config.ClientAuthRequire {
 			tc.ClientAuth = tls.RequireAndVerifyClientCert
 		}
+		tc.ClientCAs = r.ClientCAs()
+		tc.GetConfigForClient = r.configWithCurrentCAs(tc)
 	default:
 		return nil, fmt.Errorf("tls.clientAuth %q is not one of none, request, require", c.ClientAuth)
 	}
 	return tc, nil
+}
+
+// configWithCurrentCAs returns a GetConfigForClient callback that hands each handshake base
+// with the current client CA pool; the copy is made once per pool, not per handshake.
+func (r *Reloader) configWithCurrentCAs(base *tls.Config) func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	type derived struct {
+		pool *x509.CertPool
+		conf *tls.Config
+	}
+	var cur atomic.Pointer[derived]
+	return func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		pool := r.ClientCAs()
+		if d := cur.Load(); d != nil && d.pool == pool {
+			return d.conf, nil
+		}
+		conf := base.Clone()
+		conf.GetConfigForClient = nil
+		conf.ClientCAs = pool
+		cur.Store(&derived{pool: pool, conf: conf})
+		return conf, nil
+	}
 }

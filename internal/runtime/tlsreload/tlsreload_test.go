@@ -128,7 +128,7 @@ func TestServerConfig(t *testing.T) {
 	}
 	srvCA := tlstest.NewCA(t, "server-ca")
 	vol := tlstest.NewSecretVolume(t, srvCA.Issue(t, "server"))
-	r, err := tlsreload.New(vol.CertFile(), vol.KeyFile(), tlsreload.Options{})
+	r, err := tlsreload.New(vol.CertFile(), vol.KeyFile(), tlsreload.Options{ClientCAFile: caFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,8 +143,7 @@ func TestServerConfig(t *testing.T) {
 		{name: "tls13", cfg: config.TLS{MinVersion: "1.3"}, minVersion: tls.VersionTLS13, clientAuth: tls.NoClientCert},
 		{name: "request", cfg: config.TLS{ClientAuth: "request", ClientCAFile: caFile}, minVersion: tls.VersionTLS12, clientAuth: tls.VerifyClientCertIfGiven},
 		{name: "require", cfg: config.TLS{ClientAuth: "require", ClientCAFile: caFile}, minVersion: tls.VersionTLS12, clientAuth: tls.RequireAndVerifyClientCert},
-		{name: "missing CA file", cfg: config.TLS{ClientAuth: "require", ClientCAFile: "/nonexistent"}, err: "tls.clientCAFile"},
-		{name: "CA file without PEM", cfg: config.TLS{ClientAuth: "require", ClientCAFile: vol.KeyFile()}, err: "holds no PEM certificate"},
+		{name: "CA file the reloader does not watch", cfg: config.TLS{ClientAuth: "require", ClientCAFile: "/elsewhere/ca.pem"}, err: "tls.clientCAFile"},
 		{name: "bad mode", cfg: config.TLS{ClientAuth: "sometimes"}, err: "tls.clientAuth"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,6 +158,12 @@ func TestServerConfig(t *testing.T) {
 			g.Expect(got.ClientAuth).To(Equal(tc.clientAuth))
 		})
 	}
+
+	g := NewWithT(t)
+	_, err = tlsreload.New(vol.CertFile(), vol.KeyFile(), tlsreload.Options{ClientCAFile: "/nonexistent"})
+	g.Expect(err).To(MatchError(ContainSubstring("/nonexistent")))
+	_, err = tlsreload.New(vol.CertFile(), vol.KeyFile(), tlsreload.Options{ClientCAFile: vol.KeyFile()})
+	g.Expect(err).To(MatchError(ContainSubstring("holds no PEM certificate")))
 }
 
 func TestRequiredClientCertificateIsEnforced(t *testing.T) {
@@ -168,13 +173,21 @@ func TestRequiredClientCertificateIsEnforced(t *testing.T) {
 	g.Expect(os.WriteFile(caFile, clientCA.CertPEM, 0o600)).To(Succeed())
 	srvCA := tlstest.NewCA(t, "server-ca")
 	vol := tlstest.NewSecretVolume(t, srvCA.Issue(t, "server"))
-	r, err := tlsreload.New(vol.CertFile(), vol.KeyFile(), tlsreload.Options{})
+	r, err := tlsreload.New(vol.CertFile(), vol.KeyFile(), tlsreload.Options{ClientCAFile: caFile})
 	g.Expect(err).NotTo(HaveOccurred())
 	tc, err := tlsreload.ServerConfig(config.TLS{ClientAuth: "require", ClientCAFile: caFile, MinVersion: "1.3"}, r)
 	g.Expect(err).NotTo(HaveOccurred())
 	addr := echoServer(t, tc)
 
-	roundTrip := func(certs ...tls.Certificate) error {
+	roundTrip := clientRoundTrip(t, addr, srvCA)
+	g.Expect(roundTrip(clientCA.Issue(t, "alice").TLSCertificate(t))).To(Succeed())
+	g.Expect(roundTrip()).NotTo(Succeed())
+	g.Expect(roundTrip(otherCA.Issue(t, "mallory").TLSCertificate(t))).NotTo(Succeed())
+}
+
+// clientRoundTrip dials addr with the given client certificates and echoes one line.
+func clientRoundTrip(t *testing.T, addr string, srvCA *tlstest.CA) func(certs ...tls.Certificate) error {
+	return func(certs ...tls.Certificate) error {
 		c, err := dial(t, addr, srvCA, certs...)
 		if err != nil {
 			return err
@@ -188,7 +201,53 @@ func TestRequiredClientCertificateIsEnforced(t *testing.T) {
 		_, err = bufio.NewReader(c).ReadString('\n')
 		return err
 	}
-	g.Expect(roundTrip(clientCA.Issue(t, "alice").TLSCertificate(t))).To(Succeed())
-	g.Expect(roundTrip()).NotTo(Succeed())
-	g.Expect(roundTrip(otherCA.Issue(t, "mallory").TLSCertificate(t))).NotTo(Succeed())
+}
+
+// Replacing the client CA bundle (a CA rotation, a revoked intermediate dropped) takes effect
+// for new handshakes without a restart; connections verified before keep going; a broken
+// bundle keeps the previous one.
+func TestClientCARotation(t *testing.T) {
+	g := NewWithT(t)
+	oldCA, newCA := tlstest.NewCA(t, "clients-2025"), tlstest.NewCA(t, "clients-2026")
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	replace := func(content []byte) {
+		tmp := caFile + ".tmp"
+		g.Expect(os.WriteFile(tmp, content, 0o600)).To(Succeed())
+		g.Expect(os.Rename(tmp, caFile)).To(Succeed())
+	}
+	replace(oldCA.CertPEM)
+	srvCA := tlstest.NewCA(t, "server-ca")
+	vol := tlstest.NewSecretVolume(t, srvCA.Issue(t, "server"))
+	r, err := tlsreload.New(vol.CertFile(), vol.KeyFile(), tlsreload.Options{ClientCAFile: caFile, PollInterval: time.Hour})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	tc, err := tlsreload.ServerConfig(config.TLS{ClientAuth: "require", ClientCAFile: caFile}, r)
+	g.Expect(err).NotTo(HaveOccurred())
+	addr := echoServer(t, tc)
+	roundTrip := clientRoundTrip(t, addr, srvCA)
+	alice, bob := oldCA.Issue(t, "alice").TLSCertificate(t), newCA.Issue(t, "bob").TLSCertificate(t)
+
+	g.Expect(roundTrip(alice)).To(Succeed())
+	g.Expect(roundTrip(bob)).NotTo(Succeed())
+	open, err := dial(t, addr, srvCA, alice)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = open.Close() }()
+
+	time.Sleep(50 * time.Millisecond) // let the watcher register before the swap
+	replace(newCA.CertPEM)
+	g.Eventually(func() error { return roundTrip(bob) }, 5*time.Second, 50*time.Millisecond).Should(Succeed())
+	g.Expect(roundTrip(alice)).NotTo(Succeed(), "the replaced CA no longer verifies anyone")
+
+	_, err = open.Write([]byte("still here\n"))
+	g.Expect(err).NotTo(HaveOccurred())
+	_ = open.SetReadDeadline(time.Now().Add(2 * time.Second))
+	line, err := bufio.NewReader(open).ReadString('\n')
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(line).To(Equal("still here\n"), "a connection verified before the rotation stays open")
+
+	replace([]byte("not a certificate"))
+	g.Consistently(func() error { return roundTrip(bob) }, 300*time.Millisecond, 50*time.Millisecond).Should(Succeed(),
+		"a broken bundle keeps the previous one")
 }
