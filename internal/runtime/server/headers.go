@@ -1,13 +1,12 @@
 package server
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"slices"
-	"strings"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/tools"
 )
 
 // MCP protocol revisions the runtime relays. StatelessVersion and later have no sessions.
@@ -59,7 +58,7 @@ func checkStatelessHeaders(h http.Header, m *jsonrpc.Message) *jsonrpc.Error {
 		if hv == "" {
 			return jsonrpc.NewError(codeHeaderMismatch, "missing required Mcp-Name header for "+m.Method)
 		}
-		decoded, ok := decodeHeaderValue(hv)
+		decoded, ok := tools.DecodeHeaderValue(hv)
 		if !ok || decoded != name {
 			return jsonrpc.NewError(codeHeaderMismatch, "Mcp-Name header does not match the body's params."+field)
 		}
@@ -101,22 +100,4 @@ func addressedName(m *jsonrpc.Message) (string, string) {
 	var v string
 	_ = json.Unmarshal(p[field], &v)
 	return v, field
-}
-
-// decodeHeaderValue undoes the "=?base64?…?=" wrapping SEP-2243 uses for values that are
-// not plain printable ASCII.
-func decodeHeaderValue(v string) (string, bool) {
-	inner, ok := strings.CutPrefix(v, "=?base64?")
-	if !ok {
-		return v, true
-	}
-	inner, ok = strings.CutSuffix(inner, "?=")
-	if !ok {
-		return v, true
-	}
-	b, err := base64.StdEncoding.DecodeString(inner)
-	if err != nil {
-		return "", false
-	}
-	return string(b), true
 }

@@ -90,7 +90,7 @@ func (p *Policy) CheckParamHeaders(tool string, args json.RawMessage, header fun
 		if got == "" {
 			return true, fmt.Errorf("missing %s header for argument %q", name, strings.Join(b.Path, "."))
 		}
-		value, ok := decodeParamValue(got)
+		value, ok := DecodeHeaderValue(got)
 		if !ok {
 			return true, fmt.Errorf("%s header is not valid =?base64?…?= encoding", name)
 		}
@@ -119,9 +119,10 @@ func lookup(obj map[string]json.RawMessage, path []string) (json.RawMessage, boo
 	return nil, false
 }
 
-// decodeParamValue undoes SEP-2243's "=?base64?…?=" wrapping (strict, padded standard
-// Base64); a value without both markers is literal.
-func decodeParamValue(v string) (string, bool) {
+// DecodeHeaderValue undoes the "=?base64?…?=" wrapping SEP-2243 uses for header values
+// (Mcp-Name, Mcp-Param-*) that are not plain printable ASCII: strict, padded standard
+// Base64; a value without both markers is literal. ok is false for invalid Base64.
+func DecodeHeaderValue(v string) (string, bool) {
 	inner, ok := strings.CutPrefix(v, "=?base64?")
 	if !ok {
 		return v, true
