@@ -103,10 +103,13 @@ connect_info() {
   sed -i "/$HOSTS_MARKER/d" /etc/hosts
   echo "$ip $host $HOSTS_MARKER" >>/etc/hosts
   token=$(bin/mcp-runtime token --server "$SERVER" -n "$DEMO_NS" --ttl 10m)
+  # Any kubectl works; without one on PATH, point at the one built for the cluster.
+  kubectl_cmd=kubectl
+  command -v kubectl >/dev/null || kubectl_cmd="$KUBECTL"
   cat <<EOF
 
 The demo is up.
-  kubeconfig:  export KUBECONFIG=$KUBECONFIG   (then: kubectl get mcps -A)
+  kubeconfig:  export KUBECONFIG=$KUBECONFIG   (then: $kubectl_cmd get mcps -A)
   URL:         $url   ($host -> $ip in /etc/hosts)
   CA:          $ca
   token (10m): bin/mcp-runtime token --server $SERVER -n $DEMO_NS --ttl 10m
