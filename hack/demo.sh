@@ -97,6 +97,13 @@ connect_info() {
   url=$(k get -n "$DEMO_NS" "mcpserver/$SERVER" -o jsonpath='{.status.url}')
   host=${url#https://}; host=${host%%[:/]*}
   ip=$(k get -n "$DEMO_NS" "service/$SERVER" -o jsonpath='{.spec.clusterIP}')
+  # Ready means the pods are; kube-proxy programs the Service's endpoints a moment later.
+  local port=${url#https://*:}; port=${port%%/*} i
+  for i in $(seq 1 100); do
+    timeout 1 bash -c "</dev/tcp/$ip/$port" 2>/dev/null && break
+    [ "$i" -lt 100 ] || die "the Service $ip:$port is not reachable 30 s after Ready"
+    sleep 0.3
+  done
   ca="$STATE/demo-ca.crt"
   k get -n "$DEMO_NS" "secret/$SERVER-tls" -o jsonpath='{.data.ca\.crt}' | base64 -d >"$ca"
   # The host has no cluster DNS: name the Service in /etc/hosts (removed again by `down`).

@@ -71,7 +71,25 @@ func (s server) waitReady(ctx context.Context) *mcpv1alpha1.MCPServer {
 		g.Expect(c.Status).To(Equal(metav1.ConditionTrue), "Ready: %s %s", c.Reason, c.Message)
 		g.Expect(obj.Status.ObservedGeneration).To(Equal(obj.Generation))
 	}).WithContext(ctx).WithTimeout(4 * time.Minute).Should(Succeed())
+	s.waitReachable(ctx, obj.Status.URL)
 	return &obj
+}
+
+// waitReachable waits until the Service behind endpoint accepts connections from the host.
+// Ready says the pods are ready; kube-proxy programs the Service's new endpoints a moment
+// later (its iptables sync is rate-limited), and a client connecting in between is refused.
+func (s server) waitReachable(ctx context.Context, endpoint string) {
+	u, err := url.Parse(endpoint)
+	ExpectWithOffset(2, err).NotTo(HaveOccurred())
+	start := time.Now()
+	EventuallyWithOffset(2, func() error {
+		c, err := dialService(ctx, "tcp", u.Host)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err
+	}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+	GinkgoWriter.Printf("%s reachable through its Service %s after Ready\n", endpoint, time.Since(start).Round(time.Millisecond))
 }
 
 // pods lists the server's pods.
