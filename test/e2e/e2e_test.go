@@ -262,9 +262,9 @@ var _ = Describe("a browser-facing WebSocket server", Ordered, func() {
 		held := make(chan struct{}, 1)
 		// 2025-11-25: elicitation is a server-to-client request over the session's stream, so
 		// the call stays in flight inside the upstream until the handler answers. This spec
-		// runs before any 2026-07-28 request reaches this server's shared stdio process: the
-		// go-sdk server then refuses server-to-client requests (docs/runtime.md, "Mixing
-		// protocol revisions").
+		// runs before any 2026-07-28 request reaches this server: those get a second stdio
+		// process (docs/runtime.md, "Protocol revisions on a stdio server"), and until then
+		// the pod has exactly one.
 		sess := s.connectVersion(ctx, s.token("e2e-kill"), &mcp.ClientOptions{
 			ElicitationHandler: func(ectx context.Context, _ *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
 				held <- struct{}{}

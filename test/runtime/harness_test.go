@@ -266,7 +266,20 @@ type countingUpstream struct {
 }
 
 func (c *countingUpstream) NewSession(ctx context.Context) (upstream.Session, error) {
-	s, err := c.Upstream.NewSession(ctx)
+	return c.open(ctx, c.Upstream.NewSession)
+}
+
+// NewStatelessSession keeps the wrapped upstream's own process for stateless-revision
+// requests when it has one.
+func (c *countingUpstream) NewStatelessSession(ctx context.Context) (upstream.Session, error) {
+	if st, ok := c.Upstream.(upstream.StatelessSessions); ok {
+		return c.open(ctx, st.NewStatelessSession)
+	}
+	return c.open(ctx, c.Upstream.NewSession)
+}
+
+func (c *countingUpstream) open(ctx context.Context, newSession func(context.Context) (upstream.Session, error)) (upstream.Session, error) {
+	s, err := newSession(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -146,3 +146,42 @@ func TestGoSDKThroughHTTPUpstream(t *testing.T) {
 	s := sdkClient(t, r, &mcp.StreamableClientTransport{Endpoint: r.url("/mcp"), HTTPClient: r.authedClient(t, "alice"), MaxRetries: -1}, "2025-11-25", &progress)
 	exerciseTools(t, r, s, &progress)
 }
+
+// A 2026-07-28 request must not change how the stdio server treats the session-era
+// clients it also serves: the go-sdk server, once it has seen a stateless-revision request
+// on its stdio session, refuses server-to-client requests on it. The runtime keeps
+// stateless-revision requests on a process of their own, so a 2025-11-25 client is still
+// asked for elicitation afterwards.
+func TestStatelessRequestsDoNotChangeTheSessionEraServer(t *testing.T) {
+	g := NewWithT(t)
+	r := start(t, newKeys(t), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	modern := sdkClient(t, r, &mcp.StreamableClientTransport{Endpoint: r.url("/mcp"), HTTPClient: r.authedClient(t, "alice"), MaxRetries: -1}, "2026-07-28", nil)
+	res, err := modern.CallTool(ctx, &mcp.CallToolParams{Name: "test_simple_text", Arguments: map[string]any{}})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.IsError).To(BeFalse())
+
+	var asked atomic.Int32
+	c := mcp.NewClient(&mcp.Implementation{Name: "legacy", Version: "1"}, &mcp.ClientOptions{
+		ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			asked.Add(1)
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"username": "ada"}}, nil
+		},
+	})
+	legacy, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: r.url("/mcp"), HTTPClient: r.authedClient(t, "bob"), MaxRetries: -1},
+		&mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = legacy.Close() }()
+	res, err = legacy.CallTool(ctx, &mcp.CallToolParams{Name: "test_elicitation", Arguments: map[string]any{"message": "name?"}})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.IsError).To(BeFalse(), "%+v", res.Content)
+	g.Expect(asked.Load()).To(Equal(int32(1)))
+	g.Expect(res.Content[0].(*mcp.TextContent).Text).To(ContainSubstring("username:ada"))
+
+	// And the other way round: the stateless client still works after the legacy one.
+	res, err = modern.CallTool(ctx, &mcp.CallToolParams{Name: "test_simple_text", Arguments: map[string]any{}})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.IsError).To(BeFalse())
+}

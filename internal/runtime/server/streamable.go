@@ -113,7 +113,7 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 			writeRPCError(w, http.StatusBadRequest, jsonrpc.InvalidRequest("Mcp-Session-Id header required: send initialize first"))
 			return
 		}
-		up, err := s.deps.Upstream.NewSession(s.sessionContext())
+		up, err := s.openUpstreamSession(stateless(version))
 		if err != nil {
 			s.log.Warn("Opening an upstream session failed", "error", err)
 			writeRPCError(w, http.StatusServiceUnavailable, jsonrpc.NewError(codeUpstream, "upstream unavailable"))
@@ -504,4 +504,14 @@ func (s *sseWriter) comment(text string) error {
 		return err
 	}
 	return s.rc.Flush()
+}
+
+// openUpstreamSession opens the upstream session for a new client session or stateless
+// request: stateless-revision requests go to their own upstream process when the upstream
+// keeps one (upstream.StatelessSessions).
+func (s *Server) openUpstreamSession(statelessRevision bool) (upstream.Session, error) {
+	if st, ok := s.deps.Upstream.(upstream.StatelessSessions); ok && statelessRevision {
+		return st.NewStatelessSession(s.sessionContext())
+	}
+	return s.deps.Upstream.NewSession(s.sessionContext())
 }

@@ -43,20 +43,63 @@ func NewStdio(cfg config.Upstream, command []string, opts Options) (Upstream, er
 		}
 		return newPool(command, &s, cfg.PoolSize, maxSessions), nil
 	}
-	return &shared{m: newMux(command, &s, true)}, nil
+	return &shared{m: newMux(command, &s, true), command: command, s: &s}, nil
 }
 
-// shared is one long-lived child with every session multiplexed onto it.
-type shared struct{ m *mux }
+// shared is one long-lived child with every session multiplexed onto it, and a second one,
+// started on the first stateless-revision request, for those requests (see
+// StatelessSessions).
+type shared struct {
+	m       *mux
+	command []string
+	s       *settings
+
+	mu        sync.Mutex
+	closed    bool
+	stateless *mux
+}
 
 func (u *shared) Start(context.Context) error { return u.m.start() }
 func (u *shared) Ready() bool                 { return u.m.isReady() }
+
 func (u *shared) Close(ctx context.Context) error {
-	return u.m.close(ctx)
+	u.mu.Lock()
+	u.closed = true
+	st := u.stateless
+	u.mu.Unlock()
+	err := u.m.close(ctx)
+	if st != nil {
+		err = errors.Join(err, st.close(ctx))
+	}
+	return err
 }
 
 func (u *shared) NewSession(context.Context) (Session, error) {
 	s, err := u.m.newSession(nil)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (u *shared) NewStatelessSession(context.Context) (Session, error) {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		return nil, ErrClosed
+	}
+	m := u.stateless
+	if m == nil {
+		m = newMux(u.command, u.s, true)
+		m.log = m.log.With("revision", "stateless")
+		if err := m.start(); err != nil {
+			u.mu.Unlock()
+			return nil, err
+		}
+		u.stateless = m
+	}
+	u.mu.Unlock()
+	s, err := m.newSession(nil)
 	if err != nil {
 		return nil, err
 	}

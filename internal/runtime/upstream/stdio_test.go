@@ -574,3 +574,47 @@ func TestSlowSessionWithTheDefaultQueueIsClosedWithoutStallingOthers(t *testing.
 	err = slow.Send(context.Background(), []byte(`{"jsonrpc":"2.0","id":99,"method":"ping"}`))
 	g.Expect(errors.Is(err, ErrSessionClosed)).To(BeTrue())
 }
+
+// Stateless-revision requests get a process of their own, started on the first one; the
+// session-era process is not touched, and Close stops both.
+func TestStatelessSessionsRunOnTheirOwnProcess(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	u, err := NewStdio(testConfig(), []string{everythingServer(t)}, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	sh := u.(*shared)
+	first := childPID(u)
+	g.Expect(sh.stateless).To(BeNil(), "not started before a stateless request")
+
+	st, ok := u.(StatelessSessions)
+	g.Expect(ok).To(BeTrue())
+	s1, err := st.NewStatelessSession(context.Background())
+	g.Expect(err).NotTo(HaveOccurred())
+	c := watch(t, s1)
+	c.send(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_simple_text","arguments":{}}}`)
+	g.Expect(text(c.await(responseTo("1"), 5*time.Second))).To(ContainSubstring("simple text"))
+	_ = s1.Close()
+
+	sh.mu.Lock()
+	m := sh.stateless
+	sh.mu.Unlock()
+	g.Expect(m).NotTo(BeNil())
+	m.mu.Lock()
+	second := m.child.pid
+	m.mu.Unlock()
+	g.Expect(second).NotTo(Equal(first))
+	g.Expect(childPID(u)).To(Equal(first), "the session-era process is the same")
+
+	s2, err := st.NewStatelessSession(context.Background())
+	g.Expect(err).NotTo(HaveOccurred())
+	_ = s2.Close()
+	sh.mu.Lock()
+	g.Expect(sh.stateless).To(BeIdenticalTo(m), "one stateless process, reused")
+	sh.mu.Unlock()
+
+	g.Expect(u.Close(context.Background())).To(Succeed())
+	g.Eventually(func() bool { return alive(first) || alive(second) }, 5*time.Second).Should(BeFalse())
+	_, err = st.NewStatelessSession(context.Background())
+	g.Expect(err).To(MatchError(ErrClosed))
+}

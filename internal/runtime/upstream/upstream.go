@@ -42,6 +42,17 @@ type Upstream interface {
 	Close(ctx context.Context) error
 }
 
+// StatelessSessions is implemented by upstreams that serve requests of the stateless
+// protocol revision (2026-07-28 and later) from a process of their own. A stdio server that
+// sees one such request may treat its whole stdio session as that revision and refuse, for
+// instance, to ask the session-era clients multiplexed onto it for elicitation; with the
+// revisions on separate processes each keeps its own rules.
+type StatelessSessions interface {
+	// NewStatelessSession opens a session for stateless-revision requests (the process is
+	// started on first use).
+	NewStatelessSession(ctx context.Context) (Session, error)
+}
+
 // Session is one client session on the upstream.
 type Session interface {
 	ID() string
