@@ -9,6 +9,13 @@
 //     the handshake itself would fail and the probe would never reach the server whose
 //     Host/Origin check it tests. (A browser being rebound would fail the same way: TLS
 //     already stops DNS rebinding; the runtime's Host/Origin check is the second line.)
+//
+// The 0.2 suite's header scenarios send raw requests with node:http instead (plain HTTP,
+// their own headers only). To the same origin those go over TLS with the bearer too, through
+// node:https, so they reach the checks they are meant to test.
+import http from 'node:http';
+import https from 'node:https';
+import { syncBuiltinESMExports } from 'node:module';
 import { Agent, setGlobalDispatcher } from 'undici';
 
 const target = process.env.MCP_AUTH_ORIGIN;
@@ -41,3 +48,14 @@ setGlobalDispatcher(
     return dispatch(opts, handler);
   }),
 );
+
+const { hostname: targetHost, port: targetPort } = new URL(target);
+const plainRequest = http.request;
+http.request = function request(options, ...rest) {
+  const plain = options && typeof options === 'object' && !(options instanceof URL);
+  if (plain && options.hostname === targetHost && String(options.port) === targetPort) {
+    return https.request({ ...options, headers: withAuth(options.headers) }, ...rest);
+  }
+  return plainRequest.call(this, options, ...rest);
+};
+syncBuiltinESMExports();

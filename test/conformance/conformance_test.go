@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ func TestOfficialConformanceSuiteDirectAndViaRuntime(t *testing.T) {
 	node := fixture.Node(t, filepath.Dir(file))
 	everything := fixture.EverythingServer(t)
 
-	directURL := startDirect(t, everything)
+	directURL := startDirect(t, everything, false)
 	viaURL, viaEnv, rt := startBehindRuntime(t, everything)
 
 	direct := runSuite(t, node, "direct", directURL, nil)
@@ -75,13 +76,15 @@ func TestOfficialConformanceSuiteDirectAndViaRuntime(t *testing.T) {
 // startDirect runs the everything-server on Streamable HTTP. Stateful (-stateless=false):
 // the runtime gives each client a session, and server-to-client requests (sampling,
 // elicitation) need one.
-func startDirect(t *testing.T, everything string) string {
+// With stateless true it runs the server's default mode instead, the only one in which it
+// accepts the 2026-07-28 revision.
+func startDirect(t *testing.T, everything string, stateless bool) string {
 	t.Helper()
 	ln := fixture.Listen(t)
 	addr := ln.Addr().String()
 	_ = ln.Close() // the server binds it itself; nothing else here races for it
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, everything, "-http", addr, "-stateless=false")
+	cmd := exec.CommandContext(ctx, everything, "-http", addr, "-stateless="+strconv.FormatBool(stateless))
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		cancel()

@@ -409,6 +409,61 @@ func TestStatelessHeaderBodyMismatch(t *testing.T) {
 	g.Expect(resp.Header.Get("Mcp-Session-Id")).To(BeEmpty(), "the stateless revision has no sessions")
 }
 
+// Under the stateless revision a JSON-RPC error also sets the HTTP status (SEP-2575). A stdio
+// server cannot set it, so the runtime does, for the server's errors and its own alike; and
+// it refuses the initialize the revision removed instead of answering it from its cache.
+func TestStatelessErrorsCarryTheirHTTPStatus(t *testing.T) {
+	k := newKeys(t)
+	r := start(t, k, nil)
+	tok := k.token(t, "alice", nil)
+	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
+	for _, tc := range []struct {
+		name, method, name2, params string
+		status, code                int
+	}{
+		{"unknown method (the server's -32601)", "nope/nothing", "", `{` + meta + `}`, http.StatusNotFound, -32601},
+		{"removed initialize", "initialize", "", `{"protocolVersion":"2026-07-28","capabilities":{},"clientInfo":{"name":"x","version":"1"},` + meta + `}`, http.StatusNotFound, -32601},
+		{"invalid arguments (the runtime's -32602)", "tools/call", "json_schema_2020_12_tool", `{"name":"json_schema_2020_12_tool","arguments":{"name":5},` + meta + `}`, http.StatusBadRequest, -32602},
+		{"missing client capabilities (the server's -32021)", "tools/call", "test_missing_capability", `{"name":"test_missing_capability","arguments":{},` + meta + `}`, http.StatusBadRequest, -32021},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			h := map[string]string{"Authorization": "Bearer " + tok, "Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": tc.method}
+			if tc.name2 != "" {
+				h["Mcp-Name"] = tc.name2
+			}
+			resp, body := r.post(t, `{"jsonrpc":"2.0","id":41,"method":"`+tc.method+`","params":`+tc.params+`}`, h)
+			g.Expect(resp.StatusCode).To(Equal(tc.status), body)
+			code, _, _ := rpcError(t, body)
+			g.Expect(code).To(Equal(tc.code), body)
+			g.Expect(body).To(ContainSubstring(`"id":41`))
+		})
+	}
+
+	t.Run("unsupported protocol version", func(t *testing.T) {
+		g := NewWithT(t)
+		resp, body := r.post(t, `{"jsonrpc":"2.0","id":301,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"v999"}}}`,
+			map[string]string{"Authorization": "Bearer " + tok, "Mcp-Protocol-Version": "v999", "Mcp-Method": "server/discover"})
+		g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest))
+		code, _, data := rpcError(t, body)
+		g.Expect(code).To(Equal(-32022))
+		g.Expect(body).To(ContainSubstring(`"id":301`))
+		var d struct {
+			Supported []string `json:"supported"`
+			Requested string   `json:"requested"`
+		}
+		g.Expect(json.Unmarshal(data, &d)).To(Succeed())
+		g.Expect(d.Requested).To(Equal("v999"))
+		g.Expect(d.Supported).To(HaveExactElements("2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"))
+	})
+
+	// The session-era revision keeps 200 for JSON-RPC errors.
+	g := NewWithT(t)
+	sid := r.initSession(t, tok)
+	resp, body := r.post(t, `{"jsonrpc":"2.0","id":42,"method":"nope/nothing"}`, r.sessionHeaders(tok, sid))
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK), body)
+}
+
 // The everything-server's test_x_mcp_header tool mirrors its "region" argument into
 // Mcp-Param-Region (SEP-2243). Behind a stdio upstream only the runtime sees that header,
 // so it alone can refuse a request whose header says one thing and body another.

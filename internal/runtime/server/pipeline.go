@@ -20,7 +20,11 @@ const (
 	codeRateLimited    = -32000 // data.retryAfterSeconds says when to retry
 	codeTimeout        = -32001
 	codeHeaderMismatch = -32020 // MCP 2026-07-28: HTTP headers disagree with the body
-	codeUpstream       = jsonrpc.CodeInternalError
+	// MCP 2026-07-28 (SEP-2575): a request needs client capabilities the client did not declare.
+	codeMissingCapabilities = -32021
+	// MCP 2026-07-28 (SEP-2575): data.supported lists the versions, data.requested echoes it.
+	codeUnsupportedVersion = -32022
+	codeUpstream           = jsonrpc.CodeInternalError
 )
 
 // upstreamDepth bounds nesting of upstream messages: the upstream is trusted more than a

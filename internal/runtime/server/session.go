@@ -65,6 +65,9 @@ type session struct {
 	up      upstream.Session
 	caller  caller
 	created time.Time
+	// stateless: the session carries one request of the stateless revision, whose HTTP
+	// status follows its JSON-RPC error (SEP-2575).
+	stateless bool
 
 	mu       sync.Mutex
 	pending  map[string]*pendingCall

@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -68,7 +69,11 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 	c := s.callerOf(r, transportStreamable)
 	version := r.Header.Get(hdrProtocolVersion)
 	if version != "" && !knownVersion(version) {
-		writeRPCError(w, http.StatusBadRequest, jsonrpc.InvalidRequest("unsupported Mcp-Protocol-Version "+strconv.Quote(version)+"; supported: "+strings.Join(knownVersions, ", ")))
+		supported := slices.Clone(knownVersions)
+		slices.Reverse(supported) // newest first, as servers list them
+		e := jsonrpc.NewError(codeUnsupportedVersion, "unsupported Mcp-Protocol-Version "+strconv.Quote(version)+"; supported: "+strings.Join(supported, ", "))
+		e.Data = map[string]any{"supported": supported, "requested": version}
+		writeRPCError(w, http.StatusBadRequest, withID(e, s.requestIDOf(body)))
 		return
 	}
 	var sess *session
@@ -102,6 +107,13 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		case !batch && msgs[0].Method == "initialize" && !stateless(version):
 			opened = true
 		case stateless(version):
+			if !batch && msgs[0].Method == "initialize" {
+				// The stateless revision has no initialize (server/discover replaces it); a
+				// server would answer it from the runtime's own cached handshake.
+				writeRPCError(w, http.StatusNotFound, withID(jsonrpc.NewError(jsonrpc.CodeMethodNotFound,
+					"method not found: initialize is not part of protocol version "+version+"; use server/discover"), msgs[0].ID))
+				return
+			}
 			if !batch {
 				if e := checkStatelessHeaders(r.Header, &msgs[0]); e != nil {
 					s.obs.refused(c.transport, msgs[0].Method, "header_mismatch")
@@ -120,6 +132,7 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		sess = newSession(s, newID(16), up, c)
+		sess.stateless = stateless(version)
 		if opened {
 			if !s.sessions.add(sess) {
 				sess.close()
@@ -154,6 +167,11 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		if opened {
 			s.sessions.remove(sess.id)
 			sess.close()
+		}
+		if sess.stateless && !batch && ref.status == http.StatusOK {
+			if status := statelessErrorStatus(ref.body); status != 0 {
+				ref.status = status
+			}
 		}
 		ref.write(w, r, s.deps.Auth)
 		return
@@ -209,8 +227,7 @@ func (s *Server) exchangePost(w http.ResponseWriter, r *http.Request, sess *sess
 				if opened {
 					w.Header().Set(hdrSessionID, sess.id)
 				}
-				w.Header().Set("Content-Type", "application/json")
-				_, _ = w.Write(out)
+				writeResponse(w, out, sess.stateless)
 				return
 			}
 		case p != nil && p.reply != nil:
@@ -314,12 +331,56 @@ func (s *Server) awaitResponses(w http.ResponseWriter, r *http.Request, sess *se
 	if sse != nil {
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
 	if batch {
+		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(joinBatch(responses))
 		return
 	}
-	_, _ = w.Write(responses[0])
+	writeResponse(w, responses[0], sess.stateless)
+}
+
+// writeResponse writes one JSON-RPC response as a POST's body. Under the stateless revision
+// the HTTP status follows the error, as SEP-2575 requires of servers (a stdio server cannot
+// set it): method not found 404; invalid params, unsupported version and missing client
+// capabilities 400.
+func writeResponse(w http.ResponseWriter, out []byte, statelessRevision bool) {
+	w.Header().Set("Content-Type", "application/json")
+	if statelessRevision {
+		if status := statelessErrorStatus(out); status != 0 {
+			w.WriteHeader(status)
+		}
+	}
+	_, _ = w.Write(out)
+}
+
+// statelessErrorStatus is the HTTP status SEP-2575 gives a JSON-RPC error response (0: the
+// usual 200).
+func statelessErrorStatus(resp []byte) int {
+	var r struct {
+		Error *struct {
+			Code int `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(resp, &r) != nil || r.Error == nil {
+		return 0
+	}
+	switch r.Error.Code {
+	case jsonrpc.CodeMethodNotFound:
+		return http.StatusNotFound
+	case jsonrpc.CodeInvalidParams, codeUnsupportedVersion, codeMissingCapabilities:
+		return http.StatusBadRequest
+	}
+	return 0
+}
+
+// requestIDOf reads the id of a single JSON-RPC request for an error sent before the body
+// is parsed under its protocol version's rules (nil when there is none).
+func (s *Server) requestIDOf(body []byte) json.RawMessage {
+	msgs, batch, err := jsonrpc.Parse(body, jsonrpc.Options{MaxDepth: s.cfg.Limits.MaxDepth})
+	if err != nil || batch || len(msgs) != 1 {
+		return nil
+	}
+	return msgs[0].ID
 }
 
 func (s *Server) abandonRequests(sess *session, msgs []jsonrpc.Message) {

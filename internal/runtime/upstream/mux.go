@@ -101,6 +101,10 @@ type serverReq struct {
 	timer     *time.Timer
 }
 
+// metaSubscriptionID is the params._meta key naming the subscriptions/listen request a
+// notification was sent for (MCP 2026-07-28).
+const metaSubscriptionID = "io.modelcontextprotocol/subscriptionId"
+
 func newMux(argv []string, s *settings, restart bool) *mux {
 	return &mux{
 		argv:      argv,
@@ -905,6 +909,15 @@ func (m *mux) routeNotification(env *envelope) {
 		if r := m.srvByOrig[idKey(env.get(rid))]; r != nil {
 			m.dropServerReqLocked(r)
 			m.deliverLocked(r.sess, splice(env.raw, rid, r.clientID))
+		}
+		return
+	}
+	if sub, ok := path(env.raw, env.params, "_meta", metaSubscriptionID); ok {
+		// A subscriptions/listen stream's notification (2026-07-28): its subscriptionId is
+		// the listen request's id, which the runtime rewrote. It belongs to that request's
+		// session alone (the client chose what it listens to), with the client's id back.
+		if p := m.pending[idKey(env.get(sub))]; p != nil && p.sess != nil {
+			m.deliverLocked(p.sess, splice(env.raw, sub, p.origID))
 		}
 		return
 	}
