@@ -302,7 +302,8 @@ var _ = Describe("a browser-facing WebSocket server", Ordered, func() {
 
 		By("serving again once the runtime restarted its upstream")
 		Eventually(func(g Gomega) {
-			fresh := s.connect(ctx, s.token("e2e-kill-after"), nil)
+			// Session era again: a 2026-07-28 client would start the second process.
+			fresh := s.connectVersion(ctx, s.token("e2e-kill-after"), nil, "2025-11-25")
 			res, err := fresh.CallTool(ctx, &mcp.CallToolParams{Name: "test_simple_text", Arguments: map[string]any{}})
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(res.IsError).To(BeFalse())
