@@ -493,6 +493,7 @@ func TestStatelessParamHeadersMustMirrorArguments(t *testing.T) {
 		{"Base64 without padding", `{"region":"Hello"}`, []string{"Mcp-Param-Region", "=?base64?SGVsbG8?="}},
 		{"Base64 with foreign characters", `{"region":"Hello"}`, []string{"Mcp-Param-Region", "=?base64?SGVs!!!bG8=?="}},
 		{"Base64 of another value", `{"region":"Hello, world"}`, []string{"Mcp-Param-Region", hello}},
+		{"argument in another letter case", `{"REGION":"eu-central1"}`, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
@@ -520,6 +521,30 @@ func TestStatelessParamHeadersMustMirrorArguments(t *testing.T) {
 		g.Expect(body).NotTo(ContainSubstring(`"error"`), ok.args)
 	}
 	g.Expect(r.up.Sent("test_x_mcp_header")).To(HaveLen(4))
+}
+
+// With argument validation off the runtime still learns each tool's annotations before a
+// 2026-07-28 call (nothing listed yet here), and refuses a call it cannot check.
+func TestParamHeadersWithoutArgumentValidation(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) { c.Tools.SkipArgumentValidation = true })
+	tok := k.token(t, "alice", nil)
+	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
+	h := func(tool string) map[string]string {
+		return map[string]string{"Authorization": "Bearer " + tok, "Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool}
+	}
+	resp, body := r.post(t, `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"test_x_mcp_header","arguments":{"region":"eu"},`+meta+`}}`, h("test_x_mcp_header"))
+	g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest), body)
+	code, _, _ := rpcError(t, body)
+	g.Expect(code).To(Equal(-32020))
+
+	resp, body = r.post(t, `{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"no_such_tool","arguments":{},`+meta+`}}`, h("no_such_tool"))
+	g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest), body)
+	code, msg, _ := rpcError(t, body)
+	g.Expect(code).To(Equal(-32602))
+	g.Expect(msg).To(ContainSubstring("unknown tool"))
+	g.Expect(r.up.Sent(`"tools/call"`)).To(BeEmpty(), "neither call reached the upstream")
 }
 
 func TestSchemaInvalidArgumentsNeverReachTheUpstream(t *testing.T) {

@@ -46,6 +46,12 @@ func checkStatelessHeaders(h http.Header, m *jsonrpc.Message) *jsonrpc.Error {
 	if m.IsResponse() {
 		return nil
 	}
+	// A repeated header could be read as its first value here and its last one elsewhere.
+	for _, name := range []string{hdrMethod, hdrName, hdrProtocolVersion} {
+		if len(h.Values(name)) > 1 {
+			return jsonrpc.NewError(codeHeaderMismatch, name+" header is repeated")
+		}
+	}
 	got := h.Get(hdrMethod)
 	if got == "" {
 		return jsonrpc.NewError(codeHeaderMismatch, "missing required Mcp-Method header")

@@ -30,6 +30,9 @@ func TestCheckStatelessHeaders(t *testing.T) {
 		code int // 0: accepted
 	}{
 		{"tools/call with base64 name", h("Mcp-Method", "tools/call", "Mcp-Name", "=?base64?aMOpbGxv?="), call, 0},
+		{"repeated Mcp-Method", http.Header{"Mcp-Protocol-Version": {"2026-07-28"}, "Mcp-Method": {"tools/list", "tools/call"}}, list, codeHeaderMismatch},
+		{"repeated Mcp-Name", http.Header{"Mcp-Protocol-Version": {"2026-07-28"}, "Mcp-Method": {"tools/call"}, "Mcp-Name": {"=?base64?aMOpbGxv?=", "other"}}, call, codeHeaderMismatch},
+		{"repeated Mcp-Protocol-Version", http.Header{"Mcp-Protocol-Version": {"2026-07-28", "2025-11-25"}, "Mcp-Method": {"tools/list"}}, list, codeHeaderMismatch},
 		{"tools/call plain name mismatch", h("Mcp-Method", "tools/call", "Mcp-Name", "hello"), call, codeHeaderMismatch},
 		{"tools/call bad base64", h("Mcp-Method", "tools/call", "Mcp-Name", "=?base64?***?="), call, codeHeaderMismatch},
 		{"tools/call without Mcp-Name", h("Mcp-Method", "tools/call"), call, codeHeaderMismatch},

@@ -195,13 +195,20 @@ func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, o
 // arguments (SEP-2243): an intermediary that routes or limits on the headers must see
 // what the upstream will execute, and a stdio upstream never sees the headers at all.
 func (s *Server) checkParamHeaders(ctx context.Context, sess *session, p *pendingCall, h http.Header, id json.RawMessage) *refusal {
-	known, err := s.deps.Tools.CheckParamHeaders(p.tool, p.args, h.Get)
+	known, err := s.deps.Tools.CheckParamHeaders(p.tool, p.args, h.Values)
 	if !known {
 		s.ensureSchemas(ctx)
-		known, err = s.deps.Tools.CheckParamHeaders(p.tool, p.args, h.Get)
+		known, err = s.deps.Tools.CheckParamHeaders(p.tool, p.args, h.Values)
 	}
-	if !known || err == nil {
-		return nil // a tool the upstream does not list: the upstream answers for it
+	if !known {
+		// Fail closed: without the schema the headers cannot be checked (a tool the
+		// upstream does not list, or a list refetched too recently after list_changed).
+		s.obs.refused(p.from.transport, p.method, "unknown_tool")
+		s.audit(sess, p, "refused:unknown_tool", 0)
+		return refuse(http.StatusOK, id, jsonrpc.InvalidParams(fmt.Sprintf("unknown tool %q", p.tool)), "unknown_tool")
+	}
+	if err == nil {
+		return nil
 	}
 	s.obs.refused(p.from.transport, p.method, "header_mismatch")
 	s.audit(sess, p, "refused:header_mismatch", 0)

@@ -49,9 +49,10 @@ type Reloader struct {
 	cert              atomic.Pointer[tls.Certificate]
 	clientCAs         atomic.Pointer[clientCAs]
 
-	mu      sync.Mutex // guards lastSig
-	lastSig fileSig
-	checks  atomic.Int64 // stat passes after New: tests prove unrelated events cost nothing
+	mu        sync.Mutex   // guards lastSig and lastCASig
+	lastSig   fileSig      // of the certificate and key files
+	lastCASig fileSig      // of the client CA bundle
+	checks    atomic.Int64 // stat passes after New: tests prove unrelated events cost nothing
 }
 
 // clientCAs is one loaded client CA bundle.
@@ -60,9 +61,9 @@ type clientCAs struct {
 	pool *x509.CertPool
 }
 
-// fileSig identifies the content state of the watched files cheaply (size + mtime + the
-// symlink-resolved path, which a Kubernetes ..data swap changes), in files() order.
-type fileSig [3]struct {
+// fileSig identifies the content state of up to two files cheaply (size + mtime + the
+// symlink-resolved path, which a Kubernetes ..data swap changes), in the order stat got them.
+type fileSig [2]struct {
 	mod  time.Time
 	size int64
 	path string
@@ -177,9 +178,8 @@ func watchedNames(files ...string) map[string]bool {
 func (r *Reloader) reloadLogged() {
 	changed, err := r.reload(false)
 	if err != nil {
-		// Keep serving the previous certificate: a half-written pair must not take the server down.
-		r.opts.Logger.Error("Certificate reload failed, keeping the previous certificate", "error", err)
-		return
+		// Keep serving what loaded last: a half-written file must not take the server down.
+		r.opts.Logger.Error("Certificate reload failed, keeping the previous certificate or client CA bundle", "error", err)
 	}
 	if changed {
 		leaf := r.cert.Load().Leaf
@@ -206,12 +206,25 @@ func (r *Reloader) reload(force bool) (bool, error) {
 	if !force {
 		r.checks.Add(1)
 	}
-	sig, err := stat(r.files()...)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// The pair and the client CA bundle load independently: a broken bundle must not keep a
+	// renewed certificate out (the old one would expire), nor a broken pair a new bundle.
+	changed, pairErr := r.reloadPairLocked(force)
+	var caErr error
+	if r.opts.ClientCAFile != "" {
+		caErr = r.reloadClientCAsLocked(force)
+	}
+	return changed, errors.Join(pairErr, caErr)
+}
+
+// reloadPairLocked loads the certificate pair if its files changed (or when forced) and
+// reports whether a different certificate is now served.
+func (r *Reloader) reloadPairLocked(force bool) (bool, error) {
+	sig, err := stat(r.certFile, r.keyFile)
 	if err != nil {
 		return false, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	if !force && sig == r.lastSig {
 		return false, nil
 	}
@@ -224,21 +237,8 @@ func (r *Reloader) reload(force bool) (bool, error) {
 			return false, fmt.Errorf("parsing TLS certificate %s: %w", r.certFile, err)
 		}
 	}
-	var cas *clientCAs
-	if r.opts.ClientCAFile != "" {
-		if cas, err = r.loadClientCAs(); err != nil {
-			return false, err
-		}
-	}
-	old, oldCAs := r.cert.Load(), r.clientCAs.Load()
+	old := r.cert.Load()
 	r.lastSig = sig
-	caChanged := cas != nil && (oldCAs == nil || !bytes.Equal(oldCAs.pem, cas.pem))
-	if caChanged {
-		r.clientCAs.Store(cas)
-		if oldCAs != nil {
-			r.opts.Logger.Info("Client CA bundle reloaded", "file", r.opts.ClientCAFile)
-		}
-	}
 	if old != nil && bytes.Equal(old.Certificate[0], pair.Certificate[0]) {
 		return false, nil
 	}
@@ -247,6 +247,31 @@ func (r *Reloader) reload(force bool) (bool, error) {
 		r.opts.OnReload(&pair)
 	}
 	return old != nil, nil
+}
+
+// reloadClientCAsLocked loads the client CA bundle if its file changed (or when forced).
+func (r *Reloader) reloadClientCAsLocked(force bool) error {
+	sig, err := stat(r.opts.ClientCAFile)
+	if err != nil {
+		return err
+	}
+	if !force && sig == r.lastCASig {
+		return nil
+	}
+	cas, err := r.loadClientCAs()
+	if err != nil {
+		return err
+	}
+	r.lastCASig = sig
+	old := r.clientCAs.Load()
+	if old != nil && bytes.Equal(old.pem, cas.pem) {
+		return nil
+	}
+	r.clientCAs.Store(cas)
+	if old != nil {
+		r.opts.Logger.Info("Client CA bundle reloaded", "file", r.opts.ClientCAFile)
+	}
+	return nil
 }
 
 func stat(files ...string) (fileSig, error) {

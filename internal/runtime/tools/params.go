@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
 )
 
 // ParamHeader is one tool argument a client mirrors into an HTTP header under MCP
@@ -24,73 +27,69 @@ const HeaderPrefix = "Mcp-Param-"
 // (IEEE-754 double); SEP-2243 mirrors only integers within ±maxSafeInteger.
 const maxSafeInteger = 1<<53 - 1
 
-// schemaNode is the part of an inputSchema the header annotations live in.
+// schemaNode is the part of an inputSchema the header annotations live in. Properties stay
+// raw: a subschema may be a boolean (true/false), which is no node and carries no
+// annotation, and must not hide its siblings' annotations.
 type schemaNode struct {
-	XMCPHeader json.RawMessage       `json:"x-mcp-header"`
-	Properties map[string]schemaNode `json:"properties"`
+	XMCPHeader json.RawMessage            `json:"x-mcp-header"`
+	Properties map[string]json.RawMessage `json:"properties"`
 }
 
 // paramHeaders lists the x-mcp-header annotations of an inputSchema, reached through
-// nested "properties" only (as clients look for them). A malformed schema has none.
+// nested "properties" only (as clients look for them).
 func paramHeaders(schema []byte) []ParamHeader {
-	var root schemaNode
-	if json.Unmarshal(schema, &root) != nil {
-		return nil
-	}
 	var out []ParamHeader
-	var walk func(props map[string]schemaNode, prefix []string, depth int)
-	walk = func(props map[string]schemaNode, prefix []string, depth int) {
-		if depth > MaxSchemaDepth {
+	var walk func(raw json.RawMessage, path []string)
+	walk = func(raw json.RawMessage, path []string) {
+		var node schemaNode
+		if len(path) > MaxSchemaDepth || len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &node) != nil {
 			return
 		}
-		for name, node := range props {
-			path := append(append([]string(nil), prefix...), name)
-			var header string
-			if json.Unmarshal(node.XMCPHeader, &header) == nil && header != "" {
-				out = append(out, ParamHeader{Name: header, Path: path})
-			}
-			walk(node.Properties, path, depth+1)
+		var header string
+		if len(path) > 0 && json.Unmarshal(node.XMCPHeader, &header) == nil && header != "" {
+			out = append(out, ParamHeader{Name: header, Path: path})
+		}
+		for name, child := range node.Properties {
+			walk(child, append(append([]string(nil), path...), name))
 		}
 	}
-	walk(root.Properties, nil, 0)
+	walk(schema, nil)
 	return out
 }
 
 // CheckParamHeaders compares a tools/call's Mcp-Param-* headers with its arguments, as the
 // 2026-07-28 transport requires of every party that reads both: an annotated argument
-// that is present (and not null) must be mirrored exactly, and an absent one must not be.
-// header reads a request header by name (case-insensitively, whitespace trimmed, as
-// net/http does). known is false when the tool's inputSchema has not been seen; the caller
-// fetches tools/list and asks again. A non-nil error names the header and says what
-// disagrees; it is meant for the client.
-func (p *Policy) CheckParamHeaders(tool string, args json.RawMessage, header func(string) string) (known bool, err error) {
+// that is present (and not null) must be mirrored exactly, once, and an absent one must not
+// be. values returns every value a request header has (net/http's Header.Values: names
+// case-insensitive, whitespace trimmed). known is false when the tool's inputSchema has not
+// been seen; the caller fetches tools/list and asks again, and refuses the call if it is
+// still unknown. A non-nil error names the header and says what disagrees; it is meant for
+// the client.
+func (p *Policy) CheckParamHeaders(tool string, args json.RawMessage, values func(string) []string) (known bool, err error) {
 	e, ok := (*p.schemas.Load())[tool]
 	if !ok {
 		return false, nil
 	}
-	if len(e.params) == 0 {
-		return true, nil
-	}
-	var obj map[string]json.RawMessage
-	if len(args) > 0 && string(args) != "null" {
-		if err := json.Unmarshal(args, &obj); err != nil {
-			return true, fmt.Errorf("arguments of tool %q are not an object", tool)
-		}
-	}
 	for _, b := range e.params {
 		name := HeaderPrefix + b.Name
-		got := header(name)
-		raw, present := lookup(obj, b.Path)
+		got := values(name)
+		if len(got) > 1 {
+			return true, fmt.Errorf("%s header is repeated", name)
+		}
+		raw, present, err := lookup(args, b.Path)
+		if err != nil {
+			return true, fmt.Errorf("argument %q for %s: %w", strings.Join(b.Path, "."), name, err)
+		}
 		if !present || string(raw) == "null" {
-			if got != "" {
+			if len(got) > 0 {
 				return true, fmt.Errorf("%s header is set but argument %q is absent", name, strings.Join(b.Path, "."))
 			}
 			continue
 		}
-		if got == "" {
+		if len(got) == 0 {
 			return true, fmt.Errorf("missing %s header for argument %q", name, strings.Join(b.Path, "."))
 		}
-		value, ok := DecodeHeaderValue(got)
+		value, ok := DecodeHeaderValue(got[0])
 		if !ok {
 			return true, fmt.Errorf("%s header is not valid =?base64?…?= encoding", name)
 		}
@@ -101,22 +100,31 @@ func (p *Policy) CheckParamHeaders(tool string, args json.RawMessage, header fun
 	return true, nil
 }
 
-// lookup follows path through nested argument objects.
-func lookup(obj map[string]json.RawMessage, path []string) (json.RawMessage, bool) {
-	for i, key := range path {
-		raw, ok := obj[key]
-		if !ok {
-			return nil, false
+// lookup follows path through nested argument objects. A key that differs from the path's
+// only in letter case, or a repeated key, is an error: an upstream decoding into Go structs
+// would read such a key as the argument, so the header could not be checked against what runs.
+func lookup(args json.RawMessage, path []string) (json.RawMessage, bool, error) {
+	cur := args
+	for _, key := range path {
+		if len(cur) == 0 || cur[0] != '{' {
+			return nil, false, nil
 		}
-		if i == len(path)-1 {
-			return raw, true
+		members, err := jsonrpc.Members(cur, key)
+		if err != nil {
+			return nil, false, err
 		}
-		obj = nil
-		if json.Unmarshal(raw, &obj) != nil {
-			return nil, false
+		found := false
+		for _, m := range members {
+			if m.Key == key {
+				cur, found = m.Value, true
+				break
+			}
+		}
+		if !found {
+			return nil, false, nil
 		}
 	}
-	return nil, false
+	return cur, true, nil
 }
 
 // DecodeHeaderValue undoes the "=?base64?…?=" wrapping SEP-2243 uses for header values
@@ -152,8 +160,15 @@ func mirrors(header string, raw json.RawMessage) bool {
 		if v != math.Trunc(v) || math.Abs(v) > maxSafeInteger {
 			return false
 		}
-		h, err := strconv.ParseFloat(header, 64)
-		return err == nil && h == v
+		// Only the canonical decimal form: "042", "+42", "4.2e1" or "0x2Ap0" would pass a
+		// numeric comparison while an intermediary matching the text sees another value.
+		if !canonicalInteger.MatchString(header) {
+			return false
+		}
+		h, err := strconv.ParseInt(header, 10, 64)
+		return err == nil && float64(h) == v
 	}
 	return false
 }
+
+var canonicalInteger = regexp.MustCompile(`^(0|-?[1-9][0-9]*)$`)

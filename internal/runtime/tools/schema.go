@@ -213,11 +213,12 @@ func (p *Policy) store(listed map[string]*entry) {
 		if prev, ok := old[name]; ok && prev.raw == e.raw {
 			continue
 		}
+		e.params = paramHeaders([]byte(e.raw)) // checked even for a tool whose schema is refused
 		if _, ok := next[name]; !ok && len(next) >= MaxTools {
-			next[name] = &entry{raw: e.raw, err: fmt.Errorf("more than %d tools listed", MaxTools)}
+			e.err = fmt.Errorf("more than %d tools listed", MaxTools)
+			next[name] = e
 			continue
 		}
-		e.params = paramHeaders([]byte(e.raw))
 		if !p.skipArgs {
 			e.schema, e.err = compile([]byte(e.raw))
 		}
