@@ -3,6 +3,7 @@ package tools
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -80,4 +81,52 @@ func BenchmarkCheckCall(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzCheckParamHeaders: whatever the arguments and the header, an accepted call has its
+// annotated argument exactly as a Go server decoding into a struct (case-insensitively,
+// last key winning) would read it, and the header says the same.
+func FuzzCheckParamHeaders(f *testing.F) {
+	p, err := New(config.Tools{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := p.FilterList(listResult(deployTool)); err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(`{"region":"us-west1"}`), "us-west1")
+	f.Add([]byte(`{"region":"Zürich"}`), "=?base64?WsO8cmljaA==?=")
+	f.Add([]byte(`{"REGION":"eu","region":"us"}`), "us")
+	f.Add([]byte(`{"region":"\u0075s"}`), "us")
+	f.Add([]byte(`{"regi\u006fn":"us"}`), "us")
+	f.Add([]byte(`{"region":null}`), "")
+	f.Fuzz(func(t *testing.T, args []byte, header string) {
+		h := http.Header{}
+		if header != "" {
+			h.Set("Mcp-Param-Region", header)
+		}
+		known, err := p.CheckParamHeaders("deploy", args, h.Values)
+		if !known {
+			t.Fatal("deploy is listed")
+		}
+		if err != nil {
+			return
+		}
+		var goServer struct {
+			Region *string `json:"region"`
+		}
+		if json.Unmarshal(args, &goServer) != nil {
+			return // the upstream refuses these arguments itself
+		}
+		switch {
+		case goServer.Region == nil && header != "":
+			t.Fatalf("accepted header %q for arguments %s without a region", header, args)
+		case goServer.Region != nil && header == "":
+			t.Fatalf("accepted arguments %s with region %q and no header", args, *goServer.Region)
+		case goServer.Region != nil:
+			if v, _ := DecodeHeaderValue(header); v != *goServer.Region {
+				t.Fatalf("accepted header %q (%q) for region %q in %s", header, v, *goServer.Region, args)
+			}
+		}
+	})
 }
