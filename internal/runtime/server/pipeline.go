@@ -184,7 +184,7 @@ func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, o
 		return nil, r
 	}
 	if opt.header != nil {
-		if r := s.checkParamHeaders(ctx, sess, p, opt.header, m.ID); r != nil {
+		if r := s.checkParamHeaders(ctx, sess, p, opt.header); r != nil {
 			return nil, r
 		}
 	}
@@ -194,7 +194,7 @@ func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, o
 // checkParamHeaders refuses a tools/call whose Mcp-Param-* headers disagree with its
 // arguments (SEP-2243): an intermediary that routes or limits on the headers must see
 // what the upstream will execute, and a stdio upstream never sees the headers at all.
-func (s *Server) checkParamHeaders(ctx context.Context, sess *session, p *pendingCall, h http.Header, id json.RawMessage) *refusal {
+func (s *Server) checkParamHeaders(ctx context.Context, sess *session, p *pendingCall, h http.Header) *refusal {
 	known, err := s.deps.Tools.CheckParamHeaders(p.tool, p.args, h.Values)
 	if !known {
 		s.ensureSchemas(ctx)
@@ -205,14 +205,14 @@ func (s *Server) checkParamHeaders(ctx context.Context, sess *session, p *pendin
 		// upstream does not list, or a list refetched too recently after list_changed).
 		s.obs.refused(p.from.transport, p.method, "unknown_tool")
 		s.audit(sess, p, "refused:unknown_tool", 0)
-		return refuse(http.StatusOK, id, jsonrpc.InvalidParams(fmt.Sprintf("unknown tool %q", p.tool)), "unknown_tool")
+		return refuse(http.StatusOK, p.id, jsonrpc.InvalidParams(fmt.Sprintf("unknown tool %q", p.tool)), "unknown_tool")
 	}
 	if err == nil {
 		return nil
 	}
 	s.obs.refused(p.from.transport, p.method, "header_mismatch")
 	s.audit(sess, p, "refused:header_mismatch", 0)
-	return refuse(http.StatusBadRequest, id, jsonrpc.NewError(codeHeaderMismatch, err.Error()), "header_mismatch")
+	return refuse(http.StatusBadRequest, p.id, jsonrpc.NewError(codeHeaderMismatch, err.Error()), "header_mismatch")
 }
 
 // toolCallParts reads the tool name and arguments of tools/call params (already depth-checked).

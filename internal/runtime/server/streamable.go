@@ -160,7 +160,7 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		defer sess.removePost(sink)
 	}
 	opt := admitOptions{reply: reply, requestID: RequestID(ctx), from: &c}
-	if stateless(version) {
+	if sess.stateless {
 		opt.header = r.Header
 	}
 	if ref := s.admit(ctx, sess, msgs, batch, opt); ref != nil {

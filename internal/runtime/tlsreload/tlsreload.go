@@ -328,7 +328,6 @@ func ServerConfig(c config.TLS, r *Reloader) (*tls.Config, error) {
 		if c.ClientAuth == config.ClientAuthRequire {
 			tc.ClientAuth = tls.RequireAndVerifyClientCert
 		}
-		tc.ClientCAs = r.ClientCAs()
 		tc.GetConfigForClient = r.configWithCurrentCAs(tc)
 	default:
 		return nil, fmt.Errorf("tls.clientAuth %q is not one of none, request, require", c.ClientAuth)

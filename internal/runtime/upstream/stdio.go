@@ -43,16 +43,14 @@ func NewStdio(cfg config.Upstream, command []string, opts Options) (Upstream, er
 		}
 		return newPool(command, &s, cfg.PoolSize, maxSessions), nil
 	}
-	return &shared{m: newMux(command, &s, true), command: command, s: &s}, nil
+	return &shared{m: newMux(command, &s, true)}, nil
 }
 
 // shared is one long-lived child with every session multiplexed onto it, and a second one,
 // started on the first stateless-revision request, for those requests (see
 // StatelessSessions).
 type shared struct {
-	m       *mux
-	command []string
-	s       *settings
+	m *mux
 
 	mu        sync.Mutex
 	closed    bool
@@ -90,7 +88,7 @@ func (u *shared) NewStatelessSession(context.Context) (Session, error) {
 	}
 	m := u.stateless
 	if m == nil {
-		m = newMux(u.command, u.s, true)
+		m = newMux(u.m.argv, u.m.s, true) // the same command and settings
 		m.log = m.log.With("revision", "stateless")
 		if err := m.start(); err != nil {
 			u.mu.Unlock()
