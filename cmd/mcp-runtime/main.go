@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/logbatch"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/server"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/version"
 )
@@ -90,7 +91,12 @@ func serve(args []string, stderr io.Writer) int {
 		_, _ = fmt.Fprint(stderr, "mcp-runtime serve: --config is required\n")
 		return 2
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	log, logOut := logbatch.NewJSONLogger(stderr)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = logOut.Close(ctx) // the last lines; a stuck stderr cannot hold the exit
+	}()
 	slog.SetDefault(log)
 	cfg, err := config.Load(*cfgFile)
 	if err != nil {
@@ -100,7 +106,7 @@ func serve(args []string, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv, err := server.Build(ctx, cfg, server.Options{Command: fs.Args(), Logger: log, DrainTimeout: *drain})
+	srv, err := server.Build(ctx, cfg, server.Options{Command: fs.Args(), Logger: log, LogOutput: logOut, DrainTimeout: *drain})
 	if err != nil {
 		log.Error("Cannot start", "error", err)
 		return 1

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/logbatch"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/server"
 )
 
@@ -29,7 +29,8 @@ func runProfiledRuntime(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	log, logOut := logbatch.NewJSONLogger(os.Stderr)
+	defer func() { _ = logOut.Close(context.Background()) }()
 	cfg, err := config.Load(*cfgFile)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -69,7 +70,7 @@ func runProfiledRuntime(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv, err := server.Build(ctx, cfg, server.Options{Command: fs.Args(), Logger: log, DrainTimeout: 2 * time.Second})
+	srv, err := server.Build(ctx, cfg, server.Options{Command: fs.Args(), Logger: log, LogOutput: logOut, DrainTimeout: 2 * time.Second})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

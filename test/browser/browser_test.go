@@ -101,7 +101,7 @@ func startRuntime(t *testing.T, allowedOrigins ...string) *localRuntime {
 	}
 	up := &countingUpstream{Upstream: stdio}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.Build(ctx, cfg, server.Options{Upstream: up, Logger: log, DrainTimeout: 2 * time.Second})
+	srv, err := server.Build(ctx, cfg, server.Options{Upstream: up, Logger: log, LogOutput: logs, DrainTimeout: 2 * time.Second})
 	if err != nil {
 		cancel()
 		t.Fatal(err)

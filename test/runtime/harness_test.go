@@ -208,7 +208,7 @@ func start(t *testing.T, k *keys, edit func(*config.Config), command ...string) 
 	}
 	cu := &countingUpstream{Upstream: up}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.Build(ctx, cfg, server.Options{Upstream: cu, Logger: log, DrainTimeout: 2 * time.Second})
+	srv, err := server.Build(ctx, cfg, server.Options{Upstream: cu, Logger: log, LogOutput: logs, DrainTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,12 @@
 // Package audit writes the runtime's audit log: one JSON object per line for every
 // tools/call and every authentication decision.
 //
-// Lines are encoded by the caller and appended to an in-memory batch; one writer goroutine
-// writes each batch with a single Write, at most FlushInterval after its first line (sooner
-// when the batch grows to flushLines lines or flushBytes bytes), so lines never interleave,
-// a busy runtime makes one write syscall per batch instead of one per line, and a slow or
-// stuck writer (a full pipe, a hung disk) never blocks requests: when QueueSize lines wait
-// the line is dropped and counted (Dropped). Write errors are counted too (Errors), never
-// fatal. Close writes what is pending. Tool arguments are logged as size + SHA-256 unless
-// LogArguments is set. Records have no field for tokens or tickets.
+// Lines are encoded by the caller and written in batches (package logbatch): they never
+// interleave, they reach the file at most logbatch.Interval late, and a slow or stuck
+// writer never blocks requests: when logbatch.QueueSize lines wait the line is dropped and
+// counted (Dropped). Write errors are counted too (Errors), never fatal. Close writes what
+// is pending. Tool arguments are logged as size + SHA-256 unless LogArguments is set.
+// Records have no field for tokens or tickets.
 package audit
 
 import (
@@ -27,24 +25,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/logbatch"
 )
 
 // Record kinds.
 const (
 	KindToolCall = "tool_call"
 	KindAuth     = "auth"
-)
-
-// QueueSize is the number of lines waiting for the writer before lines are dropped.
-const QueueSize = 4096
-
-// FlushInterval bounds how long a line waits in memory before it is written.
-const FlushInterval = 50 * time.Millisecond
-
-// A batch this large is written at once instead of waiting for FlushInterval.
-const (
-	flushLines = QueueSize / 4
-	flushBytes = 256 << 10
 )
 
 // maxField bounds client-supplied text (Origin, request id…) in a line.
@@ -77,133 +64,35 @@ type Record struct {
 type Logger struct {
 	logArgs bool
 	now     func() time.Time
+	out     *logbatch.Writer // nil: disabled
 
-	mu      sync.Mutex
-	closed  bool
-	batch   []byte        // encoded lines not yet taken by the writer
-	lines   int           // lines in batch
-	pending int           // lines in batch plus lines the writer took and has not written yet
-	kick    chan struct{} // cap 1: the batch has its first line
-	full    chan struct{} // cap 1: the batch should be written now
-	closing chan struct{} // closed by Close: write what is left and stop
-	done    chan struct{}
-
-	dropped, errors, written atomic.Uint64
+	encodeErrors atomic.Uint64
 }
 
 // New starts a logger writing to w (the caller owns w; see OpenWriter).
 func New(cfg config.Audit, w io.Writer) *Logger {
 	if cfg.Disabled || w == nil {
-		return &Logger{closed: true}
+		return &Logger{}
 	}
-	l := &Logger{
-		logArgs: cfg.LogArguments,
-		now:     time.Now,
-		kick:    make(chan struct{}, 1),
-		full:    make(chan struct{}, 1),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
-	}
-	go l.run(w)
-	return l
-}
-
-// run writes batches: it waits for a first line, lets the batch fill for at most
-// FlushInterval (or until it is full or the logger closes), then writes it whole.
-func (l *Logger) run(w io.Writer) {
-	defer close(l.done)
-	timer := time.NewTimer(FlushInterval)
-	timer.Stop()
-	var spare []byte
-	for {
-		closing := false
-		select {
-		case <-l.kick:
-			timer.Reset(FlushInterval)
-			select {
-			case <-timer.C:
-			case <-l.full:
-				timer.Stop()
-			case <-l.closing:
-				timer.Stop()
-				closing = true
-			}
-		case <-l.closing:
-			closing = true
-		}
-		l.mu.Lock()
-		batch, n := l.batch, l.lines
-		l.batch, l.lines = spare[:0], 0
-		l.mu.Unlock()
-		select { // a full signal for the batch just taken is stale
-		case <-l.full:
-		default:
-		}
-		if n > 0 {
-			if _, err := w.Write(batch); err != nil {
-				l.errors.Add(uint64(n))
-			} else {
-				l.written.Add(uint64(n))
-			}
-			l.mu.Lock()
-			l.pending -= n
-			l.mu.Unlock()
-		}
-		spare = batch
-		if cap(spare) > 4*flushBytes {
-			spare = nil // one burst of huge lines must not pin its buffer
-		}
-		if closing {
-			l.mu.Lock()
-			left := l.lines
-			l.mu.Unlock()
-			if left == 0 {
-				return
-			}
-		}
-	}
+	return &Logger{logArgs: cfg.LogArguments, now: time.Now, out: logbatch.New(w)}
 }
 
 // Log queues one line; it never blocks.
 func (l *Logger) Log(r Record) {
-	if l == nil || l.done == nil { // nil or disabled
+	if l == nil || l.out == nil {
 		return
 	}
 	bp := encodeBufs.Get().(*[]byte)
 	b, err := l.encode((*bp)[:0], r)
 	if err != nil {
-		l.errors.Add(1)
+		l.encodeErrors.Add(1)
 		encodeBufs.Put(bp)
 		return
 	}
-	l.mu.Lock()
-	switch {
-	case l.closed:
-	case l.pending >= QueueSize:
-		l.dropped.Add(1)
-	default:
-		first := l.lines == 0
-		l.batch = append(l.batch, b...)
-		l.lines++
-		l.pending++
-		switch {
-		case first:
-			signal(l.kick)
-		case l.lines >= flushLines || len(l.batch) >= flushBytes:
-			signal(l.full)
-		}
-	}
-	l.mu.Unlock()
+	l.out.Append(b, 1)
 	if cap(b) <= 64<<10 {
 		*bp = b
 		encodeBufs.Put(bp)
-	}
-}
-
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
 	}
 }
 
@@ -217,7 +106,7 @@ func (l *Logger) encode(dst []byte, r Record) ([]byte, error) {
 	}
 	var tbuf [64]byte
 	b := append(dst, `{"time":`...)
-	b = appendString(b, t.UTC().AppendFormat(tbuf[:0], time.RFC3339Nano))
+	b = logbatch.AppendJSONString(b, t.UTC().AppendFormat(tbuf[:0], time.RFC3339Nano))
 	b = appendField(b, "kind", r.Kind, false)
 	b = appendField(b, "requestId", r.RequestID, false)
 	b = appendField(b, "principal", r.Principal, false)
@@ -270,7 +159,7 @@ func appendField(b []byte, key, value string, omitempty bool) []byte {
 	b = append(b, ',', '"')
 	b = append(b, key...)
 	b = append(b, '"', ':')
-	return appendString(b, clip(value))
+	return logbatch.AppendJSONString(b, clip(value))
 }
 
 // appendFloat formats f as encoding/json does.
@@ -289,62 +178,6 @@ func appendFloat(b []byte, f float64) []byte {
 	return b
 }
 
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string escaped exactly as encoding/json escapes it
-// (HTML characters, control characters, U+2028/U+2029; invalid UTF-8 becomes U+FFFD).
-func appendString[S []byte | string](b []byte, s S) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		n := min(len(s)-i, utf8.UTFMax)
-		r, size := utf8.DecodeRuneInString(string(s[i : i+n]))
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
 // clip bounds client-supplied text without splitting a UTF-8 sequence.
 func clip(s string) string {
 	if len(s) <= maxField {
@@ -359,54 +192,38 @@ func clip(s string) string {
 
 // Dropped is the number of lines dropped because the writer could not keep up.
 func (l *Logger) Dropped() uint64 {
-	if l == nil {
+	if l == nil || l.out == nil {
 		return 0
 	}
-	return l.dropped.Load()
+	return l.out.Dropped()
 }
 
 // Errors is the number of lines that failed to encode or write.
 func (l *Logger) Errors() uint64 {
-	if l == nil {
+	if l == nil || l.out == nil {
 		return 0
 	}
-	return l.errors.Load()
+	return l.encodeErrors.Load() + l.out.Errors()
 }
 
 // Written is the number of lines written.
 func (l *Logger) Written() uint64 {
-	if l == nil {
+	if l == nil || l.out == nil {
 		return 0
 	}
-	return l.written.Load()
+	return l.out.Written()
 }
 
 // Close stops accepting lines and waits until the pending ones are written or ctx ends (a
 // stuck writer cannot hold shutdown). Later Log calls are ignored.
 func (l *Logger) Close(ctx context.Context) error {
-	if l == nil {
+	if l == nil || l.out == nil {
 		return nil
 	}
-	l.mu.Lock()
-	if !l.closed {
-		l.closed = true
-		if l.closing != nil {
-			close(l.closing)
-		}
+	if err := l.out.Close(ctx); err != nil {
+		return fmt.Errorf("audit: %w", err)
 	}
-	l.mu.Unlock()
-	if l.done == nil {
-		return nil
-	}
-	select {
-	case <-l.done:
-		return nil
-	case <-ctx.Done():
-		l.mu.Lock()
-		n := l.pending
-		l.mu.Unlock()
-		return fmt.Errorf("audit: %d lines not flushed: %w", n, ctx.Err())
-	}
+	return nil
 }
 
 // OpenWriter returns the configured destination: the file (appended, created 0600) or

@@ -19,6 +19,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/logbatch"
 )
 
 // lockedBuffer records each Write call separately.
@@ -192,7 +193,7 @@ func TestStuckWriterDoesNotBlockRequests(t *testing.T) {
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		for range QueueSize + 100 {
+		for range logbatch.QueueSize + 100 {
 			l.Log(Record{Kind: KindToolCall, Outcome: "ok"})
 		}
 	}()
@@ -201,7 +202,7 @@ func TestStuckWriterDoesNotBlockRequests(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Log blocked on a stuck writer")
 	}
-	// QueueSize lines wait (in the stuck writer's batch or the next one), the rest were dropped.
+	// logbatch.QueueSize lines wait (in the stuck writer's batch or the next one), the rest were dropped.
 	g.Expect(l.Dropped()).To(BeNumerically(">=", 100))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -210,7 +211,7 @@ func TestStuckWriterDoesNotBlockRequests(t *testing.T) {
 	l.Log(Record{Kind: KindToolCall}) // after Close: ignored, no panic
 	close(w.release)
 	closeNow(t, l)
-	g.Expect(l.Written() + l.Dropped()).To(BeEquivalentTo(QueueSize + 100))
+	g.Expect(l.Written() + l.Dropped()).To(BeEquivalentTo(logbatch.QueueSize + 100))
 }
 
 type failingWriter struct{}
@@ -284,8 +285,8 @@ func TestLinesAreBatchedAndFlushedWithoutClose(t *testing.T) {
 		l.Log(Record{Kind: KindToolCall, RequestID: strconv.Itoa(i), Outcome: "ok"})
 	}
 	g.Eventually(func() int { return len(buf.lines(t)) }, 2*time.Second, 5*time.Millisecond).Should(Equal(200),
-		"lines reach the writer within FlushInterval, without Close")
-	g.Expect(time.Since(start)).To(BeNumerically(">=", FlushInterval/2), "the batch waited for more lines")
+		"lines reach the writer within logbatch.Interval, without Close")
+	g.Expect(time.Since(start)).To(BeNumerically(">=", logbatch.Interval/2), "the batch waited for more lines")
 	buf.mu.Lock()
 	writes := len(buf.writes)
 	buf.mu.Unlock()
@@ -301,12 +302,12 @@ func TestFullBatchIsWrittenBeforeTheInterval(t *testing.T) {
 	var buf lockedBuffer
 	l := New(config.Audit{}, &buf)
 	defer closeNow(t, l)
-	for range flushLines + 10 {
+	for range (logbatch.QueueSize / 4) + 10 {
 		l.Log(Record{Kind: KindAuth, Outcome: "allow"})
 	}
-	// The batch reached flushLines: the writer takes it without waiting out the interval.
+	// The batch reached (logbatch.QueueSize / 4): the writer takes it without waiting out the interval.
 	// (Only the timing of the first write is checked loosely: the machine may be busy.)
-	g.Eventually(func() uint64 { return l.Written() }, 2*time.Second, time.Millisecond).Should(BeNumerically(">=", flushLines))
+	g.Eventually(func() uint64 { return l.Written() }, 2*time.Second, time.Millisecond).Should(BeNumerically(">=", (logbatch.QueueSize / 4)))
 }
 
 // TestEncodeMatchesEncodingJSON holds the hand-written encoder to the bytes encoding/json

@@ -202,14 +202,15 @@ func (m *Metrics) MessageDropped(transport string) {
 	}
 }
 
-// AuditSource is what WatchAudit reads (audit.Logger implements it).
-type AuditSource interface {
+// LineSource is what WatchAudit and WatchLog read (audit.Logger and logbatch.Writer
+// implement it).
+type LineSource interface {
 	Dropped() uint64
 	Errors() uint64
 }
 
 // WatchAudit exports the audit log's drop and error counters. Call it once.
-func (m *Metrics) WatchAudit(a AuditSource) error {
+func (m *Metrics) WatchAudit(a LineSource) error {
 	if m == nil || a == nil {
 		return nil
 	}
@@ -218,6 +219,20 @@ func (m *Metrics) WatchAudit(a AuditSource) error {
 			Help: "Audit lines dropped because the audit writer could not keep up."}, func() float64 { return float64(a.Dropped()) })),
 		m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "audit_write_errors_total",
 			Help: "Audit lines that failed to encode or write."}, func() float64 { return float64(a.Errors()) })),
+	)
+}
+
+// WatchLog exports the drop and error counters of the runtime's own log (stderr). Call it
+// once.
+func (m *Metrics) WatchLog(l LineSource) error {
+	if m == nil || l == nil {
+		return nil
+	}
+	return errors.Join(
+		m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "log_lines_dropped_total",
+			Help: "Log lines (access log included) dropped because stderr could not keep up."}, func() float64 { return float64(l.Dropped()) })),
+		m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "log_write_errors_total",
+			Help: "Log lines that failed to write to stderr."}, func() float64 { return float64(l.Errors()) })),
 	)
 }
 

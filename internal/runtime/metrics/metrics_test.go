@@ -60,6 +60,7 @@ func TestScrapeExpectedSeries(t *testing.T) {
 	m.SessionOpened("streamable-http")
 	m.MessageDropped("sse")
 	g.Expect(m.WatchAudit(fakeAudit{dropped: 7, errors: 2})).To(Succeed())
+	g.Expect(m.WatchLog(fakeAudit{dropped: 5, errors: 1})).To(Succeed())
 
 	expected := `
 # HELP mcp_runtime_rpc_requests_total JSON-RPC messages from clients by transport, MCP method and outcome.
@@ -101,12 +102,19 @@ mcp_runtime_audit_lines_dropped_total 7
 # HELP mcp_runtime_audit_write_errors_total Audit lines that failed to encode or write.
 # TYPE mcp_runtime_audit_write_errors_total counter
 mcp_runtime_audit_write_errors_total 2
+# HELP mcp_runtime_log_lines_dropped_total Log lines (access log included) dropped because stderr could not keep up.
+# TYPE mcp_runtime_log_lines_dropped_total counter
+mcp_runtime_log_lines_dropped_total 5
+# HELP mcp_runtime_log_write_errors_total Log lines that failed to write to stderr.
+# TYPE mcp_runtime_log_write_errors_total counter
+mcp_runtime_log_write_errors_total 1
 `
 	g.Expect(testutil.ScrapeAndCompare(srv.URL, strings.NewReader(expected),
 		"mcp_runtime_rpc_requests_total", "mcp_runtime_auth_decisions_total", "mcp_runtime_origin_rejections_total",
 		"mcp_runtime_rate_limited_total", "mcp_runtime_validation_failures_total", "mcp_runtime_upstream_restarts_total",
 		"mcp_runtime_active_connections", "mcp_runtime_active_sessions", "mcp_runtime_messages_dropped_total",
 		"mcp_runtime_audit_lines_dropped_total", "mcp_runtime_audit_write_errors_total",
+		"mcp_runtime_log_lines_dropped_total", "mcp_runtime_log_write_errors_total",
 	)).To(Succeed())
 
 	body := scrape(t, srv.URL)
@@ -212,6 +220,7 @@ func TestNilMetricsIsOff(t *testing.T) {
 	m.SessionClosed("sse")
 	m.MessageDropped("sse")
 	g.Expect(m.WatchAudit(fakeAudit{})).To(Succeed())
+	g.Expect(m.WatchLog(fakeAudit{})).To(Succeed())
 	g.Expect(m.Registry()).To(BeNil())
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	rec := httptest.NewRecorder()

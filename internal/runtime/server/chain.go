@@ -5,10 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strconv"
+	"sync"
 	"time"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/logbatch"
 )
 
 type ctxKey int
@@ -68,9 +73,12 @@ func (s *statusRecorder) Flush() { _ = http.NewResponseController(s.ResponseWrit
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// accessLog assigns a request id (a sane incoming X-Request-Id is kept) and logs one line per
-// request. It logs the path only: query strings may carry tickets or tokens.
-func accessLog(log *slog.Logger) func(http.Handler) http.Handler {
+// accessLog assigns a request id (a sane incoming X-Request-Id is kept) and writes one JSON
+// line per request to out (one Write per line). It logs the path only: query strings may
+// carry tickets or tokens. The line has the shape of the runtime's other log lines (slog's
+// JSON handler: time, level, msg, then the fields) but is encoded here: slog's generic
+// path cost ~4% of the runtime's CPU per request.
+func accessLog(out io.Writer) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -86,15 +94,58 @@ func accessLog(log *slog.Logger) func(http.Handler) http.Handler {
 				if status == 0 {
 					status = http.StatusOK // hijacked (WebSocket) or empty
 				}
-				log.LogAttrs(r.Context(), slog.LevelInfo, "Request",
-					slog.String("requestID", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
-					slog.Int("status", status), slog.Int64("bytes", rec.bytes),
-					slog.String("duration", time.Since(start).String()),
-					slog.String("remote", r.RemoteAddr), slog.String("proto", r.Proto))
+				end := time.Now()
+				bp := lineBufs.Get().(*[]byte)
+				line := appendAccessLine((*bp)[:0], accessEntry{
+					time: end, id: id, method: r.Method, path: r.URL.Path, status: status,
+					bytes: rec.bytes, duration: end.Sub(start), remote: r.RemoteAddr, proto: r.Proto,
+				})
+				_, _ = out.Write(line)
+				if cap(line) <= 4<<10 {
+					*bp = line
+					lineBufs.Put(bp)
+				}
 			}()
 			next.ServeHTTP(rec, r)
 		})
 	}
+}
+
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// accessEntry is one access log line.
+type accessEntry struct {
+	time             time.Time
+	id, method, path string
+	status           int
+	bytes            int64
+	duration         time.Duration
+	remote, proto    string
+}
+
+// appendAccessLine appends e as the line slog.NewJSONHandler writes for
+// log.LogAttrs(ctx, slog.LevelInfo, "Request", requestID, method, path, status, bytes,
+// duration, remote, proto) — TestAccessLineMatchesSlog holds it to that.
+func appendAccessLine(b []byte, e accessEntry) []byte {
+	b = append(b, `{"time":"`...)
+	b = e.time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","level":"INFO","msg":"Request","requestID":`...)
+	b = logbatch.AppendJSONString(b, e.id)
+	b = append(b, `,"method":`...)
+	b = logbatch.AppendJSONString(b, e.method)
+	b = append(b, `,"path":`...)
+	b = logbatch.AppendJSONString(b, e.path)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(e.status), 10)
+	b = append(b, `,"bytes":`...)
+	b = strconv.AppendInt(b, e.bytes, 10)
+	b = append(b, `,"duration":`...)
+	b = logbatch.AppendJSONString(b, e.duration.String())
+	b = append(b, `,"remote":`...)
+	b = logbatch.AppendJSONString(b, e.remote)
+	b = append(b, `,"proto":`...)
+	b = logbatch.AppendJSONString(b, e.proto)
+	return append(b, '}', '\n')
 }
 
 func saneRequestID(id string) bool {

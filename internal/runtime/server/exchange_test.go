@@ -116,7 +116,7 @@ func startTestRuntime(t *testing.T, edit func(*config.Config), command []string)
 	}
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := Build(ctx, cfg, Options{Command: command, Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), DrainTimeout: time.Second})
+	srv, err := Build(ctx, cfg, Options{Command: command, Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), LogOutput: logs, DrainTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/ratelimit"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/tools"
 )
 
 // JSON-RPC error codes the runtime itself answers with (beside the -32700..-32603 set).
@@ -154,7 +155,8 @@ func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, o
 	if m.Method != "tools/call" {
 		return p, nil
 	}
-	p.tool, p.args = toolCallParts(m.Params)
+	var cerr *tools.CallError
+	p.tool, p.args, cerr = tools.ReadCallParams(m.Params)
 	if ok, retry := s.deps.Limiter.AllowTool(c.rateKey, p.tool); !ok {
 		s.obs.rateLimited(c.transport, m.Method, "tool")
 		s.audit(sess, p, "rate_limited", 0)
@@ -162,11 +164,13 @@ func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, o
 		r.retryAfter = retry
 		return nil, r
 	}
-	_, cerr := s.deps.Tools.CheckCall(c.principal, m.Params)
-	if cerr != nil && cerr.SchemaUnknown {
-		// A client may call a tool without listing first: learn the schemas, then decide.
-		s.ensureSchemas(ctx)
-		_, cerr = s.deps.Tools.CheckCall(c.principal, m.Params)
+	if cerr == nil {
+		cerr = s.deps.Tools.CheckArguments(c.principal, p.tool, p.args)
+		if cerr != nil && cerr.SchemaUnknown {
+			// A client may call a tool without listing first: learn the schemas, then decide.
+			s.ensureSchemas(ctx)
+			cerr = s.deps.Tools.CheckArguments(c.principal, p.tool, p.args)
+		}
 	}
 	if cerr != nil {
 		reason := "invalid_arguments"
@@ -213,16 +217,6 @@ func (s *Server) checkParamHeaders(ctx context.Context, sess *session, p *pendin
 	s.obs.refused(p.from.transport, p.method, "header_mismatch")
 	s.audit(sess, p, "refused:header_mismatch", 0)
 	return refuse(http.StatusBadRequest, p.id, jsonrpc.NewError(codeHeaderMismatch, err.Error()), "header_mismatch")
-}
-
-// toolCallParts reads the tool name and arguments of tools/call params (already depth-checked).
-func toolCallParts(params json.RawMessage) (string, json.RawMessage) {
-	var p struct {
-		Name      string          `json:"name"`
-		Arguments json.RawMessage `json:"arguments"`
-	}
-	_ = json.Unmarshal(params, &p)
-	return p.Name, p.Arguments
 }
 
 // outbound processes one upstream message: responses are matched to their pending call

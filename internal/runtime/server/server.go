@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,9 @@ type Deps struct {
 	Metrics  *metrics.Metrics
 	Certs    *tlsreload.Reloader
 	Logger   *slog.Logger
+	// AccessLog receives one JSON line per HTTP request (one Write per line). Default
+	// os.Stderr; the runtime passes its batched log output (logbatch).
+	AccessLog io.Writer
 	// DrainTimeout bounds the graceful shutdown of in-flight requests. Default 20s.
 	DrainTimeout time.Duration
 	// SessionIdle closes Streamable HTTP sessions unused for this long. Default 30m.
@@ -82,6 +86,9 @@ func New(cfg *config.Config, d Deps) (*Server, error) {
 	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
+	}
+	if d.AccessLog == nil {
+		d.AccessLog = os.Stderr
 	}
 	if d.DrainTimeout <= 0 {
 		d.DrainTimeout = 20 * time.Second
@@ -141,7 +148,7 @@ func (s *Server) Handler() http.Handler {
 	top.HandleFunc("GET /healthz", s.healthz)
 	top.HandleFunc("GET /readyz", s.readyz)
 
-	return recoverMiddleware(s.log)(accessLog(s.log)(s.deps.Metrics.Middleware(top)))
+	return recoverMiddleware(s.log)(accessLog(s.deps.AccessLog)(s.deps.Metrics.Middleware(top)))
 }
 
 // HealthHandler serves /healthz, /readyz and /metrics on the plain health address.

@@ -344,7 +344,10 @@ func (s *Server) awaitResponses(w http.ResponseWriter, r *http.Request, sess *se
 // set it): method not found 404; invalid params, unsupported version and missing client
 // capabilities 400.
 func writeResponse(w http.ResponseWriter, out []byte, statelessRevision bool) {
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	// A known length spares a large answer the chunked encoding (one write, no trailer).
+	h.Set("Content-Length", strconv.Itoa(len(out)))
 	if statelessRevision {
 		if status := statelessErrorStatus(out); status != 0 {
 			w.WriteHeader(status)

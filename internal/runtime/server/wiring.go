@@ -26,6 +26,10 @@ type Options struct {
 	// Command starts a stdio upstream (the words after "--"); empty: cfg.Upstream.Command.
 	Command []string
 	Logger  *slog.Logger
+	// LogOutput is where Logger writes; the access log writes its lines there directly
+	// (one Write per line). When it counts dropped lines (a logbatch.Writer from
+	// logbatch.NewJSONLogger does), the counts become metrics. nil: os.Stderr.
+	LogOutput io.Writer
 	// Upstream replaces the upstream built from cfg (tests).
 	Upstream upstream.Upstream
 	// UpstreamOptions tune the built upstream.
@@ -42,9 +46,17 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Server, error) 
 		log = slog.Default()
 	}
 	d := Deps{Logger: log, Upstream: o.Upstream, DrainTimeout: o.DrainTimeout}
+	if o.LogOutput != nil {
+		d.AccessLog = o.LogOutput
+	}
 	var err error
 	if !cfg.Metrics.Disabled {
 		d.Metrics = metrics.New()
+	}
+	if src, ok := o.LogOutput.(metrics.LineSource); ok {
+		if err := d.Metrics.WatchLog(src); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
 	}
 	var closers []io.Closer
 	if !cfg.Audit.Disabled {

@@ -17,12 +17,14 @@
 package tools
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
 	"slices"
 	"strings"
+	"unicode/utf8"
 	"sync"
 	"sync/atomic"
 
@@ -167,19 +169,32 @@ func (p *Policy) Invalidate() {
 	p.schemas.Store(&map[string]*entry{})
 }
 
-// CheckCall decides a tools/call with the given params for the principal. It returns the
-// tool name (when readable) and nil when the call may be relayed. Refusals, in order:
-// malformed params (-32602), a hidden tool (-32602 "unknown tool", as if it did not exist),
-// missing scopes (InsufficientScope), an unknown schema (SchemaUnknown), a schema the
-// runtime refused (-32603), arguments not matching the schema (-32602 naming the JSON
-// pointer and keyword).
+// CheckCall decides a tools/call with the given params for the principal: ReadCallParams,
+// then CheckArguments. It returns the tool name (when readable) and nil when the call may be
+// relayed.
 func (p *Policy) CheckCall(pr auth.Principal, params json.RawMessage) (string, *CallError) {
-	name, args, cerr := readCallParams(params)
+	name, args, cerr := ReadCallParams(params)
 	if cerr != nil {
 		return name, cerr
 	}
+	return name, p.CheckArguments(pr, name, args)
+}
+
+// CheckArguments decides a call of tool name with args, as ReadCallParams read them, for the
+// principal; nil when the call may be relayed. Refusals, in order: arguments that are not an
+// object (-32602), a hidden tool (-32602 "unknown tool", as if it did not exist), missing
+// scopes (InsufficientScope), an unknown schema (SchemaUnknown), a schema the runtime
+// refused (-32603), arguments not matching the schema (-32602 naming the JSON pointer and
+// keyword).
+func (p *Policy) CheckArguments(pr auth.Principal, name string, args json.RawMessage) *CallError {
+	switch {
+	case args == nil || string(args) == "null":
+		args = json.RawMessage(`{}`)
+	case args[0] != '{':
+		return &CallError{Tool: name, RPC: jsonrpc.InvalidParams(fmt.Sprintf(`invalid arguments for tool %q: "arguments" must be an object`, name))}
+	}
 	if !p.Visible(name) {
-		return name, unknownTool(name)
+		return unknownTool(name)
 	}
 	if req := p.RequiredScopes(name); len(req) > 0 {
 		if err := auth.RequireScopes(pr, req); err != nil {
@@ -190,43 +205,44 @@ func (p *Policy) CheckCall(pr auth.Principal, params json.RawMessage) (string, *
 			}
 			rpc := jsonrpc.InvalidParams(fmt.Sprintf("insufficient scope for tool %q: missing %s", name, quoteList(missing)))
 			rpc.Data = map[string]any{"error": "insufficient_scope", "missingScopes": missing}
-			return name, &CallError{RPC: rpc, Tool: name, InsufficientScope: true, MissingScopes: missing}
+			return &CallError{RPC: rpc, Tool: name, InsufficientScope: true, MissingScopes: missing}
 		}
 	}
 	if p.skipArgs {
-		return name, nil
+		return nil
 	}
 	e, ok := (*p.schemas.Load())[name]
 	if !ok {
 		ce := unknownTool(name)
 		ce.SchemaUnknown = true
-		return name, ce
+		return ce
 	}
 	if e.err != nil {
-		return name, &CallError{Tool: name, RPC: jsonrpc.InternalError(
+		return &CallError{Tool: name, RPC: jsonrpc.InternalError(
 			fmt.Sprintf("tool %q cannot be called: the runtime refused its inputSchema (%v)", name, e.err))}
 	}
 	v, err := jsonrpc.DecodeStrict(args)
 	if err != nil {
-		return name, invalidArgs(name, err.Error(), nil)
+		return invalidArgs(name, err.Error(), nil)
 	}
 	if err := e.schema.Validate(v); err != nil {
 		var ve *jsonschema.ValidationError
 		if !errors.As(err, &ve) {
-			return name, invalidArgs(name, err.Error(), nil)
+			return invalidArgs(name, err.Error(), nil)
 		}
 		ptr, keyword, msg := describe(ve)
-		return name, invalidArgs(name, fmt.Sprintf("at %s: %s (keyword %q)", pointerOrRoot(ptr), msg, keyword),
+		return invalidArgs(name, fmt.Sprintf("at %s: %s (keyword %q)", pointerOrRoot(ptr), msg, keyword),
 			map[string]any{"tool": name, "path": ptr, "keyword": keyword})
 	}
-	return name, nil
+	return nil
 }
 
 var callParamKeys = []string{"name", "arguments", "_meta"}
 
-// readCallParams reads name and arguments from tools/call params, refusing duplicate and
-// case-variant keys (see jsonrpc.Members).
-func readCallParams(params json.RawMessage) (string, json.RawMessage, *CallError) {
+// ReadCallParams reads the tool name and the arguments, as received (nil when absent), from
+// tools/call params, refusing malformed params (-32602): not an object, duplicate or
+// case-variant keys (see jsonrpc.Members), a missing or empty name.
+func ReadCallParams(params json.RawMessage) (string, json.RawMessage, *CallError) {
 	if len(params) == 0 {
 		return "", nil, &CallError{RPC: jsonrpc.InvalidParams(`invalid tools/call params: missing params with a "name"`)}
 	}
@@ -240,10 +256,9 @@ func readCallParams(params json.RawMessage) (string, json.RawMessage, *CallError
 	for _, m := range members {
 		switch m.Key {
 		case "name":
-			if err := json.Unmarshal(m.Value, &name); err != nil || name == "" {
+			if name, haveName = stringValue(m.Value); !haveName || name == "" {
 				return "", nil, &CallError{RPC: jsonrpc.InvalidParams(`invalid tools/call params: "name" must be a non-empty string`)}
 			}
-			haveName = true
 		case "arguments":
 			args = m.Value
 		}
@@ -251,13 +266,20 @@ func readCallParams(params json.RawMessage) (string, json.RawMessage, *CallError
 	if !haveName {
 		return "", nil, &CallError{RPC: jsonrpc.InvalidParams(`invalid tools/call params: missing "name"`)}
 	}
-	switch {
-	case args == nil || string(args) == "null":
-		args = json.RawMessage(`{}`)
-	case args[0] != '{':
-		return name, nil, &CallError{Tool: name, RPC: jsonrpc.InvalidParams(fmt.Sprintf(`invalid arguments for tool %q: "arguments" must be an object`, name))}
-	}
 	return name, args, nil
+}
+
+// stringValue decodes a JSON value (valid: jsonrpc.Members checked it) that should be a
+// string. The common string without escapes is taken as it is.
+func stringValue(v json.RawMessage) (string, bool) {
+	if n := len(v); n >= 2 && v[0] == '"' && v[n-1] == '"' && bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v) {
+		return string(v[1 : n-1]), true
+	}
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		return "", false
+	}
+	return s, true
 }
 
 func unknownTool(name string) *CallError {

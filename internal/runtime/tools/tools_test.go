@@ -241,6 +241,26 @@ func TestCheckCallMalformedParams(t *testing.T) {
 	}
 }
 
+// TestReadCallParamsNameAsEncodingJSON holds the fast path for plain names to what
+// encoding/json decodes (escapes, invalid UTF-8 as U+FFFD), and keeps the arguments as
+// received.
+func TestReadCallParamsNameAsEncodingJSON(t *testing.T) {
+	g := NewWithT(t)
+	for _, raw := range []string{`"add"`, `"a\"b"`, `"caf\u00e9"`, `"café"`, `"\ud83d\ude00"`, `"tab\tname"`,
+		"\"bad\xffutf8\"", `"a/b<c>&"`, `" "`} {
+		var want string
+		g.Expect(json.Unmarshal([]byte(raw), &want)).To(Succeed(), raw)
+		name, args, cerr := ReadCallParams(json.RawMessage(`{"name":` + raw + `,"arguments":null}`))
+		g.Expect(cerr).To(BeNil(), raw)
+		g.Expect(name).To(Equal(want), raw)
+		g.Expect(string(args)).To(Equal("null"), "arguments are kept as received")
+	}
+	name, args, cerr := ReadCallParams(json.RawMessage(`{"name":"add"}`))
+	g.Expect(cerr).To(BeNil())
+	g.Expect(name).To(Equal("add"))
+	g.Expect(args).To(BeNil())
+}
+
 func TestScopes(t *testing.T) {
 	g := NewWithT(t)
 	p := newPolicy(t, config.Tools{Scopes: []config.ToolScopes{

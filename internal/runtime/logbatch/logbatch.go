@@ -1,0 +1,230 @@
+// Package logbatch writes log lines in batches: lines are appended to an in-memory batch
+// and one writer goroutine writes each batch with a single Write, at most Interval after its
+// first line (sooner when the batch grows to QueueSize/4 lines or 256 KiB). A busy runtime
+// then makes one write syscall per batch instead of one per line — the syscall cost more
+// CPU than encoding the line — lines never interleave, and a slow or stuck destination (a
+// full pipe, a hung disk) never blocks a request: while QueueSize lines wait, further lines
+// are dropped and counted. Write errors are counted too, never fatal.
+package logbatch
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// QueueSize is the number of lines waiting for the destination before lines are dropped.
+const QueueSize = 4096
+
+// Interval bounds how long a line waits in memory before it is written.
+const Interval = 50 * time.Millisecond
+
+// A batch this large is written at once instead of waiting for Interval.
+const (
+	flushLines = QueueSize / 4
+	flushBytes = 256 << 10
+)
+
+// Writer batches lines for w. It is safe for concurrent use.
+type Writer struct {
+	w io.Writer
+
+	// writeMu is held while a batch is taken and written, so batches reach w in order
+	// whether the writer goroutine or Flush writes them.
+	writeMu sync.Mutex
+	spare   []byte // the buffer of the last batch written, reused (under writeMu)
+
+	mu      sync.Mutex
+	closed  bool
+	batch   []byte // lines not yet taken
+	lines   int    // lines in batch
+	pending int    // lines in batch plus lines taken and not written yet
+
+	kick    chan struct{} // cap 1: the batch has its first line
+	full    chan struct{} // cap 1: the batch should be written now
+	closing chan struct{} // closed by Close: write what is left and stop
+	done    chan struct{}
+
+	dropped, errors, written atomic.Uint64
+}
+
+// New starts a Writer for w; the caller keeps owning w (Close does not close it).
+func New(w io.Writer) *Writer {
+	b := &Writer{
+		w:       w,
+		kick:    make(chan struct{}, 1),
+		full:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go b.run()
+	return b
+}
+
+// run waits for a first line, lets the batch fill for at most Interval (or until it is
+// full or the Writer closes), then writes it.
+func (b *Writer) run() {
+	defer close(b.done)
+	timer := time.NewTimer(Interval)
+	timer.Stop()
+	for {
+		closing := false
+		select {
+		case <-b.kick:
+			timer.Reset(Interval)
+			select {
+			case <-timer.C:
+			case <-b.full:
+				timer.Stop()
+			case <-b.closing:
+				timer.Stop()
+				closing = true
+			}
+		case <-b.closing:
+			closing = true
+		}
+		b.Flush()
+		if closing {
+			b.mu.Lock()
+			left := b.lines
+			b.mu.Unlock()
+			if left == 0 {
+				return
+			}
+		}
+	}
+}
+
+// Append queues p, which holds n whole lines (each ending in a newline); it never blocks.
+// It reports false when the lines were dropped (queue full) or the Writer is closed.
+func (b *Writer) Append(p []byte, n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		return false
+	case b.pending+n > QueueSize:
+		b.dropped.Add(uint64(n))
+		return false
+	}
+	first := b.lines == 0
+	b.batch = append(b.batch, p...)
+	b.lines += n
+	b.pending += n
+	switch {
+	case first:
+		signal(b.kick)
+	case b.lines >= flushLines || len(b.batch) >= flushBytes:
+		signal(b.full)
+	}
+	return true
+}
+
+// Write queues p as one line, for loggers that write one record per call (slog's
+// handlers do). A dropped line is counted, not returned as an error: a log line must not
+// fail the request it describes.
+func (b *Writer) Write(p []byte) (int, error) {
+	b.Append(p, 1)
+	return len(p), nil
+}
+
+// Flush writes what is queued now, on the caller's goroutine (after any batch being
+// written: the order of lines is kept).
+func (b *Writer) Flush() {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	b.mu.Lock()
+	batch, n := b.batch, b.lines
+	b.batch, b.lines = b.spare[:0], 0
+	b.mu.Unlock()
+	select { // a full signal for the batch just taken is stale
+	case <-b.full:
+	default:
+	}
+	if n == 0 {
+		b.spare = batch
+		return
+	}
+	if _, err := b.w.Write(batch); err != nil {
+		b.errors.Add(uint64(n))
+	} else {
+		b.written.Add(uint64(n))
+	}
+	b.mu.Lock()
+	b.pending -= n
+	b.mu.Unlock()
+	b.spare = batch
+	if cap(b.spare) > 4*flushBytes {
+		b.spare = nil // one burst of huge lines must not pin its buffer
+	}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Dropped is the number of lines dropped because the destination could not keep up.
+func (b *Writer) Dropped() uint64 { return b.dropped.Load() }
+
+// Errors is the number of lines whose write failed.
+func (b *Writer) Errors() uint64 { return b.errors.Load() }
+
+// Written is the number of lines written.
+func (b *Writer) Written() uint64 { return b.written.Load() }
+
+// Close stops accepting lines and waits until the queued ones are written or ctx ends (a
+// stuck destination cannot hold shutdown). Later lines are ignored.
+func (b *Writer) Close(ctx context.Context) error {
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		close(b.closing)
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.done:
+		return nil
+	case <-ctx.Done():
+		b.mu.Lock()
+		n := b.pending
+		b.mu.Unlock()
+		return fmt.Errorf("%d log lines not written: %w", n, ctx.Err())
+	}
+}
+
+// NewJSONLogger returns the runtime's logger: slog JSON lines to w, batched. A record at
+// Warn or above is written at once, with every line queued before it, so what led to a
+// failure is on disk before the process can crash. Close the Writer at exit.
+func NewJSONLogger(w io.Writer) (*slog.Logger, *Writer) {
+	b := New(w)
+	return slog.New(urgentHandler{Handler: slog.NewJSONHandler(b, nil), out: b}), b
+}
+
+// urgentHandler flushes the batch after a record at Warn or above.
+type urgentHandler struct {
+	slog.Handler
+	out *Writer
+}
+
+func (h urgentHandler) Handle(ctx context.Context, r slog.Record) error {
+	err := h.Handler.Handle(ctx, r)
+	if r.Level >= slog.LevelWarn {
+		h.out.Flush()
+	}
+	return err
+}
+
+func (h urgentHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return urgentHandler{Handler: h.Handler.WithAttrs(attrs), out: h.out}
+}
+
+func (h urgentHandler) WithGroup(name string) slog.Handler {
+	return urgentHandler{Handler: h.Handler.WithGroup(name), out: h.out}
+}

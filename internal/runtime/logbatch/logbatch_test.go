@@ -1,0 +1,117 @@
+package logbatch
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+)
+
+// recorder keeps each Write separately.
+type recorder struct {
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.writes = append(r.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+func (r *recorder) snapshot() (writes int, all []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.writes), bytes.Join(r.writes, nil)
+}
+
+func closeNow(t *testing.T, w *Writer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInfoLinesAreBatchedAndAWarningIsWrittenAtOnceAfterThem(t *testing.T) {
+	g := NewWithT(t)
+	var dst recorder
+	log, out := NewJSONLogger(&dst)
+	defer closeNow(t, out)
+
+	start := time.Now()
+	for i := range 100 {
+		log.Info("Request", "n", i)
+	}
+	if writes, _ := dst.snapshot(); time.Since(start) < Interval/2 { // else the machine stalled us
+		g.Expect(writes).To(BeZero(), "info lines wait for the batch (up to Interval)")
+	}
+
+	log.With("component", "upstream").Warn("Upstream exited", "code", 1)
+	_, all := dst.snapshot()
+	lines := bytes.Split(bytes.TrimSuffix(all, []byte("\n")), []byte("\n"))
+	g.Expect(lines).To(HaveLen(101), "with every line queued before it, in order")
+	for i, ln := range lines[:100] {
+		var m map[string]any
+		g.Expect(json.Unmarshal(ln, &m)).To(Succeed())
+		g.Expect(m).To(HaveKeyWithValue("n", BeNumerically("==", i)))
+	}
+	var last map[string]any
+	g.Expect(json.Unmarshal(lines[100], &last)).To(Succeed())
+	g.Expect(last).To(HaveKeyWithValue("level", "WARN"))
+	g.Expect(last).To(HaveKeyWithValue("component", "upstream"))
+
+	log.Info("later")
+	g.Eventually(func() []byte { _, all := dst.snapshot(); return all }, 2*time.Second, 5*time.Millisecond).
+		Should(ContainSubstring(`"msg":"later"`), "a lone info line is written within Interval without Close")
+}
+
+func TestCloseWritesWhatIsQueuedAndIgnoresLaterLines(t *testing.T) {
+	g := NewWithT(t)
+	var dst recorder
+	w := New(&dst)
+	for i := range 10 {
+		_, _ = w.Write([]byte(strconv.Itoa(i) + "\n"))
+	}
+	closeNow(t, w)
+	_, all := dst.snapshot()
+	g.Expect(string(all)).To(Equal("0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n"))
+	g.Expect(w.Append([]byte("late\n"), 1)).To(BeFalse())
+	n, err := w.Write([]byte("later\n"))
+	g.Expect(n, err).To(Equal(6), "a log line never fails its caller")
+	g.Expect(w.Written()).To(BeEquivalentTo(10))
+}
+
+// stuck blocks every Write until released.
+type stuck struct{ release chan struct{} }
+
+func (s stuck) Write(p []byte) (int, error) { <-s.release; return len(p), nil }
+
+func TestAStuckDestinationDropsLinesInsteadOfBlocking(t *testing.T) {
+	g := NewWithT(t)
+	dst := stuck{release: make(chan struct{})}
+	w := New(dst)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range QueueSize + 50 {
+			_, _ = w.Write([]byte("x\n"))
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Write blocked on a stuck destination")
+	}
+	g.Expect(w.Dropped()).To(BeNumerically(">=", 50))
+	close(dst.release)
+	closeNow(t, w)
+	g.Expect(w.Written() + w.Dropped()).To(BeEquivalentTo(QueueSize + 50))
+}
