@@ -24,9 +24,9 @@ import (
 	"path"
 	"slices"
 	"strings"
-	"unicode/utf8"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
