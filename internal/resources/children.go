@@ -90,7 +90,9 @@ func Certificate(s *mcpv1alpha1.MCPServer, o Options) *cmac.CertificateApplyConf
 		WithSpec(spec)
 }
 
-// Service exposes the runtime's endpoint (and its metrics port for scraping).
+// Service exposes the runtime's endpoint (and its metrics port for scraping). A client
+// sticks to one replica (ClientIP affinity): its Streamable HTTP session and the WebSocket
+// tickets it is issued live in that replica's memory.
 func Service(s *mcpv1alpha1.MCPServer) *corev1ac.ServiceApplyConfiguration {
 	return corev1ac.Service(ServiceName(s), s.Namespace).
 		WithLabels(Labels(s)).
@@ -98,6 +100,7 @@ func Service(s *mcpv1alpha1.MCPServer) *corev1ac.ServiceApplyConfiguration {
 		WithSpec(corev1ac.ServiceSpec().
 			WithType(serviceType(s)).
 			WithSelector(SelectorLabels(s)).
+			WithSessionAffinity(corev1.ServiceAffinityClientIP).
 			WithPorts(
 				corev1ac.ServicePort().WithName(PortNameMCP).WithProtocol(corev1.ProtocolTCP).
 					WithPort(endpointPort(s)).WithTargetPort(intstr.FromString(PortNameMCP)).WithAppProtocol(endpointScheme(s)),

@@ -33,6 +33,7 @@ var (
 	ErrTicketExpired     = errors.New("ticket is expired")
 	ErrTicketReplayed    = errors.New("ticket was already used")
 	ErrTicketOrigin      = errors.New("ticket was issued to another origin")
+	ErrTicketReplica     = errors.New("ticket was issued by another replica or before a restart; request a new one")
 	ErrTicketCapacity    = errors.New("too many outstanding tickets")
 	ErrTicketsDisabled   = errors.New("tickets are disabled")
 	ErrFirstMessage      = errors.New("first message is not an auth message")
@@ -62,6 +63,7 @@ var reasons = []struct {
 	{ErrTicketExpired, "ticket_expired"},
 	{ErrTicketReplayed, "ticket_replayed"},
 	{ErrTicketOrigin, "ticket_origin_mismatch"},
+	{ErrTicketReplica, "ticket_other_replica"},
 	{ErrTicketCapacity, "ticket_capacity"},
 	{ErrTicketsDisabled, "tickets_disabled"},
 	{ErrFirstMessage, "bad_first_message"},

@@ -24,13 +24,15 @@ const maxOutstandingTickets = 100_000
 const ticketPrefix = "mt1."
 
 // ticketer issues and redeems single-use WebSocket tickets:
-// "mt1.<base64url claims>.<base64url HMAC-SHA256>". Any replica holding the same key can
-// verify a ticket; single use is enforced per process by a replay set whose entries expire
-// with the tickets.
+// "mt1.<base64url claims>.<base64url HMAC-SHA256>". Single use is enforced by a replay set
+// in memory whose entries expire with the tickets, so a ticket is redeemed only by the
+// process that issued it (its random replica id is a claim): another replica holding the
+// same key, or this one after a restart, has not seen the redemptions and refuses it.
 type ticketer struct {
-	key  []byte
-	ttl  time.Duration
-	opts *Options
+	key     []byte
+	ttl     time.Duration
+	opts    *Options
+	replica string // random per process; "" only in tests that build a ticketer by hand
 
 	mu        sync.Mutex
 	used      map[string]time.Time // ticket id → expiry
@@ -45,10 +47,16 @@ type ticketClaims struct {
 	Origin  string   `json:"org"`
 	Expiry  int64    `json:"exp"` // Unix milliseconds
 	ID      string   `json:"jti"`
+	Replica string   `json:"rep,omitempty"`
 }
 
 func newTicketer(cfg config.Tickets, opts *Options) (*ticketer, error) {
-	t := &ticketer{ttl: cfg.TTL.Duration, opts: opts, used: map[string]time.Time{}, maxUsed: maxOutstandingTickets}
+	replica := make([]byte, 12)
+	if _, err := rand.Read(replica); err != nil {
+		return nil, fmt.Errorf("generating the replica id: %w", err)
+	}
+	t := &ticketer{ttl: cfg.TTL.Duration, opts: opts, used: map[string]time.Time{}, maxUsed: maxOutstandingTickets,
+		replica: base64.RawURLEncoding.EncodeToString(replica)}
 	if t.ttl <= 0 {
 		t.ttl = 30 * time.Second
 	}
@@ -107,6 +115,7 @@ func (t *ticketer) issue(p Principal, origin string) (string, error) {
 		Origin:  origin,
 		Expiry:  t.opts.Now().Add(t.ttl).UnixMilli(),
 		ID:      base64.RawURLEncoding.EncodeToString(id),
+		Replica: t.replica,
 	})
 	if err != nil {
 		return "", fmt.Errorf("encoding a ticket: %w", err)
@@ -147,6 +156,9 @@ func (t *ticketer) redeem(ticket, origin string) (Principal, error) {
 	}
 	if c.Origin != origin {
 		return Principal{}, invalid(ErrTicketOrigin)
+	}
+	if c.Replica != t.replica {
+		return Principal{}, invalid(ErrTicketReplica)
 	}
 	if err := t.consume(c.ID, exp, now); err != nil {
 		return Principal{}, err
