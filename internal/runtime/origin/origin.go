@@ -127,38 +127,54 @@ func (c *Checker) HostAllowed(host string) bool {
 // Middleware refuses a bad Host with 421 and a present, non-allowed Origin (or a missing
 // one when AllowMissing is false) with 403, before next runs. Several Origin headers are
 // refused too. For an allowed Origin it answers CORS preflights itself.
-func (c *Checker) Middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !c.HostAllowed(r.Host) {
-			writeError(w, http.StatusMisdirectedRequest, "host_not_allowed")
-			return
+func (c *Checker) Middleware(next http.Handler) http.Handler { return c.Guard(nil)(next) }
+
+// Guard is Middleware that also tells onReject (when set) of each refusal: "host" or
+// "origin" (for metrics, without wrapping the response to see its status).
+func (c *Checker) Guard(onReject func(reason string)) func(http.Handler) http.Handler {
+	refuse := func(w http.ResponseWriter, status int, reason string) {
+		if onReject != nil {
+			onReject(reason)
 		}
-		values := r.Header.Values("Origin")
-		switch {
-		case len(values) == 0:
-			if !c.allowMissing {
-				writeError(w, http.StatusForbidden, "origin_not_allowed")
-				return
-			}
-			next.ServeHTTP(w, r)
-			return
-		case len(values) > 1 || !c.Allowed(values[0]):
-			writeError(w, http.StatusForbidden, "origin_not_allowed")
-			return
-		}
-		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", values[0])
-		h.Add("Vary", "Origin")
-		h.Set("Access-Control-Expose-Headers", exposedHeaders)
-		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
-			h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
-			h.Set("Access-Control-Allow-Headers", allowHeaders(r.Header.Get("Access-Control-Request-Headers")))
-			h.Set("Access-Control-Max-Age", "600")
-			w.WriteHeader(http.StatusNoContent)
+		writeError(w, status, reason+"_not_allowed")
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c.serve(w, r, next, refuse)
+		})
+	}
+}
+
+func (c *Checker) serve(w http.ResponseWriter, r *http.Request, next http.Handler, refuse func(http.ResponseWriter, int, string)) {
+	if !c.HostAllowed(r.Host) {
+		refuse(w, http.StatusMisdirectedRequest, "host")
+		return
+	}
+	values := r.Header.Values("Origin")
+	switch {
+	case len(values) == 0:
+		if !c.allowMissing {
+			refuse(w, http.StatusForbidden, "origin")
 			return
 		}
 		next.ServeHTTP(w, r)
-	})
+		return
+	case len(values) > 1 || !c.Allowed(values[0]):
+		refuse(w, http.StatusForbidden, "origin")
+		return
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", values[0])
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Expose-Headers", exposedHeaders)
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", allowHeaders(r.Header.Get("Access-Control-Request-Headers")))
+		h.Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	next.ServeHTTP(w, r)
 }
 
 // exposedHeaders are the response headers browser clients of MCP need to read.

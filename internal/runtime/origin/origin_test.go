@@ -266,6 +266,33 @@ func TestMiddlewareRefusesRebindingHost(t *testing.T) {
 	g.Expect(next.called).To(BeZero())
 }
 
+func TestGuardReportsEachRefusal(t *testing.T) {
+	g := NewWithT(t)
+	c := mustNew(t, config.Origins{Allowed: []string{"https://app.example"}}, "https://mcp.example")
+	var reasons []string
+	next := &recorder{}
+	h := c.Guard(func(reason string) { reasons = append(reasons, reason) })(next)
+	for _, tc := range []struct {
+		target, origin string
+		status         int
+	}{
+		{"http://rebind.attacker.example/mcp", "https://app.example", http.StatusMisdirectedRequest},
+		{"https://mcp.example/mcp", "https://evil.example", http.StatusForbidden},
+		{"https://mcp.example/mcp", "", http.StatusOK}, // missing Origin allowed by default
+		{"https://mcp.example/mcp", "https://app.example", http.StatusOK},
+	} {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, tc.target, nil)
+		if tc.origin != "" {
+			r.Header.Set("Origin", tc.origin)
+		}
+		h.ServeHTTP(w, r)
+		g.Expect(w.Code).To(Equal(tc.status), tc.target+" "+tc.origin)
+	}
+	g.Expect(reasons).To(Equal([]string{"host", "origin"}))
+	g.Expect(next.called).To(Equal(2))
+}
+
 func TestAllowHeadersIsBounded(t *testing.T) {
 	g := NewWithT(t)
 	g.Expect(allowHeaders("content-type, mcp-session-id")).To(Equal("content-type, mcp-session-id"))

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"time"
@@ -75,29 +74,3 @@ func (s *Server) OnAuthDecision(r *http.Request, d auth.Decision) {
 	s.deps.Audit.Log(rec)
 }
 
-// countOriginRejections wraps the origin middleware: a request it answered itself with 403
-// or 421 is counted as a rejection.
-func (s *Server) countOriginRejections(check func(http.Handler) http.Handler, next http.Handler) http.Handler {
-	type reachedKey struct{}
-	inner := check(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if f, ok := r.Context().Value(reachedKey{}).(*bool); ok {
-			*f = true
-		}
-		next.ServeHTTP(w, r)
-	}))
-	if s.obs.m == nil {
-		return inner
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		reached := false
-		sw := &statusRecorder{ResponseWriter: w}
-		inner.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), reachedKey{}, &reached)))
-		switch {
-		case reached:
-		case sw.status == http.StatusForbidden:
-			s.obs.m.OriginRejected("origin")
-		case sw.status == http.StatusMisdirectedRequest:
-			s.obs.m.OriginRejected("host")
-		}
-	})
-}

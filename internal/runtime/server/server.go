@@ -132,7 +132,8 @@ func (s *Server) Handler() http.Handler {
 		transports.HandleFunc(ep+sseStreamSuffix, s.sseStream)
 		transports.HandleFunc(ep+sseMessageSuffix, s.sseMessage)
 	}
-	protected := s.countOriginRejections(s.deps.Origin.Middleware, s.deps.Auth.Middleware(s.deps.Limiter.Middleware(transports)))
+	checkOrigin := s.deps.Origin.Guard(s.obs.m.OriginRejected)
+	protected := checkOrigin(s.deps.Auth.Middleware(s.deps.Limiter.Middleware(transports)))
 
 	limited := http.NewServeMux()
 	limited.Handle("/", protected)
@@ -140,7 +141,7 @@ func (s *Server) Handler() http.Handler {
 	limited.Handle(auth.MetadataPath, meta)
 	limited.Handle(auth.MetadataPath+ep, meta)
 	if !s.cfg.Auth.Anonymous && !s.cfg.Auth.WebSocket.Tickets.Disabled {
-		limited.Handle("/auth/ticket", s.countOriginRejections(s.deps.Origin.Middleware, s.deps.Limiter.Middleware(s.deps.Auth.TicketHandler())))
+		limited.Handle("/auth/ticket", checkOrigin(s.deps.Limiter.Middleware(s.deps.Auth.TicketHandler())))
 	}
 
 	top := http.NewServeMux()
