@@ -102,6 +102,9 @@ func (b *Writer) run() {
 // Append queues p, which holds n whole lines (each ending in a newline); it never blocks.
 // It reports false when the lines were dropped (queue full) or the Writer is closed.
 func (b *Writer) Append(p []byte, n int) bool {
+	if n < 1 {
+		n = 1 // a caller's miscount must not corrupt the queue accounting
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
@@ -145,7 +148,7 @@ func (b *Writer) Flush() {
 	case <-b.full:
 	default:
 	}
-	if n == 0 {
+	if n <= 0 {
 		b.spare = batch
 		return
 	}

@@ -211,28 +211,27 @@ type LineSource interface {
 
 // WatchAudit exports the audit log's drop and error counters. Call it once.
 func (m *Metrics) WatchAudit(a LineSource) error {
-	if m == nil || a == nil {
-		return nil
-	}
-	return errors.Join(
-		m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "audit_lines_dropped_total",
-			Help: "Audit lines dropped because the audit writer could not keep up."}, func() float64 { return float64(a.Dropped()) })),
-		m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "audit_write_errors_total",
-			Help: "Audit lines that failed to encode or write."}, func() float64 { return float64(a.Errors()) })),
-	)
+	return m.watchLines(a, "audit", "Audit lines dropped because the audit writer could not keep up.",
+		"Audit lines that failed to encode or write.")
 }
 
 // WatchLog exports the drop and error counters of the runtime's own log (stderr). Call it
 // once.
 func (m *Metrics) WatchLog(l LineSource) error {
-	if m == nil || l == nil {
+	return m.watchLines(l, "log", "Log lines (access log included) dropped because stderr could not keep up.",
+		"Log lines that failed to write to stderr.")
+}
+
+// watchLines registers <what>_lines_dropped_total and <what>_write_errors_total for src.
+func (m *Metrics) watchLines(src LineSource, what, droppedHelp, errorsHelp string) error {
+	if m == nil || src == nil {
 		return nil
 	}
 	return errors.Join(
-		m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "log_lines_dropped_total",
-			Help: "Log lines (access log included) dropped because stderr could not keep up."}, func() float64 { return float64(l.Dropped()) })),
-		m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "log_write_errors_total",
-			Help: "Log lines that failed to write to stderr."}, func() float64 { return float64(l.Errors()) })),
+		m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: what + "_lines_dropped_total",
+			Help: droppedHelp}, func() float64 { return float64(src.Dropped()) })),
+		m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: what + "_write_errors_total",
+			Help: errorsHelp}, func() float64 { return float64(src.Errors()) })),
 	)
 }
 
