@@ -54,6 +54,7 @@ type options struct {
 	firstSamples           int
 	keep                   bool
 	profileDir             string
+	hopProcs               int // GOMAXPROCS for the bare proxy and the runtime → HTTP; 0: Go's default
 }
 
 func parseFlags() (options, error) {
@@ -72,6 +73,7 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.wsHold, "ws-hold", 3*time.Second, "how long the idle WebSockets are held before RSS is read")
 	flag.IntVar(&o.firstSamples, "first", 30, "new sessions timed for the first-response measurement")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, audit)")
+	flag.IntVar(&o.hopProcs, "hop-gomaxprocs", 0, "GOMAXPROCS of the two hops compared on CPU, the bare proxy (b) and the runtime → HTTP (c); 0 leaves Go's default (the runtime → stdio is left alone: its child would inherit it)")
 	flag.StringVar(&o.profileDir, "profile", "", "run the runtime as this harness's runtime-profile subcommand (same wiring as mcp-runtime serve) and write CPU and heap profiles here, and a CPU profile of the bare proxy (not for headline numbers)")
 	flag.Parse()
 	if o.warmup == 0 {
@@ -171,13 +173,21 @@ var targetLabels = map[string]string{
 	"d": "(d) runtime → stdio",
 }
 
-func (b *bench) start(name string, argv []string) (*proc, error) {
-	p, err := startProc(b.dir, name, argv)
+func (b *bench) start(name string, argv []string, env ...string) (*proc, error) {
+	p, err := startProc(b.dir, name, argv, env)
 	if err != nil {
 		return nil, err
 	}
 	b.procs = append(b.procs, p)
 	return p, nil
+}
+
+// hopEnv is the extra environment of the hops compared on CPU.
+func (b *bench) hopEnv() []string {
+	if b.o.hopProcs <= 0 {
+		return nil
+	}
+	return []string{"GOMAXPROCS=" + strconv.Itoa(b.o.hopProcs)}
 }
 
 func (b *bench) stopAll() {
@@ -227,7 +237,7 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.o.profileDir != "" { // the floor's profile, to compare the runtime's with
 		pxArgs = append(pxArgs, "-cpuprofile", filepath.Join(b.o.profileDir, "proxy.cpu.pprof"))
 	}
-	px, err := b.start("proxy", pxArgs)
+	px, err := b.start("proxy", pxArgs, b.hopEnv()...)
 	if err != nil {
 		return err
 	}
@@ -334,10 +344,13 @@ func (b *bench) startRuntime(ctx context.Context, name, upstreamURL string, maxC
 			"-cpuprofile", filepath.Join(b.o.profileDir, name+".cpu.pprof"),
 			"-heapprofile", filepath.Join(b.o.profileDir, name+".heap.pprof")}
 	}
+	var env []string
 	if upstreamURL == "" {
 		argv = append(argv, "--", b.o.everything)
+	} else {
+		env = b.hopEnv()
 	}
-	p, err := b.start(name, argv)
+	p, err := b.start(name, argv, env...)
 	if err != nil {
 		return nil, "", err
 	}

@@ -29,14 +29,18 @@ type proc struct {
 	done chan struct{} // closed when the process exited
 }
 
-// startProc starts argv with stdout and stderr appended to dir/name.log.
-func startProc(dir, name string, argv []string) (*proc, error) {
+// startProc starts argv, with env added to the harness's environment, with stdout and
+// stderr appended to dir/name.log.
+func startProc(dir, name string, argv, env []string) (*proc, error) {
 	logFile := filepath.Join(dir, name+".log")
 	f, err := os.Create(logFile)
 	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", logFile, err)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	// Own process group: stopping the runtime also reaches its stdio child if it lingers.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -143,8 +143,12 @@ func judge(ok, known bool, errors int) string {
 func (b *bench) report(env, loadEnd string) string {
 	w := &strings.Builder{}
 	fmt.Fprintf(w, "## mcp-runtime benchmark\n\n```\n%sloadavg at end:   %s\n", env, loadEnd)
-	fmt.Fprintf(w, "cells: %s measured after %s warmup, %d round(s), medians over rounds; tool %s\n```\n\n",
+	fmt.Fprintf(w, "cells: %s measured after %s warmup, %d round(s), medians over rounds; tool %s\n",
 		b.o.duration, b.o.warmup, b.o.rounds, benchTool)
+	if b.o.hopProcs > 0 {
+		fmt.Fprintf(w, "GOMAXPROCS=%d for the bare proxy (b) and the runtime → HTTP (c)\n", b.o.hopProcs)
+	}
+	fmt.Fprint(w, "```\n\n")
 
 	fmt.Fprintln(w, "| target | conc | req/s | p50 | p99 | hop CPU µs/req | server CPU µs/req | loadgen CPU µs/req | requests | errors |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
