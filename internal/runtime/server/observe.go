@@ -73,4 +73,3 @@ func (s *Server) OnAuthDecision(r *http.Request, d auth.Decision) {
 	}
 	s.deps.Audit.Log(rec)
 }
-
