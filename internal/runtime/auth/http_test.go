@@ -281,13 +281,23 @@ func TestTickets(t *testing.T) {
 		// It has not seen the redemptions: accepting the ticket would let it be used twice.
 		g := NewWithT(t)
 		replica := newAuth(t, f.cfg, Options{Now: f.clk.Now})
+		g.Expect(replica.tickets.replica).NotTo(Equal(f.a.tickets.replica))
 		_, ticket := f.issueTicket(t, testOrigin, "Bearer "+f.token(t))
 		_, err := replica.tickets.redeem(ticket, testOrigin)
 		g.Expect(err).To(MatchError(ErrTicketReplica))
 		assertNoLeak(t, err.Error(), ticket)
-		p, err := f.a.tickets.redeem(ticket, testOrigin)
-		g.Expect(err).NotTo(HaveOccurred(), "the refusal elsewhere does not burn it on its own replica")
-		g.Expect(p.Subject).To(Equal("alice"))
+
+		// A ticket of another replica, refused here, is not consumed here either.
+		foreign, err := replica.tickets.issue(Principal{Subject: "alice"}, testOrigin)
+		g.Expect(err).NotTo(HaveOccurred())
+		before := f.a.tickets.outstanding()
+		_, err = f.a.tickets.redeem(foreign, testOrigin)
+		g.Expect(err).To(MatchError(ErrTicketReplica))
+		g.Expect(f.a.tickets.outstanding()).To(Equal(before))
+		_, err = replica.tickets.redeem(foreign, testOrigin)
+		g.Expect(err).NotTo(HaveOccurred(), "its own replica still redeems it, once")
+		_, err = replica.tickets.redeem(foreign, testOrigin)
+		g.Expect(err).To(MatchError(ErrTicketReplayed))
 	})
 	t.Run("the replay set is bounded and expires", func(t *testing.T) {
 		g := NewWithT(t)

@@ -3,8 +3,9 @@
 // first line (sooner when the batch grows to QueueSize/4 lines or 256 KiB). A busy runtime
 // then makes one write syscall per batch instead of one per line — the syscall cost more
 // CPU than encoding the line — lines never interleave, and a slow or stuck destination (a
-// full pipe, a hung disk) never blocks a request: while QueueSize lines wait, further lines
-// are dropped and counted. Write errors are counted too, never fatal.
+// full pipe, a hung disk) never blocks a request for long: while QueueSize lines or
+// MaxQueueBytes wait, further lines are dropped and counted, and a caller waiting for its
+// line to be written (Sync) waits a bounded time. Write errors are counted too, never fatal.
 package logbatch
 
 import (
@@ -20,8 +21,15 @@ import (
 // QueueSize is the number of lines waiting for the destination before lines are dropped.
 const QueueSize = 4096
 
+// MaxQueueBytes bounds the memory of the waiting lines (a stdio server's stderr lines can
+// be large): beyond it lines are dropped.
+const MaxQueueBytes = 8 << 20
+
 // Interval bounds how long a line waits in memory before it is written.
 const Interval = 50 * time.Millisecond
+
+// urgentWait bounds how long a WARN or ERROR record waits for its line to be written.
+const urgentWait = 250 * time.Millisecond
 
 // A batch this large is written at once instead of waiting for Interval.
 const (
@@ -31,18 +39,20 @@ const (
 
 // Writer batches lines for w. It is safe for concurrent use.
 type Writer struct {
-	w io.Writer
+	w        io.Writer
+	interval time.Duration
 
-	// writeMu is held while a batch is taken and written, so batches reach w in order
-	// whether the writer goroutine or Flush writes them.
-	writeMu sync.Mutex
-	spare   []byte // the buffer of the last batch written, reused (under writeMu)
+	spare []byte // the buffer of the last batch written, reused (writer goroutine only)
 
-	mu      sync.Mutex
-	closed  bool
-	batch   []byte // lines not yet taken
-	lines   int    // lines in batch
-	pending int    // lines in batch plus lines taken and not written yet
+	mu           sync.Mutex
+	closed       bool
+	batch        []byte        // lines not yet taken
+	lines        int           // lines in batch
+	pending      int           // lines in batch plus lines taken and not written yet
+	pendingBytes int           // their size
+	queued       uint64        // lines ever queued
+	finished     uint64        // lines ever taken and written (or failed): batches finish in order
+	progress     chan struct{} // closed and replaced when a batch finished
 
 	kick    chan struct{} // cap 1: the batch has its first line
 	full    chan struct{} // cap 1: the batch should be written now
@@ -53,13 +63,17 @@ type Writer struct {
 }
 
 // New starts a Writer for w; the caller keeps owning w (Close does not close it).
-func New(w io.Writer) *Writer {
+func New(w io.Writer) *Writer { return newWriter(w, Interval) }
+
+func newWriter(w io.Writer, interval time.Duration) *Writer {
 	b := &Writer{
-		w:       w,
-		kick:    make(chan struct{}, 1),
-		full:    make(chan struct{}, 1),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
+		w:        w,
+		interval: interval,
+		progress: make(chan struct{}),
+		kick:     make(chan struct{}, 1),
+		full:     make(chan struct{}, 1),
+		closing:  make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	go b.run()
 	return b
@@ -69,13 +83,13 @@ func New(w io.Writer) *Writer {
 // full or the Writer closes), then writes it.
 func (b *Writer) run() {
 	defer close(b.done)
-	timer := time.NewTimer(Interval)
+	timer := time.NewTimer(b.interval)
 	timer.Stop()
 	for {
 		closing := false
 		select {
 		case <-b.kick:
-			timer.Reset(Interval)
+			timer.Reset(b.interval)
 			select {
 			case <-timer.C:
 			case <-b.full:
@@ -87,7 +101,7 @@ func (b *Writer) run() {
 		case <-b.closing:
 			closing = true
 		}
-		b.Flush()
+		b.flush()
 		if closing {
 			b.mu.Lock()
 			left := b.lines
@@ -110,7 +124,7 @@ func (b *Writer) Append(p []byte, n int) bool {
 	switch {
 	case b.closed:
 		return false
-	case b.pending+n > QueueSize:
+	case b.pending+n > QueueSize || b.pendingBytes+len(p) > MaxQueueBytes:
 		b.dropped.Add(uint64(n))
 		return false
 	}
@@ -118,6 +132,8 @@ func (b *Writer) Append(p []byte, n int) bool {
 	b.batch = append(b.batch, p...)
 	b.lines += n
 	b.pending += n
+	b.pendingBytes += len(p)
+	b.queued += uint64(n)
 	switch {
 	case first:
 		signal(b.kick)
@@ -135,11 +151,9 @@ func (b *Writer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Flush writes what is queued now, on the caller's goroutine (after any batch being
-// written: the order of lines is kept).
-func (b *Writer) Flush() {
-	b.writeMu.Lock()
-	defer b.writeMu.Unlock()
+// flush writes what is queued now. Only the writer goroutine calls it, so batches reach w
+// in order.
+func (b *Writer) flush() {
 	b.mu.Lock()
 	batch, n := b.batch, b.lines
 	b.batch, b.lines = b.spare[:0], 0
@@ -159,10 +173,41 @@ func (b *Writer) Flush() {
 	}
 	b.mu.Lock()
 	b.pending -= n
+	b.pendingBytes -= len(batch)
+	b.finished += uint64(n)
+	close(b.progress)
+	b.progress = make(chan struct{})
 	b.mu.Unlock()
 	b.spare = batch
 	if cap(b.spare) > 4*flushBytes {
 		b.spare = nil // one burst of huge lines must not pin its buffer
+	}
+}
+
+// Sync asks for what is queued to be written now and waits until it is, at most max: a
+// stuck destination holds the caller no longer than that.
+func (b *Writer) Sync(max time.Duration) {
+	b.mu.Lock()
+	target := b.queued
+	b.mu.Unlock()
+	signal(b.full)
+	timer := time.NewTimer(max)
+	defer timer.Stop()
+	for {
+		b.mu.Lock()
+		if b.finished >= target {
+			b.mu.Unlock()
+			return
+		}
+		progress := b.progress
+		b.mu.Unlock()
+		select {
+		case <-progress:
+		case <-b.done:
+			return
+		case <-timer.C:
+			return
+		}
 	}
 }
 
@@ -204,7 +249,8 @@ func (b *Writer) Close(ctx context.Context) error {
 
 // NewJSONLogger returns the runtime's logger: slog JSON lines to w, batched. A record at
 // Warn or above is written at once, with every line queued before it, so what led to a
-// failure is on disk before the process can crash. Close the Writer at exit.
+// failure is out before the process can crash — unless w is stuck: then the call returns
+// after urgentWait and the line stays queued. Close the Writer at exit.
 func NewJSONLogger(w io.Writer) (*slog.Logger, *Writer) {
 	b := New(w)
 	return slog.New(urgentHandler{Handler: slog.NewJSONHandler(b, nil), out: b}), b
@@ -219,7 +265,7 @@ type urgentHandler struct {
 func (h urgentHandler) Handle(ctx context.Context, r slog.Record) error {
 	err := h.Handler.Handle(ctx, r)
 	if r.Level >= slog.LevelWarn {
-		h.out.Flush()
+		h.out.Sync(urgentWait)
 	}
 	return err
 }

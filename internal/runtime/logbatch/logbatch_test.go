@@ -115,3 +115,53 @@ func TestAStuckDestinationDropsLinesInsteadOfBlocking(t *testing.T) {
 	closeNow(t, w)
 	g.Expect(w.Written() + w.Dropped()).To(BeEquivalentTo(QueueSize + 50))
 }
+
+func TestAFullBatchIsWrittenWithoutWaitingForTheInterval(t *testing.T) {
+	g := NewWithT(t)
+	var dst recorder
+	w := newWriter(&dst, time.Hour)
+	defer closeNow(t, w)
+	for range flushLines + 10 {
+		_, _ = w.Write([]byte("x\n"))
+	}
+	g.Eventually(w.Written, 5*time.Second, time.Millisecond).Should(BeNumerically(">=", flushLines))
+}
+
+func TestAWarningDoesNotHangOnAStuckDestination(t *testing.T) {
+	g := NewWithT(t)
+	dst := stuck{release: make(chan struct{})}
+	defer close(dst.release)
+	log, out := NewJSONLogger(dst)
+	log.Info("first") // the writer takes it and stays stuck writing it
+	returned := make(chan time.Duration)
+	go func() {
+		start := time.Now()
+		log.Warn("upstream exited")
+		returned <- time.Since(start)
+	}()
+	select {
+	case took := <-returned:
+		g.Expect(took).To(BeNumerically(">=", urgentWait/2), "it waited for its line first")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Warn blocked on a stuck destination")
+	}
+	g.Expect(out.Dropped()).To(BeZero(), "the warning stays queued")
+}
+
+func TestTheQueueIsBoundedInBytes(t *testing.T) {
+	g := NewWithT(t)
+	dst := stuck{release: make(chan struct{})}
+	w := New(dst)
+	line := append(bytes.Repeat([]byte("a"), 1<<20), '\n')
+	accepted := 0
+	for range 20 {
+		if w.Append(line, 1) {
+			accepted++
+		}
+	}
+	g.Expect(accepted).To(BeNumerically("<=", MaxQueueBytes/len(line)))
+	g.Expect(w.Dropped()).To(BeEquivalentTo(20 - accepted))
+	close(dst.release)
+	closeNow(t, w)
+	g.Expect(w.Written()).To(BeEquivalentTo(accepted))
+}
