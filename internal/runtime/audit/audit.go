@@ -89,7 +89,7 @@ func (l *Logger) Log(r Record) {
 		encodeBufs.Put(bp)
 		return
 	}
-	l.out.Append(b, 1)
+	l.out.Append(b)
 	if cap(b) <= 64<<10 {
 		*bp = b
 		encodeBufs.Put(bp)

@@ -48,10 +48,9 @@ type Writer struct {
 	closed       bool
 	batch        []byte        // lines not yet taken
 	lines        int           // lines in batch
-	pending      int           // lines in batch plus lines taken and not written yet
-	pendingBytes int           // their size
 	queued       uint64        // lines ever queued
 	finished     uint64        // lines ever taken and written (or failed): batches finish in order
+	pendingBytes int           // size of the lines queued and not finished
 	progress     chan struct{} // closed and replaced when a batch finished
 
 	kick    chan struct{} // cap 1: the batch has its first line
@@ -113,27 +112,23 @@ func (b *Writer) run() {
 	}
 }
 
-// Append queues p, which holds n whole lines (each ending in a newline); it never blocks.
-// It reports false when the lines were dropped (queue full) or the Writer is closed.
-func (b *Writer) Append(p []byte, n int) bool {
-	if n < 1 {
-		n = 1 // a caller's miscount must not corrupt the queue accounting
-	}
+// Append queues p, one whole line ending in a newline; it never blocks. It reports false
+// when the line was dropped (queue full) or the Writer is closed.
+func (b *Writer) Append(p []byte) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
 	case b.closed:
 		return false
-	case b.pending+n > QueueSize || b.pendingBytes+len(p) > MaxQueueBytes:
-		b.dropped.Add(uint64(n))
+	case b.queued-b.finished >= QueueSize || b.pendingBytes+len(p) > MaxQueueBytes:
+		b.dropped.Add(1)
 		return false
 	}
 	first := b.lines == 0
 	b.batch = append(b.batch, p...)
-	b.lines += n
-	b.pending += n
+	b.lines++
+	b.queued++
 	b.pendingBytes += len(p)
-	b.queued += uint64(n)
 	switch {
 	case first:
 		signal(b.kick)
@@ -147,7 +142,7 @@ func (b *Writer) Append(p []byte, n int) bool {
 // handlers do). A dropped line is counted, not returned as an error: a log line must not
 // fail the request it describes.
 func (b *Writer) Write(p []byte) (int, error) {
-	b.Append(p, 1)
+	b.Append(p)
 	return len(p), nil
 }
 
@@ -172,7 +167,6 @@ func (b *Writer) flush() {
 		b.written.Add(uint64(n))
 	}
 	b.mu.Lock()
-	b.pending -= n
 	b.pendingBytes -= len(batch)
 	b.finished += uint64(n)
 	close(b.progress)
@@ -241,7 +235,7 @@ func (b *Writer) Close(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		b.mu.Lock()
-		n := b.pending
+		n := b.queued - b.finished
 		b.mu.Unlock()
 		return fmt.Errorf("%d log lines not written: %w", n, ctx.Err())
 	}

@@ -5,31 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/testutil"
 )
-
-// recorder keeps each Write separately.
-type recorder struct {
-	mu     sync.Mutex
-	writes [][]byte
-}
-
-func (r *recorder) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.writes = append(r.writes, bytes.Clone(p))
-	return len(p), nil
-}
-
-func (r *recorder) snapshot() (writes int, all []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.writes), bytes.Join(r.writes, nil)
-}
 
 func closeNow(t *testing.T, w *Writer) {
 	t.Helper()
@@ -42,7 +24,7 @@ func closeNow(t *testing.T, w *Writer) {
 
 func TestInfoLinesAreBatchedAndAWarningIsWrittenAtOnceAfterThem(t *testing.T) {
 	g := NewWithT(t)
-	var dst recorder
+	var dst testutil.SyncBuffer
 	log, out := NewJSONLogger(&dst)
 	defer closeNow(t, out)
 
@@ -50,13 +32,12 @@ func TestInfoLinesAreBatchedAndAWarningIsWrittenAtOnceAfterThem(t *testing.T) {
 	for i := range 100 {
 		log.Info("Request", "n", i)
 	}
-	if writes, _ := dst.snapshot(); time.Since(start) < Interval/2 { // else the machine stalled us
-		g.Expect(writes).To(BeZero(), "info lines wait for the batch (up to Interval)")
+	if written := dst.String(); time.Since(start) < Interval/2 { // else the machine stalled us
+		g.Expect(written).To(BeEmpty(), "info lines wait for the batch (up to Interval)")
 	}
 
 	log.With("component", "upstream").Warn("Upstream exited", "code", 1)
-	_, all := dst.snapshot()
-	lines := bytes.Split(bytes.TrimSuffix(all, []byte("\n")), []byte("\n"))
+	lines := bytes.Split(bytes.TrimSuffix([]byte(dst.String()), []byte("\n")), []byte("\n"))
 	g.Expect(lines).To(HaveLen(101), "with every line queued before it, in order")
 	for i, ln := range lines[:100] {
 		var m map[string]any
@@ -69,21 +50,20 @@ func TestInfoLinesAreBatchedAndAWarningIsWrittenAtOnceAfterThem(t *testing.T) {
 	g.Expect(last).To(HaveKeyWithValue("component", "upstream"))
 
 	log.Info("later")
-	g.Eventually(func() []byte { _, all := dst.snapshot(); return all }, 2*time.Second, 5*time.Millisecond).
+	g.Eventually(dst.String, 2*time.Second, 5*time.Millisecond).
 		Should(ContainSubstring(`"msg":"later"`), "a lone info line is written within Interval without Close")
 }
 
 func TestCloseWritesWhatIsQueuedAndIgnoresLaterLines(t *testing.T) {
 	g := NewWithT(t)
-	var dst recorder
+	var dst testutil.SyncBuffer
 	w := New(&dst)
 	for i := range 10 {
 		_, _ = w.Write([]byte(strconv.Itoa(i) + "\n"))
 	}
 	closeNow(t, w)
-	_, all := dst.snapshot()
-	g.Expect(string(all)).To(Equal("0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n"))
-	g.Expect(w.Append([]byte("late\n"), 1)).To(BeFalse())
+	g.Expect(dst.String()).To(Equal("0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n"))
+	g.Expect(w.Append([]byte("late\n"))).To(BeFalse())
 	n, err := w.Write([]byte("later\n"))
 	g.Expect(n, err).To(Equal(6), "a log line never fails its caller")
 	g.Expect(w.Written()).To(BeEquivalentTo(10))
@@ -118,7 +98,7 @@ func TestAStuckDestinationDropsLinesInsteadOfBlocking(t *testing.T) {
 
 func TestAFullBatchIsWrittenWithoutWaitingForTheInterval(t *testing.T) {
 	g := NewWithT(t)
-	var dst recorder
+	var dst testutil.SyncBuffer
 	w := newWriter(&dst, time.Hour)
 	defer closeNow(t, w)
 	for range flushLines + 10 {
@@ -155,7 +135,7 @@ func TestTheQueueIsBoundedInBytes(t *testing.T) {
 	line := append(bytes.Repeat([]byte("a"), 1<<20), '\n')
 	accepted := 0
 	for range 20 {
-		if w.Append(line, 1) {
+		if w.Append(line) {
 			accepted++
 		}
 	}
