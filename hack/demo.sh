@@ -98,7 +98,8 @@ connect_info() {
   host=${url#https://}; host=${host%%[:/]*}
   ip=$(k get -n "$DEMO_NS" "service/$SERVER" -o jsonpath='{.spec.clusterIP}')
   # Ready means the pods are; kube-proxy programs the Service's endpoints a moment later.
-  local port=${url#https://*:}; port=${port%%/*} i
+  local port i
+  port=${url#https://*:}; port=${port%%/*}
   for i in $(seq 1 100); do
     timeout 1 bash -c "</dev/tcp/$ip/$port" 2>/dev/null && break
     [ "$i" -lt 100 ] || die "the Service $ip:$port is not reachable 30 s after Ready"
