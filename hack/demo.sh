@@ -87,7 +87,14 @@ up_cluster() {
 apply_sample() {
   log "applying $SAMPLE in namespace $DEMO_NS"
   k create namespace "$DEMO_NS" --dry-run=client -o yaml | k apply -f - >/dev/null
-  k apply --server-side -n "$DEMO_NS" -f "$SAMPLE" >&2
+  # The fail-closed webhook refuses until kube-proxy routes its Service, a moment after the
+  # operator's rollout is done: retry the (idempotent) apply for up to a minute.
+  local try
+  for try in $(seq 1 30); do
+    k apply --server-side -n "$DEMO_NS" -f "$SAMPLE" >&2 && break
+    [ "$try" -lt 30 ] || die "the MCPServer was refused for a minute (see above)"
+    sleep 2
+  done
   k wait -n "$DEMO_NS" "mcpserver/$SERVER" --for=condition=Ready --timeout=5m >&2
   k get -n "$DEMO_NS" mcpservers >&2
 }
