@@ -74,7 +74,7 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.firstSamples, "first", 30, "new sessions timed for the first-response measurement")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, audit)")
 	flag.IntVar(&o.hopProcs, "hop-gomaxprocs", 0, "GOMAXPROCS of the two hops compared on CPU, the bare proxy (b) and the runtime → HTTP (c); 0 leaves Go's default (the runtime → stdio is left alone: its child would inherit it)")
-	flag.StringVar(&o.profileDir, "profile", "", "run the runtime as this harness's runtime-profile subcommand (same wiring as mcp-runtime serve) and write CPU and heap profiles here, and a CPU profile of the bare proxy (not for headline numbers)")
+	flag.StringVar(&o.profileDir, "profile", "", "run the runtime as this harness's runtime-profile subcommand (same wiring as mcp-runtime serve) and write CPU, heap and allocation profiles here, and a CPU profile of the bare proxy (not for headline numbers)")
 	flag.Parse()
 	if o.warmup == 0 {
 		o.warmup = min(o.duration/5, 2*time.Second)

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -89,6 +90,12 @@ func runProfiledRuntime(args []string) int {
 		return 1
 	}
 	serveErr := srv.Serve(ctx, ln, hl)
+	if *heapFile != "" { // every allocation since the start: where the per-request ones come from
+		if f, err := os.Create(strings.TrimSuffix(*heapFile, ".heap.pprof") + ".allocs.pprof"); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(f, 0)
+			_ = f.Close()
+		}
+	}
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = srv.Close(cctx)
