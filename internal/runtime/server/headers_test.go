@@ -1,7 +1,9 @@
 package server
 
 import (
+	"mime"
 	"net/http"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -89,6 +91,24 @@ func TestAcceptsStreamAndUpgradeDetection(t *testing.T) {
 	g.Expect(acceptsStream(r)).To(BeTrue())
 	r.Header.Set("Accept", "application/json")
 	g.Expect(acceptsStream(r)).To(BeFalse())
+	// Same answers as parsing each media range with mime.ParseMediaType.
+	for _, accept := range [][]string{
+		{" Text/Event-Stream "}, {"text/event-streams"}, {"text/event-stream-x"}, {"*/*"},
+		{"text/*"}, {"application/json", "text/event-stream"}, {",,text/event-stream;;"},
+		{"text/event-stream ; charset=utf-8"}, {"text/event"}, {""}, {"application/json;a=\"x,text/event-stream\""},
+	} {
+		r.Header["Accept"] = accept
+		want := false
+		for _, v := range accept {
+			for _, part := range strings.Split(v, ",") {
+				if mt, _, _ := mime.ParseMediaType(strings.TrimSpace(part)); mt == "text/event-stream" {
+					want = true
+				}
+			}
+		}
+		g.Expect(acceptsStream(r)).To(Equal(want), "Accept: %q", accept)
+	}
+	r.Header.Del("Accept")
 	r.Header.Set("Connection", "keep-alive, Upgrade")
 	r.Header.Set("Upgrade", "websocket")
 	g.Expect(isWebSocketUpgrade(r)).To(BeTrue())

@@ -512,14 +512,18 @@ func withID(e *jsonrpc.Error, id json.RawMessage) *jsonrpc.Error {
 	return e
 }
 
-// acceptsStream reports whether the client accepts an SSE response.
+// acceptsStream reports whether the client accepts an SSE response: one of the Accept
+// header's media ranges is text/event-stream (parameters and letter case aside). Scanned in
+// place; this runs for every POST.
 func acceptsStream(r *http.Request) bool {
 	for _, v := range r.Header.Values("Accept") {
-		for _, part := range strings.Split(v, ",") {
-			mt, _, _ := mime.ParseMediaType(strings.TrimSpace(part))
-			if mt == "text/event-stream" {
+		for v != "" {
+			part, rest, _ := strings.Cut(v, ",")
+			mt, _, _ := strings.Cut(part, ";")
+			if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
 				return true
 			}
+			v = rest
 		}
 	}
 	return false

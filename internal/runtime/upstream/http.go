@@ -218,15 +218,34 @@ func (u *httpUpstream) post(ctx context.Context, msg []byte, sid, version string
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
+	// Canonical keys set directly: Header.Set would allocate a slice per value.
+	req.Header["Content-Type"] = postContentType
+	req.Header["Accept"] = postAccept
 	if sid != "" {
-		req.Header.Set(headerSessionID, sid)
+		req.Header[headerSessionID] = []string{sid}
 	}
 	if version != "" {
-		req.Header.Set(headerProtocolVersion, version)
+		req.Header[protocolVersionKey] = []string{version}
 	}
-	return u.client.Do(req)
+	return u.roundTrip(req)
+}
+
+// Shared header values of every POST; net/http only reads them.
+var (
+	protocolVersionKey = http.CanonicalHeaderKey(headerProtocolVersion)
+	postContentType    = []string{"application/json"}
+	postAccept         = []string{"application/json, text/event-stream"}
+)
+
+// roundTrip sends req with the client's transport directly when the client adds nothing
+// to it (no timeout, cookie jar or redirect policy): http.Client.Do copies the headers of
+// every request to be able to follow redirects, which an MCP POST never does.
+func (u *httpUpstream) roundTrip(req *http.Request) (*http.Response, error) {
+	c := u.client
+	if c.Timeout != 0 || c.Jar != nil || c.CheckRedirect != nil || c.Transport == nil {
+		return c.Do(req)
+	}
+	return c.Transport.RoundTrip(req)
 }
 
 // readMessages reads a 200 answer: one JSON body (object or batch) or an SSE stream
