@@ -37,6 +37,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "proxy" {
 		os.Exit(runProxy(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "stdio-relay" {
+		os.Exit(runStdioRelay(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "runtime-profile" {
 		os.Exit(runProfiledRuntime(os.Args[2:]))
 	}
@@ -67,7 +70,7 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.warmup, "warmup", 0, "unmeasured time per cell before measuring (default duration/5, at most 2s)")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds; the target order alternates between rounds and medians are reported")
 	flag.StringVar(&conc, "concurrency", "1,16,64", "comma-separated worker counts")
-	flag.StringVar(&targets, "targets", "a,b,c,d", "targets to load: a direct, b bare proxy, c runtime→HTTP, d runtime→stdio")
+	flag.StringVar(&targets, "targets", "a,b,c,d,e", "targets to load: a direct, b bare proxy, c runtime→HTTP, d runtime→stdio, e bare stdio relay (the floor of d)")
 	flag.IntVar(&o.wsConns, "ws", 10000, "idle WebSocket connections to hold (0 skips)")
 	flag.IntVar(&o.wsDialers, "ws-dialers", 32, "concurrent WebSocket dialers")
 	flag.DurationVar(&o.wsHold, "ws-hold", 3*time.Second, "how long the idle WebSockets are held before RSS is read")
@@ -88,8 +91,8 @@ func parseFlags() (options, error) {
 	}
 	for _, f := range strings.Split(targets, ",") {
 		f = strings.TrimSpace(f)
-		if !slices.Contains([]string{"a", "b", "c", "d"}, f) {
-			return o, fmt.Errorf("-targets: %q is not one of a, b, c, d", f)
+		if !slices.Contains([]string{"a", "b", "c", "d", "e"}, f) {
+			return o, fmt.Errorf("-targets: %q is not one of a, b, c, d, e", f)
 		}
 		o.targets = append(o.targets, f)
 	}
@@ -171,6 +174,7 @@ var targetLabels = map[string]string{
 	"b": "(b) bare ReverseProxy",
 	"c": "(c) runtime → HTTP",
 	"d": "(d) runtime → stdio",
+	"e": "(e) bare stdio relay",
 }
 
 func (b *bench) start(name string, argv []string, env ...string) (*proc, error) {
@@ -253,12 +257,25 @@ func (b *bench) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	child := 0
-	rdChild := func() int {
-		if child == 0 {
-			child = childOf(rd.pid())
+	relayAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	re, err := b.start("stdio-relay", []string{self, "stdio-relay", "-listen", relayAddr, "--", b.o.everything})
+	if err != nil {
+		return err
+	}
+	if err := waitTCP(ctx, re, relayAddr); err != nil {
+		return err
+	}
+	childPID := func(p *proc) func() int {
+		child := 0
+		return func() int {
+			if child == 0 {
+				child = childOf(p.pid())
+			}
+			return child
 		}
-		return child
 	}
 
 	rtHeader := http.Header{"Authorization": {"Bearer " + token}, "Origin": {benchOrigin}}
@@ -266,10 +283,11 @@ func (b *bench) setup(ctx context.Context) error {
 		"a": {key: "a", url: "http://" + esAddr + "/mcp", upstream: esPID},
 		"b": {key: "b", url: "http://" + proxyAddr + "/mcp", proc: px, upstream: esPID},
 		"c": {key: "c", url: "https://" + cAddr + "/mcp", tls: true, header: rtHeader, proc: rc, upstream: esPID},
-		"d": {key: "d", url: "https://" + dAddr + "/mcp", tls: true, header: rtHeader, proc: rd, upstream: rdChild},
+		"d": {key: "d", url: "https://" + dAddr + "/mcp", tls: true, header: rtHeader, proc: rd, upstream: childPID(rd)},
+		"e": {key: "e", url: "http://" + relayAddr + "/mcp", proc: re, upstream: childPID(re)},
 	}
 	// One call through every target first: a broken setup stops the run here.
-	for _, k := range []string{"a", "b", "c", "d"} {
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
 		t := b.targets[k]
 		t.label = targetLabels[k]
 		tr := newTransport(t, 1, b.pk)

@@ -174,13 +174,14 @@ func (b *bench) report(env, loadEnd string) string {
 		a, ok := aggs[k][conc]
 		return a, ok && a.n > 0
 	}
-	fmt.Fprintln(w, "\n| conc | b/a req/s | c/a req/s | d/a req/s | c/b CPU per req | p50 b−a | p50 c−b | p50 c−a | p50 d−a |")
-	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "\n| conc | b/a req/s | c/a req/s | d/a req/s | e/a req/s | c/b CPU per req | d/e CPU per req | p50 b−a | p50 c−b | p50 c−a | p50 d−a | p50 d−e |")
+	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, conc := range b.o.conc {
 		a, aok := get("a", conc)
 		bb, bok := get("b", conc)
 		c, cok := get("c", conc)
 		d, dok := get("d", conc)
+		e, eok := get("e", conc)
 		ratio := func(x, y float64, ok bool) string {
 			if !ok || y == 0 || math.IsNaN(x) || math.IsNaN(y) {
 				return "–"
@@ -193,10 +194,10 @@ func (b *bench) report(env, loadEnd string) string {
 			}
 			return fmt.Sprintf("%+.3f ms", float64(x.p50-y.p50)/1e6)
 		}
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", conc,
-			ratio(bb.rps, a.rps, aok && bok), ratio(c.rps, a.rps, aok && cok), ratio(d.rps, a.rps, aok && dok),
-			ratio(c.hopCPU, bb.hopCPU, bok && cok),
-			diff(bb, a, aok && bok), diff(c, bb, bok && cok), diff(c, a, aok && cok), diff(d, a, aok && dok))
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", conc,
+			ratio(bb.rps, a.rps, aok && bok), ratio(c.rps, a.rps, aok && cok), ratio(d.rps, a.rps, aok && dok), ratio(e.rps, a.rps, aok && eok),
+			ratio(c.hopCPU, bb.hopCPU, bok && cok), ratio(d.hopCPU, e.hopCPU, dok && eok),
+			diff(bb, a, aok && bok), diff(c, bb, bok && cok), diff(c, a, aok && cok), diff(d, a, aok && dok), diff(d, e, dok && eok))
 	}
 
 	var vs []verdict
@@ -239,6 +240,14 @@ func (b *bench) report(env, loadEnd string) string {
 			v.result = judge(r >= goalStdioVsDirect, true, a.errors+d.errors)
 		}
 		vs = append(vs, v)
+	}
+	for _, conc := range b.o.conc { // not a target: how close any stdio relay gets, for (d)
+		a, aok := get("a", conc)
+		e, eok := get("e", conc)
+		if aok && eok && a.rps > 0 {
+			vs = append(vs, verdict{what: fmt.Sprintf("(e) bare stdio relay throughput vs direct, %d conn", conc), goal: "floor of (d)",
+				measured: fmt.Sprintf("%.2f× (%.0f vs %.0f req/s)", e.rps/a.rps, e.rps, a.rps), result: "info"})
+		}
 	}
 	{
 		v := verdict{what: "RSS per idle WebSocket (runtime → stdio)", goal: fmt.Sprintf("≤ %.0f KiB at 10k", goalWSKiB), measured: "–", result: "n/a"}
