@@ -220,27 +220,29 @@ func (s *Server) checkParamHeaders(ctx context.Context, sess *session, p *pendin
 }
 
 // outbound processes one upstream message: responses are matched to their pending call
-// (tools/list results filtered, tool calls audited), list_changed invalidates the schema
-// cache. It returns the bytes for the client (nil: drop) and the answered call.
-func (s *Server) outbound(sess *session, raw []byte) ([]byte, *pendingCall) {
+// (tools/list results filtered), list_changed invalidates the schema cache. It returns the
+// bytes for the client (nil: drop) and the answered call with its outcome; the caller
+// passes the answer on first and then calls finish (metrics, audit), so that bookkeeping
+// is not between the upstream's answer and the client.
+func (s *Server) outbound(sess *session, raw []byte) (out []byte, answered *pendingCall, outcome string) {
 	msgs, _, perr := jsonrpc.Parse(raw, jsonrpc.Options{MaxDepth: upstreamDepth})
 	if perr != nil {
 		s.log.Warn("Dropped an invalid message from the upstream", "session", sess.id, "error", perr.Message)
-		return nil, nil
+		return nil, nil, ""
 	}
 	m := msgs[0]
 	if m.Method == "notifications/tools/list_changed" {
 		s.deps.Tools.Invalidate()
 	}
 	if !m.IsResponse() {
-		return raw, nil
+		return raw, nil, ""
 	}
 	p := sess.untrack(m.ID)
 	if p == nil {
 		// Answered already (timed out, cancelled) or a response the client never asked for.
-		return nil, nil
+		return nil, nil, ""
 	}
-	out := raw
+	out = raw
 	switch {
 	case m.Error != nil:
 	case p.method == "tools/list":
@@ -259,12 +261,11 @@ func (s *Server) outbound(sess *session, raw []byte) ([]byte, *pendingCall) {
 			sess.setVersion(r.ProtocolVersion)
 		}
 	}
-	outcome := "ok"
+	outcome = "ok"
 	if m.Error != nil {
 		outcome = "error"
 	}
-	s.finish(sess, p, outcome, len(out))
-	return out, p
+	return out, p, outcome
 }
 
 func joinBatch(parts [][]byte) []byte {

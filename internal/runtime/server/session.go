@@ -138,15 +138,18 @@ func (s *session) upstreamEnded() {
 
 // deliver processes one upstream message and routes it to its reader.
 func (s *session) deliver(raw []byte) {
-	out, p := s.srv.outbound(s, raw)
-	if out == nil {
+	out, p, outcome := s.srv.outbound(s, raw)
+	switch {
+	case out == nil:
 		return
-	}
-	if p != nil && p.reply != nil {
+	case p != nil && p.reply != nil:
 		p.reply <- out // buffered for the POST's requests: never blocks
-		return
+	default:
+		s.toStream(out)
 	}
-	s.toStream(out)
+	if p != nil {
+		s.srv.finish(s, p, outcome, len(out))
+	}
 }
 
 // toStream hands a message to the newest POST that streams, else the session's stream;

@@ -217,7 +217,10 @@ func (s *Server) exchangePost(w http.ResponseWriter, r *http.Request, sess *sess
 	stopWatch := func() bool { return false }
 	defer func() { stopWatch() }()
 	fn := func(raw []byte) {
-		out, p := s.outbound(sess, raw)
+		out, p, outcome := s.outbound(sess, raw)
+		if p != nil {
+			defer s.finish(sess, p, outcome, len(out)) // once the answer is on its way
+		}
 		switch {
 		case out == nil || broken:
 			return
@@ -354,6 +357,11 @@ func writeResponse(w http.ResponseWriter, out []byte, statelessRevision bool) {
 		}
 	}
 	_, _ = w.Write(out)
+	// Out now, not after the handler chain returns: the access log and the rest of the
+	// request's bookkeeping then run while the client already has its answer.
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // statelessErrorStatus is the HTTP status SEP-2575 gives a JSON-RPC error response (0: the
