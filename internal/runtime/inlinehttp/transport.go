@@ -27,6 +27,13 @@ const (
 	DefaultMaxIdlePerHost = 512
 	DefaultIdleTimeout    = 90 * time.Second
 	bufferSize            = 4 << 10
+	// maxResponseHead bounds a response's status line and headers, 1xx responses included
+	// (net/http's Transport allows 10 MB; an MCP server has no use for more than a little).
+	maxResponseHead = 1 << 20
+	max1xxResponses = 5 // as net/http's Transport
+	// earlyAnswerWait is how long a request whose body could not be written waits for the
+	// answer the server may have sent before closing (golang/go#40747).
+	earlyAnswerWait = time.Second
 )
 
 // Transport is an http.RoundTripper for plain-HTTP/1.1 servers, typically on localhost.
@@ -50,10 +57,36 @@ type Transport struct {
 // conn is one connection with its buffers; owned by one exchange at a time.
 type conn struct {
 	nc        net.Conn
-	br        *bufio.Reader
+	br        *bufio.Reader // reads through budget
 	bw        *bufio.Writer
+	budget    *headBudget
 	key       string
 	idleSince time.Time
+}
+
+// headBudget limits what the reader may take from the socket while a response head is
+// read; it is lifted for the body.
+type headBudget struct {
+	r       io.Reader
+	left    int64
+	limited bool
+}
+
+var errHeadTooLarge = errors.New("inlinehttp: the server's response headers are too large")
+
+func (h *headBudget) Read(p []byte) (int, error) {
+	if !h.limited {
+		return h.r.Read(p)
+	}
+	if h.left <= 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > h.left {
+		p = p[:h.left]
+	}
+	n, err := h.r.Read(p)
+	h.left -= int64(n)
+	return n, err
 }
 
 var errClosedBody = errors.New("inlinehttp: read on closed response body")
@@ -86,32 +119,60 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	if err := req.Write(c.bw); err != nil {
-		return fail(err)
+	werr := req.Write(c.bw)
+	if werr == nil {
+		werr = c.bw.Flush()
 	}
-	if err := c.bw.Flush(); err != nil {
-		return fail(err)
+	if werr != nil {
+		// A server may answer before it has read the whole body and close the connection
+		// (a 413, say): that answer is the one to return, as net/http's Transport does.
+		_ = c.nc.SetReadDeadline(time.Now().Add(earlyAnswerWait))
+		resp, err := c.readHead(req)
+		if err != nil {
+			return fail(werr)
+		}
+		req.Close = true // the connection is not reusable
+		return t.withBody(ctx, resp, req, c, stop), nil
 	}
-	resp, err := http.ReadResponse(c.br, req)
-	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
-		resp, err = http.ReadResponse(c.br, req) // 1xx (e.g. 103 Early Hints): the answer follows
-	}
+	resp, err := c.readHead(req)
 	if err != nil {
 		return fail(err)
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		stop()
 		_ = c.nc.Close()
-		_ = resp.Body.Close()
 		return nil, errors.New("inlinehttp: the server switched protocols, which this transport does not support")
 	}
+	return t.withBody(ctx, resp, req, c, stop), nil
+}
+
+// readHead reads the response head within its budget, skipping up to max1xxResponses
+// informational answers (e.g. 103 Early Hints).
+func (c *conn) readHead(req *http.Request) (*http.Response, error) {
+	c.budget.left, c.budget.limited = maxResponseHead, true
+	defer func() { c.budget.limited = false }()
+	for range max1xxResponses + 1 {
+		resp, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+	}
+	return nil, errors.New("inlinehttp: too many 1xx responses")
+}
+
+// withBody arranges for the connection to go back to the pool (or be closed) when the
+// response body ends.
+func (t *Transport) withBody(ctx context.Context, resp *http.Response, req *http.Request, c *conn, stop func() bool) *http.Response {
 	reuse := !resp.Close && !req.Close
 	if resp.Body == http.NoBody || resp.Body == nil {
 		t.finish(c, stop, reuse)
-		return resp, nil
+		return resp
 	}
-	resp.Body = &body{rc: resp.Body, t: t, c: c, stop: stop, reuse: reuse}
-	return resp, nil
+	resp.Body = &body{rc: resp.Body, t: t, c: c, stop: stop, reuse: reuse, ctx: ctx}
+	return resp
 }
 
 // finish ends an exchange: the connection goes back to the pool when the server allows it
@@ -131,21 +192,33 @@ type body struct {
 	c     *conn
 	stop  func() bool
 	reuse bool
+	ctx   context.Context
 
-	mu   sync.Mutex
-	done bool // the connection was released or closed
+	mu     sync.Mutex
+	done   bool // the connection was released or closed
+	atEOF  bool // the body was read to its end (further reads keep saying io.EOF)
+	closed bool // Close was called
 }
 
 func (b *body) Read(p []byte) (int, error) {
 	b.mu.Lock()
-	done := b.done
+	atEOF, closed := b.atEOF, b.closed
 	b.mu.Unlock()
-	if done {
+	switch {
+	case atEOF:
+		return 0, io.EOF
+	case closed:
 		return 0, errClosedBody
 	}
 	n, err := b.rc.Read(p)
-	if err == io.EOF {
+	switch {
+	case errors.Is(err, io.EOF):
+		b.mu.Lock()
+		b.atEOF = true
+		b.mu.Unlock()
 		b.release(true)
+	case err != nil && b.ctx.Err() != nil:
+		err = b.ctx.Err() // the deadline that ended the read was the context's doing
 	}
 	return n, err
 }
@@ -153,6 +226,9 @@ func (b *body) Read(p []byte) (int, error) {
 // Close may run while another goroutine is in Read (that is how an HTTP client aborts a
 // stream): closing the socket ends that Read.
 func (b *body) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
 	b.release(false)
 	return nil
 }
@@ -192,7 +268,8 @@ func (t *Transport) get(ctx context.Context, key string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &conn{nc: nc, br: bufio.NewReaderSize(nc, bufferSize), bw: bufio.NewWriterSize(nc, bufferSize), key: key}, nil
+	budget := &headBudget{r: nc}
+	return &conn{nc: nc, br: bufio.NewReaderSize(budget, bufferSize), bw: bufio.NewWriterSize(nc, bufferSize), budget: budget, key: key}, nil
 }
 
 var defaultDialer = &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}

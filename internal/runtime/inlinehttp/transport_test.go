@@ -357,3 +357,186 @@ func TestConcurrentRequests(t *testing.T) {
 		t.Fatalf("%d connections for 16 concurrent clients", n)
 	}
 }
+
+func TestReadAfterEOFKeepsSayingEOF(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "last line without newline") })
+	c, _, _ := newClient(t)
+	resp, err := c.Get(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "last line without newline" {
+		t.Fatalf("%q, %v", b, err)
+	}
+	for range 2 {
+		if n, err := resp.Body.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+			t.Fatalf("read after EOF: %d, %v; want 0, io.EOF", n, err)
+		}
+	}
+}
+
+// golang/go#40747: a server that answers before reading the whole body and closes the
+// connection gets its answer returned, not the write error.
+func TestEarlyAnswerToALargeBody(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.CopyN(io.Discard, r.Body, 64<<10)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	})
+	c, tr, _ := newClient(t)
+	for i := range 3 {
+		resp, err := c.Post(s.URL, "application/json", strings.NewReader(strings.Repeat("x", 8<<20)))
+		if err != nil {
+			t.Fatalf("try %d: %v, want the server's 413", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "too large") {
+			t.Fatalf("try %d: %d %q", i, resp.StatusCode, b)
+		}
+	}
+	if tr.IdleConnections() != 0 {
+		t.Fatal("a connection whose request was cut short went back to the pool")
+	}
+}
+
+func TestContextCancelDuringBodyReadSaysCanceled(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "start")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	c, _, _ := newClient(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	time.AfterFunc(20*time.Millisecond, cancel)
+	if _, err := io.ReadAll(resp.Body); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+}
+
+// rawServer answers every connection with the bytes reply writes, after reading a request head.
+func rawServer(t *testing.T, reply func(w io.Writer)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() { _ = nc.Close() }()
+				br := bufio.NewReader(nc)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				reply(nc)
+			}()
+		}
+	}()
+	return "http://" + l.Addr().String()
+}
+
+func TestResponseHeadIsBounded(t *testing.T) {
+	c, _, _ := newClient(t)
+	huge := rawServer(t, func(w io.Writer) {
+		_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\n")
+		line := "X-Big: " + strings.Repeat("a", 4000) + "\r\n"
+		for range maxResponseHead/len(line) + 10 {
+			if _, err := io.WriteString(w, line); err != nil {
+				return
+			}
+		}
+	})
+	if _, err := c.Get(huge); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("a response head over %d bytes: %v", maxResponseHead, err)
+	}
+	hints := rawServer(t, func(w io.Writer) {
+		for range 1000 {
+			if _, err := io.WriteString(w, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	})
+	if _, err := c.Get(hints); err == nil || !strings.Contains(err.Error(), "1xx") {
+		t.Fatalf("endless 1xx responses: %v", err)
+	}
+	two := rawServer(t, func(w io.Writer) {
+		_, _ = io.WriteString(w, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	if code, got, _ := post(t, c, two, ""); code != 200 || got != "ok" {
+		t.Fatalf("after two 1xx: %d %q", code, got)
+	}
+}
+
+// A connection is reused after bodies of every framing, and never with stray bytes.
+func TestReuseAcrossFramings(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/chunked":
+			w.Header().Set("Trailer", "X-Sum")
+			_, _ = io.WriteString(w, "part1")
+			w.(http.Flusher).Flush()
+			_, _ = io.WriteString(w, "part2")
+			w.Header().Set("X-Sum", "10")
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+		case "/notmodified":
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			_, _ = io.WriteString(w, "plain")
+		}
+	})
+	c, tr, _ := newClient(t)
+	resp, err := c.Get(s.URL + "/chunked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if string(b) != "part1part2" || resp.Trailer.Get("X-Sum") != "10" {
+		t.Fatalf("chunked body %q, trailer %v", b, resp.Trailer)
+	}
+	for _, path := range []string{"/nocontent", "/notmodified", "/plain"} {
+		resp, err := c.Get(s.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+	}
+	req, _ := http.NewRequest(http.MethodHead, s.URL+"/plain", nil)
+	if resp, err := c.Do(req); err != nil || resp.ContentLength != 5 {
+		t.Fatalf("HEAD: %v %v", resp, err)
+	} else {
+		_ = resp.Body.Close()
+	}
+	if n := s.conns.Load(); n != 1 || tr.IdleConnections() != 1 {
+		t.Fatalf("connections %d, idle %d; want one connection throughout", n, tr.IdleConnections())
+	}
+
+	stray := rawServer(t, func(w io.Writer) {
+		_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA")
+		time.Sleep(100 * time.Millisecond) // keep the connection open: only the stray bytes say it is unusable
+	})
+	c2, _, _ := newClient(t)
+	if code, got, _ := post(t, c2, stray, ""); code != 200 || got != "ok" {
+		t.Fatalf("%d %q", code, got)
+	}
+	// The stray bytes are either still buffered (the connection is closed at once) or
+	// arrive later (the peek refuses it): never read as the next answer.
+	if code, got, _ := post(t, c2, stray, ""); code != 200 || got != "ok" {
+		t.Fatalf("second request: %d %q", code, got)
+	}
+}

@@ -93,7 +93,7 @@ func TestAcceptsStreamAndUpgradeDetection(t *testing.T) {
 	g.Expect(acceptsStream(r)).To(BeFalse())
 	// Same answers as parsing each media range with mime.ParseMediaType.
 	for _, accept := range [][]string{
-		{" Text/Event-Stream "}, {"text/event-streams"}, {"text/event-stream-x"}, {"*/*"},
+		{" Text/Event-Stream "}, {"text/event-\u017ftream"}, {"TEXT/EVENT-STREAM"}, {"text/event-streams"}, {"text/event-stream-x"}, {"*/*"},
 		{"text/*"}, {"application/json", "text/event-stream"}, {",,text/event-stream;;"},
 		{"text/event-stream ; charset=utf-8"}, {"text/event"}, {""}, {"application/json;a=\"x,text/event-stream\""},
 	} {

@@ -51,7 +51,7 @@ func (s *Server) audit(sess *session, p *pendingCall, outcome string, bytesOut i
 		Kind: audit.KindToolCall, RequestID: p.requestID, Principal: c.subject(),
 		Origin: c.origin, RemoteAddr: c.remote, Transport: c.transport,
 		Method: p.method, Tool: p.tool, Outcome: outcome, Reason: reason,
-		AuthMethod: c.principal.Method, Latency: time.Since(p.start),
+		AuthMethod: c.principal.Method, Latency: p.latency(),
 		BytesIn: p.bytesIn, BytesOut: bytesOut, Arguments: p.args,
 	})
 }

@@ -242,6 +242,7 @@ func (s *Server) outbound(sess *session, raw []byte) (out []byte, answered *pend
 		// Answered already (timed out, cancelled) or a response the client never asked for.
 		return nil, nil, ""
 	}
+	p.answered = time.Since(p.start) // the latency recorded: not the client's reading speed
 	out = raw
 	switch {
 	case m.Error != nil:
@@ -281,7 +282,7 @@ func joinBatch(parts [][]byte) []byte {
 
 // finish records the end of a relayed request in metrics and, for tool calls, the audit log.
 func (s *Server) finish(sess *session, p *pendingCall, outcome string, bytesOut int) {
-	s.obs.request(sess.caller.transport, p.method, outcome, time.Since(p.start))
+	s.obs.request(sess.caller.transport, p.method, outcome, p.latency())
 	if p.method == "tools/call" {
 		s.audit(sess, p, outcome, bytesOut)
 	}

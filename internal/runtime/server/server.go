@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,6 +66,9 @@ type Server struct {
 	transports map[string]bool
 	sessions   *registry
 	schemas    schemaFetch
+	// bookkeeping counts answers handed on whose metrics and audit line are still being
+	// written (they are written after the answer); Close waits for them.
+	bookkeeping sync.WaitGroup
 
 	baseCtx  context.Context // upstream sessions live in it; cancelled after the drain
 	cancel   context.CancelFunc
@@ -286,6 +290,13 @@ func (s *Server) expireSessions() {
 // it after Serve returned.
 func (s *Server) Close(ctx context.Context) error {
 	err := s.deps.Upstream.Close(ctx)
+	// Answers already handed on may still be writing their audit lines.
+	waited := make(chan struct{})
+	go func() { s.bookkeeping.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+	}
 	if s.deps.Audit != nil {
 		err = errors.Join(err, s.deps.Audit.Close(ctx))
 	}

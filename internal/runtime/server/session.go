@@ -39,6 +39,7 @@ type pendingCall struct {
 	args      json.RawMessage
 	requestID string
 	start     time.Time
+	answered  time.Duration // start → the upstream's answer (0 until then)
 	bytesIn   int
 	timer     *time.Timer
 	// reply receives the response (streamable POST); nil: the session's stream gets it.
@@ -139,17 +140,23 @@ func (s *session) upstreamEnded() {
 // deliver processes one upstream message and routes it to its reader.
 func (s *session) deliver(raw []byte) {
 	out, p, outcome := s.srv.outbound(s, raw)
-	switch {
-	case out == nil:
+	if out == nil {
 		return
-	case p != nil && p.reply != nil:
-		p.reply <- out // buffered for the POST's requests: never blocks
-	default:
-		s.toStream(out)
 	}
 	if p != nil {
-		s.srv.finish(s, p, outcome, len(out))
+		// Counted before the answer is handed on, so that Close waits for its audit line
+		// even when the client has its answer and the server is shutting down.
+		s.srv.bookkeeping.Add(1)
+		defer func() {
+			s.srv.finish(s, p, outcome, len(out))
+			s.srv.bookkeeping.Done()
+		}()
 	}
+	if p != nil && p.reply != nil {
+		p.reply <- out // buffered for the POST's requests: never blocks
+		return
+	}
+	s.toStream(out)
 }
 
 // toStream hands a message to the newest POST that streams, else the session's stream;
@@ -208,6 +215,15 @@ func (s *session) track(p *pendingCall) *jsonrpc.Error {
 		}
 	})
 	return nil
+}
+
+// latency is how long the upstream took to answer, or so far when it has not (refused,
+// timed out, cancelled).
+func (p *pendingCall) latency() time.Duration {
+	if p.answered > 0 {
+		return p.answered
+	}
+	return time.Since(p.start)
 }
 
 // untrack removes and returns the pending call for id (nil if already answered).

@@ -528,13 +528,34 @@ func acceptsStream(r *http.Request) bool {
 		for v != "" {
 			part, rest, _ := strings.Cut(v, ",")
 			mt, _, _ := strings.Cut(part, ";")
-			if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
+			if equalFoldASCII(strings.TrimSpace(mt), "text/event-stream") {
 				return true
 			}
 			v = rest
 		}
 	}
 	return false
+}
+
+// equalFoldASCII is strings.EqualFold for ASCII letters only, as media types compare
+// (strings.EqualFold would also match the Kelvin sign or the long s).
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // sseWriter writes Server-Sent Events, flushing each, with a write deadline per event.

@@ -227,7 +227,7 @@ func (u *httpUpstream) post(ctx context.Context, msg []byte, sid, version string
 	if version != "" {
 		req.Header[protocolVersionKey] = []string{version}
 	}
-	return u.roundTrip(req)
+	return u.client.Do(req)
 }
 
 // Shared header values of every POST; net/http only reads them.
@@ -236,17 +236,6 @@ var (
 	postContentType    = []string{"application/json"}
 	postAccept         = []string{"application/json, text/event-stream"}
 )
-
-// roundTrip sends req with the client's transport directly when the client adds nothing
-// to it (no timeout, cookie jar or redirect policy): http.Client.Do copies the headers of
-// every request to be able to follow redirects, which an MCP POST never does.
-func (u *httpUpstream) roundTrip(req *http.Request) (*http.Response, error) {
-	c := u.client
-	if c.Timeout != 0 || c.Jar != nil || c.CheckRedirect != nil || c.Transport == nil {
-		return c.Do(req)
-	}
-	return c.Transport.RoundTrip(req)
-}
 
 // readMessages reads a 200 answer: one JSON body (object or batch) or an SSE stream
 // (then it returns the last event id, to resume the stream with).
