@@ -213,7 +213,8 @@ func (u *httpUpstream) probe() error {
 
 func (u *httpUpstream) post(ctx context.Context, msg []byte, sid, version string) (*http.Response, error) {
 	// A fully buffered body (bytes.Reader: known length, replayable) avoids the request
-	// truncation of golang/go#40747 when the server answers while the body is in flight.
+	// truncation of golang/go#40747 when the server answers while the body is in flight;
+	// inlinehttp then returns that answer.
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.url, bytes.NewReader(msg))
 	if err != nil {
 		return nil, err
