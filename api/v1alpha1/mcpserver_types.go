@@ -113,6 +113,8 @@ type MCPServerSpec struct {
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 
 	// RuntimeResources of the runtime container (http) or init container (stdio).
+	// Default: requests 50m CPU and 32Mi, memory limit 512Mi. With transport http the
+	// runtime sidecar's GOMEMLIMIT is set to 90% of its memory limit.
 	// +optional
 	RuntimeResources *corev1.ResourceRequirements `json:"runtimeResources,omitempty"`
 

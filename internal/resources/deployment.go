@@ -86,6 +86,7 @@ func Deployment(s *mcpv1alpha1.MCPServer, o Options, configHash string) (*appsv1
 		if err := withRuntimeResources(runtime, sp); err != nil {
 			return nil, err
 		}
+		withGoMemLimit(runtime, sp)
 		containers = append(containers, runtime, server)
 	default:
 		command := append([]string{RuntimeBinary}, serveArgs...)
@@ -269,11 +270,16 @@ func withUserContainerFields(c *corev1ac.ContainerApplyConfiguration, sp mcpv1al
 	return nil
 }
 
+// defaultRuntimeMemoryLimit fits the runtime's default limits: 10000 connections
+// (spec.rateLimit.maxConnections) held as idle WebSockets measured ~27 KiB each, ~290 MB
+// in all (docs/benchmarks.md), plus room for messages in flight.
+const defaultRuntimeMemoryLimit = "512Mi"
+
 func withRuntimeResources(c *corev1ac.ContainerApplyConfiguration, sp mcpv1alpha1.MCPServerSpec) error {
 	if sp.RuntimeResources == nil {
 		c.WithResources(corev1ac.ResourceRequirements().
 			WithRequests(corev1.ResourceList{corev1.ResourceCPU: resourceQuantity("50m"), corev1.ResourceMemory: resourceQuantity("32Mi")}).
-			WithLimits(corev1.ResourceList{corev1.ResourceMemory: resourceQuantity("256Mi")}))
+			WithLimits(corev1.ResourceList{corev1.ResourceMemory: resourceQuantity(defaultRuntimeMemoryLimit)}))
 		return nil
 	}
 	r := corev1ac.ResourceRequirements()
@@ -282,6 +288,23 @@ func withRuntimeResources(c *corev1ac.ContainerApplyConfiguration, sp mcpv1alpha
 	}
 	c.WithResources(r)
 	return nil
+}
+
+// withGoMemLimit sets GOMEMLIMIT on the runtime sidecar to 90% of its memory limit, so
+// that its garbage collector works harder before the kernel would kill it (a connection
+// storm leaves much garbage); spec.env reaches the server container only.
+func withGoMemLimit(c *corev1ac.ContainerApplyConfiguration, sp mcpv1alpha1.MCPServerSpec) {
+	limit := resourceQuantity(defaultRuntimeMemoryLimit)
+	if sp.RuntimeResources != nil {
+		l, ok := sp.RuntimeResources.Limits[corev1.ResourceMemory]
+		if !ok {
+			return
+		}
+		limit = l
+	}
+	if b := limit.Value(); b > 0 {
+		c.WithEnv(corev1ac.EnvVar().WithName("GOMEMLIMIT").WithValue(strconv.FormatInt(b/10*9, 10)))
+	}
 }
 
 func withScheduling(p *corev1ac.PodSpecApplyConfiguration, sp mcpv1alpha1.MCPServerSpec) error {

@@ -16,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -505,4 +506,30 @@ func TestJWTKeyFileAlgorithm(t *testing.T) {
 	g.Expect(cfg.Auth.JWT[2].KeyFiles).To(Equal([]config.KeyFile{{Path: path.Join(JWTKeysDir, "1", "key.pem"), Algorithm: "ES256"}}))
 	g.Expect(cfg.Auth.JWT[1].JWKSURL).To(Equal("https://login.example.com/.well-known/jwks.json"))
 	g.Expect(cfg.Auth.JWT[1].KeyFiles).To(BeEmpty())
+}
+
+// The runtime sidecar's GOMEMLIMIT is 90% of its memory limit, default or given, and
+// absent when no memory limit is set; the server container never gets it from the operator.
+func TestRuntimeSidecarGoMemLimit(t *testing.T) {
+	g := NewWithT(t)
+	envOf := func(s *mcpv1alpha1.MCPServer, container string) map[string]string {
+		env := map[string]string{}
+		for _, c := range deploymentOf(t, s).Spec.Template.Spec.Containers {
+			if c.Name == container {
+				for _, e := range c.Env {
+					env[e.Name] = e.Value
+				}
+			}
+		}
+		return env
+	}
+	s := loadCase(t, "http-full")
+	g.Expect(envOf(s, containerRuntime)).To(HaveKeyWithValue("GOMEMLIMIT", "483183819")) // 90% of 512Mi
+	g.Expect(envOf(s, containerServer)).NotTo(HaveKey("GOMEMLIMIT"))
+
+	s.Spec.RuntimeResources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}
+	g.Expect(envOf(s, containerRuntime)).To(HaveKeyWithValue("GOMEMLIMIT", "966367638"))
+
+	s.Spec.RuntimeResources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}}
+	g.Expect(envOf(s, containerRuntime)).NotTo(HaveKey("GOMEMLIMIT"))
 }
