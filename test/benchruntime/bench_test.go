@@ -108,3 +108,28 @@ func TestBareProxyRelaysStreams(t *testing.T) {
 	_ = resp2.Body.Close()
 	g.Expect(resp2.StatusCode).To(Equal(http.StatusRequestEntityTooLarge))
 }
+
+// Target (f) is the runtime of (d) with what a config can turn off turned off; the rest of
+// the config (listener, Origin allowlist, limits, upstream) stays as (d)'s.
+func TestChecksOffConfig(t *testing.T) {
+	g := NewWithT(t)
+	b := &bench{dir: t.TempDir(), pk: &pki{certFile: "tls.crt", keyFile: "tls.key", jwtPubFile: "jwt.pub"}}
+	d, err := b.runtimeConfig("runtime-d", "127.0.0.1:1", "127.0.0.1:2", "", 0, nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	f, err := b.runtimeConfig("runtime-f", "127.0.0.1:1", "127.0.0.1:2", "", 0, checksOff)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	g.Expect(d.TLS.Insecure).To(BeFalse())
+	g.Expect(d.Auth.JWT).To(HaveLen(1))
+	g.Expect(d.Audit.Disabled || d.Metrics.Disabled || d.Tools.SkipArgumentValidation).To(BeFalse())
+
+	g.Expect(f.TLS.Insecure).To(BeTrue())
+	g.Expect(f.Auth.Anonymous).To(BeTrue())
+	g.Expect(f.Auth.JWT).To(BeEmpty())
+	g.Expect(f.Tools.SkipArgumentValidation).To(BeTrue())
+	g.Expect(f.Audit.Disabled).To(BeTrue())
+	g.Expect(f.Metrics.Disabled).To(BeTrue())
+	g.Expect(f.Origins).To(Equal(d.Origins))
+	g.Expect(f.Limits).To(Equal(d.Limits))
+	g.Expect(f.Upstream).To(Equal(d.Upstream))
+}

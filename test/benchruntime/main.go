@@ -70,7 +70,7 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.warmup, "warmup", 0, "unmeasured time per cell before measuring (default duration/5, at most 2s)")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds; the target order alternates between rounds and medians are reported")
 	flag.StringVar(&conc, "concurrency", "1,16,64", "comma-separated worker counts")
-	flag.StringVar(&targets, "targets", "a,b,c,d,e", "targets to load: a direct, b bare proxy, c runtime→HTTP, d runtime→stdio, e bare stdio relay (the floor of d)")
+	flag.StringVar(&targets, "targets", "a,b,c,d,e", "targets to load: a direct, b bare proxy, c runtime→HTTP, d runtime→stdio, e bare stdio relay (the floor of d), f runtime→stdio with TLS, authentication, argument validation, audit and metrics off (not by default: a diagnostic of what the checks cost)")
 	flag.IntVar(&o.wsConns, "ws", 10000, "idle WebSocket connections to hold (0 skips)")
 	flag.IntVar(&o.wsDialers, "ws-dialers", 32, "concurrent WebSocket dialers")
 	flag.DurationVar(&o.wsHold, "ws-hold", 3*time.Second, "how long the idle WebSockets are held before RSS is read")
@@ -91,8 +91,8 @@ func parseFlags() (options, error) {
 	}
 	for _, f := range strings.Split(targets, ",") {
 		f = strings.TrimSpace(f)
-		if !slices.Contains([]string{"a", "b", "c", "d", "e"}, f) {
-			return o, fmt.Errorf("-targets: %q is not one of a, b, c, d, e", f)
+		if !slices.Contains([]string{"a", "b", "c", "d", "e", "f"}, f) {
+			return o, fmt.Errorf("-targets: %q is not one of a, b, c, d, e, f", f)
 		}
 		o.targets = append(o.targets, f)
 	}
@@ -175,6 +175,7 @@ var targetLabels = map[string]string{
 	"c": "(c) runtime → HTTP",
 	"d": "(d) runtime → stdio",
 	"e": "(e) bare stdio relay",
+	"f": "(f) runtime → stdio, checks off",
 }
 
 func (b *bench) start(name string, argv []string, env ...string) (*proc, error) {
@@ -249,13 +250,21 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 
-	rc, cAddr, err := b.startRuntime(ctx, "runtime-c", "http://"+esAddr+"/mcp", 0)
+	rc, cAddr, err := b.startRuntime(ctx, "runtime-c", "http://"+esAddr+"/mcp", 0, nil)
 	if err != nil {
 		return err
 	}
-	rd, dAddr, err := b.startRuntime(ctx, "runtime-d", "", 0)
+	rd, dAddr, err := b.startRuntime(ctx, "runtime-d", "", 0, nil)
 	if err != nil {
 		return err
+	}
+	var rf *proc
+	var fAddr string
+	if slices.Contains(b.o.targets, "f") {
+		rf, fAddr, err = b.startRuntime(ctx, "runtime-f", "", 0, checksOff)
+		if err != nil {
+			return err
+		}
 	}
 	relayAddr, err := freeAddr()
 	if err != nil {
@@ -286,9 +295,15 @@ func (b *bench) setup(ctx context.Context) error {
 		"d": {key: "d", url: "https://" + dAddr + "/mcp", tls: true, header: rtHeader, proc: rd, upstream: childPID(rd)},
 		"e": {key: "e", url: "http://" + relayAddr + "/mcp", proc: re, upstream: childPID(re)},
 	}
+	if rf != nil {
+		b.targets["f"] = &target{key: "f", url: "http://" + fAddr + "/mcp", proc: rf, upstream: childPID(rf)}
+	}
 	// One call through every target first: a broken setup stops the run here.
-	for _, k := range []string{"a", "b", "c", "d", "e"} {
+	for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
 		t := b.targets[k]
+		if t == nil {
+			continue
+		}
 		t.label = targetLabels[k]
 		tr := newTransport(t, 1, b.pk)
 		client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
@@ -309,18 +324,20 @@ func (b *bench) setup(ctx context.Context) error {
 	return nil
 }
 
-// startRuntime writes a config and starts bin/mcp-runtime: TLS, JWT (ES256 key file),
-// Origin allowlist, a rate limit set far above the offered load, schema validation (on by
-// default) and audit to a file. upstreamURL "" means the stdio everything-server.
-func (b *bench) startRuntime(ctx context.Context, name, upstreamURL string, maxConns int) (*proc, string, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, "", err
-	}
-	health, err := freeAddr()
-	if err != nil {
-		return nil, "", err
-	}
+// checksOff turns off what the runtime does beyond relaying that a config can turn off: TLS,
+// authentication, argument validation, audit and metrics (target f). What is left — HTTP,
+// JSON-RPC checks, sessions, the Origin check, rate limits, the access log — is the
+// runtime's own floor, to set (d) against (e).
+func checksOff(c *config.Config) {
+	c.TLS = config.TLS{Insecure: true}
+	c.Auth = config.Auth{Anonymous: true}
+	c.Tools.SkipArgumentValidation = true
+	c.Audit = config.Audit{Disabled: true}
+	c.Metrics.Disabled = true
+}
+
+// runtimeConfig is the config of a runtime target (see startRuntime).
+func (b *bench) runtimeConfig(name, addr, health, upstreamURL string, maxConns int, adjust func(*config.Config)) (config.Config, error) {
 	maxConns = max(maxConns, 10000)
 	cfg := config.Config{
 		Listen:   config.Listen{Address: addr, HealthAddress: health},
@@ -340,9 +357,32 @@ func (b *bench) startRuntime(ctx context.Context, name, upstreamURL string, maxC
 	if upstreamURL != "" {
 		cfg.Upstream.Transport, cfg.Upstream.URL = config.UpstreamHTTP, upstreamURL
 	}
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	cfg.Default()
 	if err := cfg.Validate(); err != nil {
-		return nil, "", fmt.Errorf("bench runtime config: %w", err)
+		return cfg, fmt.Errorf("bench runtime config: %w", err)
+	}
+	return cfg, nil
+}
+
+// startRuntime writes a config and starts bin/mcp-runtime: TLS, JWT (ES256 key file),
+// Origin allowlist, a rate limit set far above the offered load, schema validation (on by
+// default) and audit to a file. upstreamURL "" means the stdio everything-server; adjust,
+// if not nil, changes the config before it is checked.
+func (b *bench) startRuntime(ctx context.Context, name, upstreamURL string, maxConns int, adjust func(*config.Config)) (*proc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	health, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	cfg, err := b.runtimeConfig(name, addr, health, upstreamURL, maxConns, adjust)
+	if err != nil {
+		return nil, "", err
 	}
 	data, err := cfg.Marshal()
 	if err != nil {
@@ -420,7 +460,7 @@ func (b *bench) runWebSockets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p, addr, err := b.startRuntime(ctx, "runtime-ws", "", b.o.wsConns+1000)
+	p, addr, err := b.startRuntime(ctx, "runtime-ws", "", b.o.wsConns+1000, nil)
 	if err != nil {
 		b.wsErr = err.Error()
 		return err

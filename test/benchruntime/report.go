@@ -248,6 +248,11 @@ func (b *bench) report(env, loadEnd string) string {
 			vs = append(vs, verdict{what: fmt.Sprintf("(e) bare stdio relay throughput vs direct, %d conn", conc), goal: "floor of (d)",
 				measured: fmt.Sprintf("%.2f× (%.0f vs %.0f req/s)", e.rps/a.rps, e.rps, a.rps), result: "info"})
 		}
+		f, fok := get("f", conc)
+		if aok && fok && a.rps > 0 {
+			vs = append(vs, verdict{what: fmt.Sprintf("(f) runtime → stdio, checks off, throughput vs direct, %d conn", conc), goal: "what (d)'s checks cost",
+				measured: fmt.Sprintf("%.2f× (%.0f vs %.0f req/s, %s µs CPU/req)", f.rps/a.rps, f.rps, a.rps, fmtF(f.hopCPU)), result: "info"})
+		}
 	}
 	{
 		v := verdict{what: "RSS per idle WebSocket (runtime → stdio)", goal: fmt.Sprintf("≤ %.0f KiB at 10k", goalWSKiB), measured: "–", result: "n/a"}
