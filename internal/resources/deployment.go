@@ -86,7 +86,7 @@ func Deployment(s *mcpv1alpha1.MCPServer, o Options, configHash string) (*appsv1
 		if err := withRuntimeResources(runtime, sp); err != nil {
 			return nil, err
 		}
-		withGoMemLimit(runtime, sp)
+		withGoMemLimit(runtime)
 		containers = append(containers, runtime, server)
 	default:
 		command := append([]string{RuntimeBinary}, serveArgs...)
@@ -290,19 +290,16 @@ func withRuntimeResources(c *corev1ac.ContainerApplyConfiguration, sp mcpv1alpha
 	return nil
 }
 
-// withGoMemLimit sets GOMEMLIMIT on the runtime sidecar to 90% of its memory limit, so
-// that its garbage collector works harder before the kernel would kill it (a connection
-// storm leaves much garbage); spec.env reaches the server container only.
-func withGoMemLimit(c *corev1ac.ContainerApplyConfiguration, sp mcpv1alpha1.MCPServerSpec) {
-	limit := resourceQuantity(defaultRuntimeMemoryLimit)
-	if sp.RuntimeResources != nil {
-		l, ok := sp.RuntimeResources.Limits[corev1.ResourceMemory]
-		if !ok {
-			return
-		}
-		limit = l
+// withGoMemLimit sets GOMEMLIMIT on the runtime sidecar to 90% of the memory limit its
+// resources got (none without one), so that its garbage collector works harder before the
+// kernel would kill it (a connection storm leaves much garbage); spec.env reaches the
+// server container only.
+func withGoMemLimit(c *corev1ac.ContainerApplyConfiguration) {
+	if c.Resources == nil || c.Resources.Limits == nil {
+		return
 	}
-	if b := limit.Value(); b > 0 {
+	limit, ok := (*c.Resources.Limits)[corev1.ResourceMemory]
+	if b := limit.Value(); ok && b > 0 {
 		c.WithEnv(corev1ac.EnvVar().WithName("GOMEMLIMIT").WithValue(strconv.FormatInt(b/10*9, 10)))
 	}
 }

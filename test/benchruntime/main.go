@@ -91,8 +91,8 @@ func parseFlags() (options, error) {
 	}
 	for _, f := range strings.Split(targets, ",") {
 		f = strings.TrimSpace(f)
-		if !slices.Contains([]string{"a", "b", "c", "d", "e", "f"}, f) {
-			return o, fmt.Errorf("-targets: %q is not one of a, b, c, d, e, f", f)
+		if _, known := targetLabels[f]; !known {
+			return o, fmt.Errorf("-targets: %q is not one of %s", f, strings.Join(targetKeys, ", "))
 		}
 		o.targets = append(o.targets, f)
 	}
@@ -168,6 +168,9 @@ type firstResult struct {
 	failures int
 	firstErr string
 }
+
+// targetKeys are the keys of targetLabels in order.
+var targetKeys = []string{"a", "b", "c", "d", "e", "f"}
 
 var targetLabels = map[string]string{
 	"a": "(a) direct HTTP",
@@ -299,7 +302,7 @@ func (b *bench) setup(ctx context.Context) error {
 		b.targets["f"] = &target{key: "f", url: "http://" + fAddr + "/mcp", proc: rf, upstream: childPID(rf)}
 	}
 	// One call through every target first: a broken setup stops the run here.
-	for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
+	for _, k := range targetKeys {
 		t := b.targets[k]
 		if t == nil {
 			continue
