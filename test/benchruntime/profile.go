@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +28,7 @@ func runProfiledRuntime(args []string) int {
 	cfgFile := fs.String("config", "", "runtime configuration file")
 	cpuFile := fs.String("cpuprofile", "", "CPU profile written at exit")
 	heapFile := fs.String("heapprofile", "", "heap profile written on SIGUSR1")
+	traceFile := fs.String("exectrace", "", "execution trace written at exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -52,6 +54,14 @@ func runProfiledRuntime(args []string) int {
 			return 1
 		}
 		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+	}
+	if *traceFile != "" {
+		stopTrace, err := startExecTrace(*traceFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer stopTrace()
 	}
 	if *heapFile != "" {
 		usr1 := make(chan os.Signal, 1)
@@ -104,4 +114,19 @@ func runProfiledRuntime(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// startExecTrace writes a Go execution trace to file until the returned stop is called.
+// The trace shows what the profiles cannot: how long each goroutine on a request's path
+// waits to run, and where in the path the threads sleep and wake.
+func startExecTrace(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() { trace.Stop(); _ = f.Close() }, nil
 }

@@ -11,9 +11,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -28,6 +30,7 @@ import (
 func runStdioRelay(args []string) int {
 	fs := flag.NewFlagSet("stdio-relay", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	traceFile := fs.String("exectrace", "", "execution trace written at SIGTERM")
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "usage: benchruntime stdio-relay -listen ADDR -- COMMAND ARGS...")
 		return 2
@@ -36,6 +39,16 @@ func runStdioRelay(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "stdio-relay:", err)
 		return 1
+	}
+	if *traceFile != "" {
+		stopTrace, err := startExecTrace(*traceFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "stdio-relay:", err)
+			return 1
+		}
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+		go func() { <-term; stopTrace(); os.Exit(0) }()
 	}
 	srv := &http.Server{Addr: *listen, Handler: r, ReadHeaderTimeout: 10 * time.Second}
 	if err := srv.ListenAndServe(); err != nil {
