@@ -72,8 +72,8 @@ install_operator() {
   log "installing the operator with its Helm chart (local images, cert-manager CA bootstrap, webhook)"
   k create namespace "$OPERATOR_NS" --dry-run=client -o yaml | k apply -f - >/dev/null
   "$HELM" upgrade --install "$RELEASE" charts/mcp-fleet-operator -n "$OPERATOR_NS" \
-    --set image.repository="$REGISTRY/mcp-fleet-operator" --set image.tag="$TAG" --set image.pullPolicy=Never \
-    --set runtimeImage.repository="$REGISTRY/mcp-runtime" --set runtimeImage.tag="$TAG" \
+    --set image.repository="$REGISTRY/mcp-fleet-operator" --set-string image.tag="$TAG" --set image.pullPolicy=Never \
+    --set runtimeImage.repository="$REGISTRY/mcp-runtime" --set-string runtimeImage.tag="$TAG" \
     --set caBootstrap.create=always --set webhook.enabled=true \
     --wait --timeout 5m >&2
   k -n "$OPERATOR_NS" rollout status deploy --timeout=3m >&2
