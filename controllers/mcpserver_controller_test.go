@@ -25,6 +25,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -82,15 +84,45 @@ func child(s *mcpv1alpha1.MCPServer, name string, obj client.Object) client.Obje
 func makeReady(s *mcpv1alpha1.MCPServer) {
 	cert := child(s, s.Name, &cmv1.Certificate{}).(*cmv1.Certificate)
 	notAfter := metav1.NewTime(time.Now().Add(90 * 24 * time.Hour).Truncate(time.Second))
-	cert.Status = cmv1.CertificateStatus{
-		NotAfter:   &notAfter,
-		Conditions: []cmv1.CertificateCondition{{Type: cmv1.CertificateConditionReady, Status: cmmeta.ConditionTrue, Reason: "Ready", ObservedGeneration: cert.Generation}},
-	}
-	Expect(k8sClient.Status().Update(ctx, cert)).To(Succeed())
-	dep := child(s, s.Name, &appsv1.Deployment{}).(*appsv1.Deployment)
-	n := *dep.Spec.Replicas
-	dep.Status = appsv1.DeploymentStatus{ObservedGeneration: dep.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
-	Expect(k8sClient.Status().Update(ctx, dep)).To(Succeed())
+	updateStatus(cert, func(c *cmv1.Certificate) {
+		c.Status = cmv1.CertificateStatus{
+			NotAfter:   &notAfter,
+			Conditions: []cmv1.CertificateCondition{{Type: cmv1.CertificateConditionReady, Status: cmmeta.ConditionTrue, Reason: "Ready", ObservedGeneration: c.Generation}},
+		}
+	})
+	updateStatus(child(s, s.Name, &appsv1.Deployment{}).(*appsv1.Deployment), func(d *appsv1.Deployment) {
+		n := *d.Spec.Replicas
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+	})
+}
+
+// conflictBackoff retries a test's read-modify-write for up to ~2.5 s.
+var conflictBackoff = wait.Backoff{Steps: 8, Duration: 10 * time.Millisecond, Factor: 2, Jitter: 0.1}
+
+// update changes obj in the API server: it reads obj again, applies change and writes it,
+// and does it again on a conflict, because the reconciler writes the same objects at the
+// same time (server-side apply, status), so a single read-modify-write can lose the race.
+func update[T client.Object](obj T, change func(T)) {
+	GinkgoHelper()
+	Expect(retry.RetryOnConflict(conflictBackoff, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		change(obj)
+		return k8sClient.Update(ctx, obj)
+	})).To(Succeed())
+}
+
+// updateStatus is update for the status subresource.
+func updateStatus[T client.Object](obj T, change func(T)) {
+	GinkgoHelper()
+	Expect(retry.RetryOnConflict(conflictBackoff, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		change(obj)
+		return k8sClient.Status().Update(ctx, obj)
+	})).To(Succeed())
 }
 
 var _ = Describe("MCPServer reconciler", Ordered, func() {
@@ -207,9 +239,9 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		before := dep.Spec.Template.Annotations[resources.AnnotationConfigHash]
 		keys := child(srv, srv.Name+"-auth", &corev1.Secret{}).(*corev1.Secret).Data
 
-		s := getServer(srv)
-		s.Spec.Origins.Allowed = append(s.Spec.Origins.Allowed, "https://other.example.com")
-		Expect(k8sClient.Update(ctx, s)).To(Succeed())
+		update(getServer(srv), func(s *mcpv1alpha1.MCPServer) {
+			s.Spec.Origins.Allowed = append(s.Spec.Origins.Allowed, "https://other.example.com")
+		})
 		Eventually(func() string {
 			d := &appsv1.Deployment{}
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(srv), d)).To(Succeed())
@@ -220,8 +252,7 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 
 	It("restores an edited child and recreates a deleted one", func() {
 		svc := child(srv, srv.Name, &corev1.Service{}).(*corev1.Service)
-		svc.Spec.Selector[resources.LabelInstance] = "hijacked"
-		Expect(k8sClient.Update(ctx, svc)).To(Succeed())
+		update(svc, func(s *corev1.Service) { s.Spec.Selector[resources.LabelInstance] = "hijacked" })
 		Eventually(func() string {
 			s := &corev1.Service{}
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(svc), s)).To(Succeed())
@@ -240,8 +271,7 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 
 		secret := child(srv, srv.Name+"-auth", &corev1.Secret{}).(*corev1.Secret)
 		keys := secret.Data
-		secret.Data = map[string][]byte{"unrelated": []byte("x")}
-		Expect(k8sClient.Update(ctx, secret)).To(Succeed())
+		update(secret, func(s *corev1.Secret) { s.Data = map[string][]byte{"unrelated": []byte("x")} })
 		Eventually(func() map[string][]byte {
 			s := &corev1.Secret{}
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), s)).To(Succeed())
@@ -290,13 +320,9 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		Expect(scale.Spec.Replicas).To(Equal(int32(1)))
 		Expect(scale.Status.Selector).To(ContainSubstring("app.kubernetes.io/instance=everything"))
 
-		s := getServer(srv)
-		s.Spec.Replicas = ptr.To[int32](2)
-		Expect(k8sClient.Update(ctx, s)).To(Succeed())
+		update(getServer(srv), func(s *mcpv1alpha1.MCPServer) { s.Spec.Replicas = ptr.To[int32](2) })
 		child(srv, srv.Name, &policyv1.PodDisruptionBudget{})
-		s = getServer(srv)
-		s.Spec.Replicas = ptr.To[int32](1)
-		Expect(k8sClient.Update(ctx, s)).To(Succeed())
+		update(getServer(srv), func(s *mcpv1alpha1.MCPServer) { s.Spec.Replicas = ptr.To[int32](1) })
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(srv), &policyv1.PodDisruptionBudget{}))
 		}, timeout, interval).Should(BeTrue())

@@ -123,9 +123,7 @@ var _ = Describe("MCPServerPolicy on existing servers", Ordered, func() {
 			Should(And(HavePrefix("1 violation(s)"), ContainSubstring("waived: "+label+"/requireAudit (audit sidecar ships logs; ticket SEC-7)")))
 		Expect(condition(bad, ConditionPolicyCompliant)().Message).NotTo(ContainSubstring("spec.audit.disabled"))
 
-		s := getServer(bad)
-		s.Spec.Replicas = ptr.To[int32](2)
-		Expect(k8sClient.Update(ctx, s)).To(Succeed())
+		update(getServer(bad), func(s *mcpv1alpha1.MCPServer) { s.Spec.Replicas = ptr.To[int32](2) })
 		Eventually(condition(bad, ConditionPolicyCompliant), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, ReasonPolicyCompliant))
 		Eventually(func() mcpv1alpha1.MCPServerPolicyStatus { return getPolicy(pol).Status }, timeout, interval).Should(Equal(mcpv1alpha1.MCPServerPolicyStatus{
 			ObservedGeneration: 1, MatchedServers: 2, ViolatingServers: 0, WaivedServers: 1,
@@ -133,15 +131,11 @@ var _ = Describe("MCPServerPolicy on existing servers", Ordered, func() {
 	})
 
 	It("follows namespace labels and removes the condition when no policy selects the server", func() {
-		nsObj := getNamespace(ns)
-		nsObj.Labels["guardrails"] = "elsewhere"
-		Expect(k8sClient.Update(ctx, nsObj)).To(Succeed())
+		update(getNamespace(ns), func(n *corev1.Namespace) { n.Labels["guardrails"] = "elsewhere" })
 		Eventually(condition(bad, ConditionPolicyCompliant), timeout, interval).Should(BeNil())
 		Eventually(func() int32 { return getPolicy(pol).Status.MatchedServers }, timeout, interval).Should(BeZero())
 
-		nsObj = getNamespace(ns)
-		nsObj.Labels["guardrails"] = label
-		Expect(k8sClient.Update(ctx, nsObj)).To(Succeed())
+		update(getNamespace(ns), func(n *corev1.Namespace) { n.Labels["guardrails"] = label })
 		Eventually(condition(good, ConditionPolicyCompliant), timeout, interval).ShouldNot(BeNil())
 
 		Expect(k8sClient.Delete(ctx, pol)).To(Succeed())
