@@ -104,24 +104,23 @@ var conflictBackoff = wait.Backoff{Steps: 8, Duration: 10 * time.Millisecond, Fa
 // same time (server-side apply, status), so a single read-modify-write can lose the race.
 func update[T client.Object](obj T, change func(T)) {
 	GinkgoHelper()
-	Expect(retry.RetryOnConflict(conflictBackoff, func() error {
-		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
-			return err
-		}
-		change(obj)
-		return k8sClient.Update(ctx, obj)
-	})).To(Succeed())
+	readModifyWrite(obj, change, func(o client.Object) error { return k8sClient.Update(ctx, o) })
 }
 
 // updateStatus is update for the status subresource.
 func updateStatus[T client.Object](obj T, change func(T)) {
+	GinkgoHelper()
+	readModifyWrite(obj, change, func(o client.Object) error { return k8sClient.Status().Update(ctx, o) })
+}
+
+func readModifyWrite[T client.Object](obj T, change func(T), write func(client.Object) error) {
 	GinkgoHelper()
 	Expect(retry.RetryOnConflict(conflictBackoff, func() error {
 		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 			return err
 		}
 		change(obj)
-		return k8sClient.Status().Update(ctx, obj)
+		return write(obj)
 	})).To(Succeed())
 }
 
