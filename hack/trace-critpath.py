@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Per-request critical path of a stdio hop, from a Go execution trace.
 
-    go tool trace -d=parsed DIR/runtime-d.trace > d.txt   # from: bin/benchruntime -profile DIR
+    go tool trace -d=parsed DIR/runtime-d.trace > d.txt   # from: bin/benchruntime -profile DIR -exectrace
     hack/trace-critpath.py runtime d.txt                  # or: relay DIR/stdio-relay.trace's dump
 
 At one connection a request crosses the hop twice; this prints, per request, the medians of

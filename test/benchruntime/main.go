@@ -57,6 +57,7 @@ type options struct {
 	firstSamples           int
 	keep                   bool
 	profileDir             string
+	execTrace              bool
 	hopProcs               int // GOMAXPROCS for the bare proxy and the runtime → HTTP; 0: Go's default
 }
 
@@ -77,7 +78,8 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.firstSamples, "first", 30, "new sessions timed for the first-response measurement")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, audit)")
 	flag.IntVar(&o.hopProcs, "hop-gomaxprocs", 0, "GOMAXPROCS of the two hops compared on CPU, the bare proxy (b) and the runtime → HTTP (c); 0 leaves Go's default (the runtime → stdio is left alone: its child would inherit it)")
-	flag.StringVar(&o.profileDir, "profile", "", "run the runtime as this harness's runtime-profile subcommand (same wiring as mcp-runtime serve) and write CPU, heap and allocation profiles and execution traces here, a CPU profile of the bare proxy and a trace of the bare stdio relay (not for headline numbers)")
+	flag.StringVar(&o.profileDir, "profile", "", "run the runtime as this harness's runtime-profile subcommand (same wiring as mcp-runtime serve) and write CPU, heap and allocation profiles here, and a CPU profile of the bare proxy (not for headline numbers)")
+	flag.BoolVar(&o.execTrace, "exectrace", false, "with -profile: also write Go execution traces of the runtime and the bare stdio relay (for hack/trace-critpath.py; tracing costs the traced processes CPU, which their CPU profiles then include)")
 	flag.Parse()
 	if o.warmup == 0 {
 		o.warmup = min(o.duration/5, 2*time.Second)
@@ -274,7 +276,7 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	relayArgs := []string{self, "stdio-relay", "-listen", relayAddr}
-	if b.o.profileDir != "" {
+	if b.o.profileDir != "" && b.o.execTrace {
 		relayArgs = append(relayArgs, "-exectrace", filepath.Join(b.o.profileDir, "stdio-relay.trace"))
 	}
 	re, err := b.start("stdio-relay", append(relayArgs, "--", b.o.everything))
@@ -407,8 +409,10 @@ func (b *bench) startRuntime(ctx context.Context, name, upstreamURL string, maxC
 		}
 		argv = []string{self, "runtime-profile", "--config", file,
 			"-cpuprofile", filepath.Join(b.o.profileDir, name+".cpu.pprof"),
-			"-heapprofile", filepath.Join(b.o.profileDir, name+".heap.pprof"),
-			"-exectrace", filepath.Join(b.o.profileDir, name+".trace")}
+			"-heapprofile", filepath.Join(b.o.profileDir, name+".heap.pprof")}
+		if b.o.execTrace {
+			argv = append(argv, "-exectrace", filepath.Join(b.o.profileDir, name+".trace"))
+		}
 	}
 	var env []string
 	if upstreamURL == "" {
