@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -98,6 +99,9 @@ func parseFlags() (options, error) {
 		}
 		o.targets = append(o.targets, f)
 	}
+	if o.execTrace && o.profileDir == "" {
+		return o, errors.New("-exectrace needs -profile DIR (the traces are written there)")
+	}
 	if o.rounds < 1 || o.duration <= 0 {
 		return o, errors.New("-rounds and -duration must be positive")
 	}
@@ -171,9 +175,6 @@ type firstResult struct {
 	firstErr string
 }
 
-// targetKeys are the keys of targetLabels in order.
-var targetKeys = []string{"a", "b", "c", "d", "e", "f"}
-
 var targetLabels = map[string]string{
 	"a": "(a) direct HTTP",
 	"b": "(b) bare ReverseProxy",
@@ -182,6 +183,9 @@ var targetLabels = map[string]string{
 	"e": "(e) bare stdio relay",
 	"f": "(f) runtime → stdio, checks off",
 }
+
+// targetKeys are the keys of targetLabels in order (a, b, …).
+var targetKeys = slices.Sorted(maps.Keys(targetLabels))
 
 func (b *bench) start(name string, argv []string, env ...string) (*proc, error) {
 	p, err := startProc(b.dir, name, argv, env)
@@ -276,7 +280,7 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	relayArgs := []string{self, "stdio-relay", "-listen", relayAddr}
-	if b.o.profileDir != "" && b.o.execTrace {
+	if b.o.execTrace {
 		relayArgs = append(relayArgs, "-exectrace", filepath.Join(b.o.profileDir, "stdio-relay.trace"))
 	}
 	re, err := b.start("stdio-relay", append(relayArgs, "--", b.o.everything))
