@@ -238,6 +238,48 @@ func TestWebSocketFirstMessageAuth(t *testing.T) {
 	NewWithT(t).Expect(r.up.Sent(`"clientInfo":{"name":"raw"`)).To(HaveLen(1), "only the authenticated socket reached the upstream")
 }
 
+// Upgrade headers are not a credential: only a WebSocket upgrade of the endpoint may
+// authenticate with a ticket or its first message. The same headers on the legacy SSE
+// stream, on a non-WebSocket method or on another path are an unauthenticated request.
+func TestUpgradeHeadersAloneAuthenticateNothing(t *testing.T) {
+	k := newKeys(t)
+	r := start(t, k, nil)
+	tok := k.token(t, "alice", nil)
+	get := func(t *testing.T, path string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, r.url(path), nil)
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Origin", allowedOrigin)
+		req.Header.Set("Accept", "text/event-stream")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := r.client().Do(req.WithContext(ctx))
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	t.Run("legacy SSE stream, no credentials", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Expect(get(t, "/mcp/sse")).To(Equal(http.StatusUnauthorized))
+		g.Expect(r.up.Sessions()).To(BeZero(), "no upstream session for an unauthenticated request")
+	})
+	t.Run("legacy SSE stream with a ticket", func(t *testing.T) {
+		g := NewWithT(t)
+		ticket := r.ticket(t, tok, allowedOrigin)
+		g.Expect(get(t, "/mcp/sse?ticket="+ticket)).To(Equal(http.StatusUnauthorized))
+		g.Expect(r.up.Sessions()).To(BeZero(), "no upstream session for an unauthenticated request")
+		// Refused without being spent: the ticket still opens the WebSocket it was made for.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, _, err := r.wsDial(ctx, "?ticket="+ticket, http.Header{"Origin": {allowedOrigin}})
+		g.Expect(err).NotTo(HaveOccurred())
+		_ = c.Close(websocket.StatusNormalClosure, "")
+	})
+}
+
 func TestWebSocketFrameLimits(t *testing.T) {
 	k := newKeys(t)
 	r := start(t, k, func(c *config.Config) { c.Limits.MaxMessageBytes = 4096 })

@@ -64,6 +64,11 @@ type Options struct {
 	HTTPClient *http.Client
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// WebSocketPath is the one path WebSocket upgrades are served on. Only an upgrade of
+	// that path may authenticate with a ticket, a query token or its first message; a
+	// request elsewhere that merely carries Upgrade headers needs a bearer like any other.
+	// Empty (the WebSocket transport is off): no request may.
+	WebSocketPath string
 	// OnDecision, when set, is called for every authentication decision. r may be nil for
 	// FirstMessage calls whose context does not come from Middleware.
 	OnDecision func(r *http.Request, d Decision)

@@ -180,7 +180,7 @@ func isWebSocketUpgrade(r *http.Request) bool {
 //   - GET/HEAD of the metadata document is served here, unauthenticated.
 //   - Anonymous mode: every request passes with an anonymous principal.
 //   - Authorization: Bearer <JWT or API key>.
-//   - WebSocket upgrades may instead carry ?ticket= (from TicketHandler, bound to the
+//   - WebSocket upgrades of Options.WebSocketPath may instead carry ?ticket= (from TicketHandler, bound to the
 //     Origin) or, only with InsecureQueryToken, ?access_token=; these parameters are removed
 //     from the URL next sees. With neither and first-message auth on, the upgrade passes
 //     with FirstMessagePending and no principal.
@@ -231,7 +231,7 @@ func (a *Authenticator) authenticate(r *http.Request) (Principal, string, *http.
 		p, method, err := a.verify(ctx, token)
 		return p, method, r, err
 	}
-	if !isWebSocketUpgrade(r) {
+	if a.opts.WebSocketPath == "" || r.URL.Path != a.opts.WebSocketPath || !isWebSocketUpgrade(r) {
 		return Principal{}, "", r, invalid(ErrNoCredentials)
 	}
 	q := r.URL.Query()

@@ -67,7 +67,7 @@ func newFixture(t *testing.T, mut ...func(*config.Auth)) *fixture {
 	for _, m := range mut {
 		m(&f.cfg)
 	}
-	f.a = newAuth(t, f.cfg, Options{Now: f.clk.Now, OnDecision: f.dec.record})
+	f.a = newAuth(t, f.cfg, Options{Now: f.clk.Now, OnDecision: f.dec.record, WebSocketPath: "/mcp"})
 	return f
 }
 
@@ -280,7 +280,7 @@ func TestTickets(t *testing.T) {
 	t.Run("another replica with the same key, or a restarted one, refuses it", func(t *testing.T) {
 		// It has not seen the redemptions: accepting the ticket would let it be used twice.
 		g := NewWithT(t)
-		replica := newAuth(t, f.cfg, Options{Now: f.clk.Now})
+		replica := newAuth(t, f.cfg, Options{Now: f.clk.Now, WebSocketPath: "/mcp"})
 		g.Expect(replica.tickets.replica).NotTo(Equal(f.a.tickets.replica))
 		_, ticket := f.issueTicket(t, testOrigin, "Bearer "+f.token(t))
 		_, err := replica.tickets.redeem(ticket, testOrigin)
@@ -438,6 +438,42 @@ func TestQueryToken(t *testing.T) {
 		w, _ = f.serve(httptest.NewRequest(http.MethodPost, "https://mcp.example/mcp?access_token="+tok(f), nil))
 		g.Expect(w.Code).To(Equal(http.StatusUnauthorized))
 	})
+}
+
+// Tickets, query tokens and first-message auth belong to the WebSocket endpoint: the same
+// upgrade headers on any other path (the legacy SSE stream, say) carry no credential.
+func TestWebSocketCredentialsOnlyOnTheWebSocketPath(t *testing.T) {
+	f := newFixture(t, func(c *config.Auth) { c.WebSocket.InsecureQueryToken = true })
+	_, ticket := f.issueTicket(t, testOrigin, "Bearer "+f.token(t))
+	noWebSocket := newAuth(t, f.cfg, Options{Now: f.clk.Now})
+	for name, tc := range map[string]struct {
+		a     *Authenticator
+		path  string
+		query string
+	}{
+		"first message, another path":  {f.a, "/mcp/sse", ""},
+		"ticket, another path":         {f.a, "/mcp/sse", "?ticket=" + ticket},
+		"query token, another path":    {f.a, "/other", "?access_token=" + f.token(t)},
+		"first message, WebSocket off": {noWebSocket, "/mcp", ""},
+		"query token, WebSocket off":   {noWebSocket, "/mcp", "?access_token=" + f.token(t)},
+		"first message, a longer path": {f.a, "/mcp/", ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			r := upgrade(tc.query, testOrigin)
+			r.URL.Path = tc.path
+			var seen *http.Request
+			w := httptest.NewRecorder()
+			tc.a.Middleware(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { seen = r })).ServeHTTP(w, r)
+			g.Expect(w.Code).To(Equal(http.StatusUnauthorized))
+			g.Expect(seen).To(BeNil())
+		})
+	}
+	// Refused elsewhere, the ticket was not spent: it still opens the WebSocket.
+	w, seen := f.serve(upgrade("?ticket="+ticket, testOrigin))
+	NewWithT(t).Expect(w.Code).To(Equal(http.StatusOK))
+	p, _ := PrincipalFrom(seen.Context())
+	NewWithT(t).Expect(p.Method).To(Equal(MethodTicket))
 }
 
 func TestAnonymous(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
 )
 
 // TestAccessLineMatchesSlog holds the hand-encoded access line to what slog's JSON handler
@@ -80,4 +82,20 @@ func TestAccessLogWritesOneLinePerRequestWithoutTheQuery(t *testing.T) {
 	g.Expect(first).To(HaveKeyWithValue("status", BeNumerically("==", http.StatusTeapot)))
 	g.Expect(first).To(HaveKeyWithValue("bytes", BeNumerically("==", len("short and stout"))))
 	g.Expect(second["requestID"]).To(MatchRegexp(`^[0-9a-f]{16}$`), "an insane incoming id is replaced")
+}
+
+// Only serveWebSocket may take a request that auth.Middleware passed without a principal
+// (an upgrade awaiting its first message); every other handler sits behind principalRequired.
+func TestPrincipalRequired(t *testing.T) {
+	g := NewWithT(t)
+	ran := false
+	h := principalRequired(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran = true }))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/mcp/sse", nil))
+	g.Expect(w.Code).To(Equal(http.StatusUnauthorized))
+	g.Expect(ran).To(BeFalse())
+
+	r := httptest.NewRequest(http.MethodGet, "/mcp/sse", nil)
+	h.ServeHTTP(httptest.NewRecorder(), r.WithContext(auth.WithPrincipal(r.Context(), auth.Principal{Method: auth.MethodAPIKey, Subject: "alice"})))
+	g.Expect(ran).To(BeTrue())
 }

@@ -133,8 +133,8 @@ func (s *Server) Handler() http.Handler {
 	transports := http.NewServeMux()
 	transports.HandleFunc(ep, s.streamableEndpoint)
 	if s.transports[transportSSE] {
-		transports.HandleFunc(ep+sseStreamSuffix, s.sseStream)
-		transports.HandleFunc(ep+sseMessageSuffix, s.sseMessage)
+		transports.Handle(ep+sseStreamSuffix, principalRequired(http.HandlerFunc(s.sseStream)))
+		transports.Handle(ep+sseMessageSuffix, principalRequired(http.HandlerFunc(s.sseMessage)))
 	}
 	checkOrigin := s.deps.Origin.Guard(s.obs.m.OriginRejected)
 	protected := checkOrigin(s.deps.Auth.Middleware(s.deps.Limiter.Middleware(transports)))
@@ -154,6 +154,19 @@ func (s *Server) Handler() http.Handler {
 	top.HandleFunc("GET /readyz", s.readyz)
 
 	return recoverMiddleware(s.log)(accessLog(s.deps.AccessLog)(s.deps.Metrics.Middleware(top)))
+}
+
+// principalRequired refuses a request that reached a transport without a principal. Only a
+// WebSocket upgrade awaiting first-message authentication gets past auth.Middleware that
+// way, and only serveWebSocket may take it: any other handler would serve it unauthenticated.
+func principalRequired(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := auth.PrincipalFrom(r.Context()); !ok {
+			writeJSONError(w, http.StatusUnauthorized, "unauthenticated")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // HealthHandler serves /healthz, /readyz and /metrics on the plain health address.

@@ -36,6 +36,11 @@ func (s *Server) streamableEndpoint(w http.ResponseWriter, r *http.Request) {
 		s.serveWebSocket(w, r)
 		return
 	}
+	principalRequired(http.HandlerFunc(s.streamableHTTP)).ServeHTTP(w, r)
+}
+
+// streamableHTTP serves the endpoint's Streamable HTTP methods.
+func (s *Server) streamableHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.transports[transportStreamable] {
 		w.Header().Set("Allow", "GET")
 		writeJSONError(w, http.StatusMethodNotAllowed, "websocket_upgrade_required")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -80,7 +81,11 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Server, error) 
 			s.OnAuthDecision(r, dec)
 		}
 	}
-	if d.Auth, err = auth.New(ctx, cfg.Auth, cfg.Endpoint.PublicURL, auth.Options{Logger: log, OnDecision: onDecision}); err != nil {
+	ao := auth.Options{Logger: log, OnDecision: onDecision}
+	if slices.Contains(cfg.Endpoint.Transports, config.TransportWebSocket) {
+		ao.WebSocketPath = cfg.Endpoint.Path
+	}
+	if d.Auth, err = auth.New(ctx, cfg.Auth, cfg.Endpoint.PublicURL, ao); err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	d.Limiter = ratelimit.New(cfg.Limits)
