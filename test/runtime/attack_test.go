@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -630,6 +631,95 @@ func TestRateLimitBurst(t *testing.T) {
 	g.Expect(statuses[http.StatusOK]).To(Equal(3))
 	g.Expect(statuses[http.StatusTooManyRequests]).To(Equal(3))
 	g.Expect(retryAfter).To(MatchRegexp(`^[1-9][0-9]*$`))
+}
+
+// init2025_03_26 opens a session of the last revision with batches and returns the
+// headers of its later requests.
+func (r *rt) init2025_03_26(t *testing.T, token string) map[string]string {
+	t.Helper()
+	resp, body := r.post(t, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`,
+		map[string]string{"Authorization": "Bearer " + token})
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Mcp-Session-Id") == "" {
+		t.Fatalf("initialize: %d %s", resp.StatusCode, body)
+	}
+	h := map[string]string{"Authorization": "Bearer " + token, "Mcp-Session-Id": resp.Header.Get("Mcp-Session-Id"), "Mcp-Protocol-Version": "2025-03-26"}
+	if resp, body = r.post(t, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, h); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("initialized: %d %s", resp.StatusCode, body)
+	}
+	return h
+}
+
+// batchErrors decodes a JSON array of responses into error code by id.
+func batchErrors(t *testing.T, body string) map[string]int {
+	t.Helper()
+	var out []struct {
+		ID    json.RawMessage `json:"id"`
+		Error *struct {
+			Code int `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &out); err != nil {
+		t.Fatalf("batch response %q: %v", body, err)
+	}
+	codes := map[string]int{}
+	for _, m := range out {
+		codes[string(m.ID)] = 0
+		if m.Error != nil {
+			codes[string(m.ID)] = m.Error.Code
+		}
+	}
+	return codes
+}
+
+// A batch is all-or-nothing, and every request in it is answered: the refused one with
+// its reason, the others with "not relayed" — none reaches the upstream, each tools/call
+// is audited.
+func TestRefusedBatchAnswersEveryRequest(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, nil)
+	h := r.init2025_03_26(t, k.token(t, "alice", nil))
+
+	resp, body := r.post(t, `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_simple_text","arguments":{}}},`+
+		`{"jsonrpc":"2.0","id":2,"method":"ping"},`+
+		`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"no_such_tool","arguments":{}}}]`, h)
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK), body)
+	g.Expect(batchErrors(t, body)).To(Equal(map[string]int{"1": -32002, "2": -32002, "3": -32602}))
+	g.Expect(r.up.Sent(`"tools/call"`)).To(BeEmpty())
+	g.Expect(r.up.Sent(`"ping"`)).To(BeEmpty())
+	g.Eventually(func() []string { // the audit log is written in batches
+		var outcomes []string
+		for _, l := range r.auditLines(t) {
+			if l["kind"] == "tool_call" {
+				outcomes = append(outcomes, fmt.Sprint(l["tool"], " ", l["outcome"], " ", l["reason"]))
+			}
+		}
+		return outcomes
+	}).Should(ConsistOf("test_simple_text refused batch_refused", "no_such_tool refused invalid_arguments"))
+
+	// An accepted batch is relayed whole.
+	resp, body = r.post(t, `[{"jsonrpc":"2.0","id":4,"method":"ping"},{"jsonrpc":"2.0","id":5,"method":"ping"}]`, h)
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK), body)
+	g.Expect(body).To(And(ContainSubstring(`"id":4`), ContainSubstring(`"id":5`)))
+}
+
+// One HTTP request pays the per-principal rate limit once; a batch's other messages pay
+// for themselves, so batching does not multiply the rate.
+func TestBatchPaysTheRateLimitPerMessage(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) { c.Limits.RequestsPerSecond, c.Limits.Burst = 0.01, 5 })
+	h := r.init2025_03_26(t, k.token(t, "alice", nil)) // 2 of the 5 tokens
+	// 1 for the POST + 2 more: the 4th message finds the bucket empty.
+	resp, body := r.post(t, `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"},`+
+		`{"jsonrpc":"2.0","id":3,"method":"ping"},{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"test_simple_text","arguments":{}}}]`, h)
+	g.Expect(resp.StatusCode).To(Equal(http.StatusTooManyRequests), body)
+	g.Expect(resp.Header.Get("Retry-After")).NotTo(BeEmpty())
+	g.Expect(batchErrors(t, body)).To(Equal(map[string]int{"1": -32002, "2": -32002, "3": -32002, "4": -32000}))
+	g.Expect(r.up.Sent(`"ping"`)).To(BeEmpty())
+	g.Eventually(func() []map[string]any { return r.auditLines(t) }).Should(ContainElement(And(
+		HaveKeyWithValue("kind", "tool_call"), HaveKeyWithValue("tool", "test_simple_text"), HaveKeyWithValue("outcome", "rate_limited"))),
+		"a tools/call refused by the client's rate limit is audited too")
 }
 
 func TestPerToolRateLimitOnWebSocketIsAJSONRPCError(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 const (
 	codeRateLimited    = -32000 // data.retryAfterSeconds says when to retry
 	codeTimeout        = -32001
+	codeBatchRefused   = -32002 // a valid request not relayed because its batch was refused
 	codeHeaderMismatch = -32020 // MCP 2026-07-28: HTTP headers disagree with the body
 	// MCP 2026-07-28 (SEP-2575): a request needs client capabilities the client did not declare.
 	codeMissingCapabilities = -32021
@@ -97,14 +98,17 @@ type admitOptions struct {
 
 // admit runs the per-message checks on parsed messages and registers the requests as
 // pending on sess. Either every message is admitted, or none is and a refusal says why
-// (a batch is all-or-nothing, so nothing of a refused batch reaches the upstream).
+// (a batch is all-or-nothing, so nothing of a refused batch reaches the upstream; each of
+// its requests is answered, the ones that passed their checks with codeBatchRefused).
 func (s *Server) admit(ctx context.Context, sess *session, msgs []jsonrpc.Message, batch bool, opt admitOptions) *refusal {
 	var tracked []*pendingCall
 	var refusals [][]byte
 	var first *refusal
 	for i := range msgs {
 		m := &msgs[i]
-		p, r := s.check(ctx, sess, m, opt)
+		// The HTTP request of a batch paid the rate limit for one message: the rest pay here.
+		limit := opt.perMessageLimit || batch && i > 0
+		p, r := s.check(ctx, sess, m, limit, opt)
 		if r != nil {
 			if first == nil {
 				first = r
@@ -128,6 +132,14 @@ func (s *Server) admit(ctx context.Context, sess *session, msgs []jsonrpc.Messag
 		return nil
 	}
 	if batch {
+		for _, p := range tracked {
+			s.obs.refused(p.from.transport, p.method, "batch_refused")
+			if p.method == "tools/call" {
+				s.audit(sess, p, "refused:batch_refused", 0)
+			}
+			refusals = append(refusals, jsonrpc.ErrorResponse(p.id,
+				jsonrpc.NewError(codeBatchRefused, "not relayed: another message of this batch was refused")))
+		}
 		first.body = joinBatch(refusals)
 	}
 	return first
@@ -135,28 +147,37 @@ func (s *Server) admit(ctx context.Context, sess *session, msgs []jsonrpc.Messag
 
 // check is one message through rate limit and tool policy. It returns the pending record
 // for a request that may go upstream.
-func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, opt admitOptions) (*pendingCall, *refusal) {
+// limit applies the per-principal rate limit to this message (see admitOptions).
+func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, limit bool, opt admitOptions) (*pendingCall, *refusal) {
 	c := sess.caller
 	if opt.from != nil {
 		c = *opt.from
 	}
-	if opt.perMessageLimit && m.Method != "" {
+	var p *pendingCall
+	var cerr *tools.CallError
+	if m.IsRequest() {
+		p = &pendingCall{id: m.ID, method: m.Method, requestID: opt.requestID, start: time.Now(), bytesIn: len(m.Raw), reply: opt.reply, from: c}
+		if m.Method == "tools/call" {
+			p.tool, p.args, cerr = tools.ReadCallParams(m.Params)
+		}
+	}
+	if limit && m.Method != "" {
 		if ok, retry := s.deps.Limiter.Allow(c.rateKey); !ok {
 			s.obs.rateLimited(c.transport, m.Method, "client")
+			if p != nil && p.method == "tools/call" {
+				s.audit(sess, p, "rate_limited", 0)
+			}
 			r := refuse(http.StatusTooManyRequests, m.ID, rateLimitError(retry, "this client"), "rate_limited")
 			r.retryAfter = retry
 			return nil, r
 		}
 	}
-	if !m.IsRequest() {
+	if p == nil {
 		return nil, nil // notifications and responses to server requests pass as they are
 	}
-	p := &pendingCall{id: m.ID, method: m.Method, requestID: opt.requestID, start: time.Now(), bytesIn: len(m.Raw), reply: opt.reply, from: c}
 	if m.Method != "tools/call" {
 		return p, nil
 	}
-	var cerr *tools.CallError
-	p.tool, p.args, cerr = tools.ReadCallParams(m.Params)
 	if ok, retry := s.deps.Limiter.AllowTool(c.rateKey, p.tool); !ok {
 		s.obs.rateLimited(c.transport, m.Method, "tool")
 		s.audit(sess, p, "rate_limited", 0)
