@@ -227,6 +227,17 @@ func TestWebSocketFirstMessageAuth(t *testing.T) {
 		_, _, err = c.Read(ctx) // we send nothing: the server gives up after the timeout
 		g.Expect(closeStatus(err)).To(Equal(websocket.StatusPolicyViolation))
 	})
+	t.Run("auth frame over MaxFirstMessageBytes: closed 1009 unread", func(t *testing.T) {
+		// Below limits.maxMessageBytes, but a socket that has not authenticated gets no
+		// more room than a token needs.
+		g := NewWithT(t)
+		c, _, err := r.wsDial(ctx, "", nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer func() { _ = c.CloseNow() }()
+		_ = c.Write(ctx, websocket.MessageText, []byte(`{"type":"auth","token":"`+strings.Repeat("a", 64<<10)+`"}`))
+		_, _, err = c.Read(ctx)
+		g.Expect(closeStatus(err)).To(Equal(websocket.StatusMessageTooBig))
+	})
 	t.Run("MCP instead of auth: closed 1008", func(t *testing.T) {
 		g := NewWithT(t)
 		c, _, err := r.wsDial(ctx, "", nil)
@@ -279,6 +290,47 @@ func TestUpgradeHeadersAloneAuthenticateNothing(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred())
 		_ = c.Close(websocket.StatusNormalClosure, "")
 	})
+}
+
+// An open WebSocket holds a connection slot of its principal for as long as it is open —
+// one authenticated by its first message too, once it has — so the per-principal cap
+// bounds sockets as it bounds streams.
+func TestWebSocketsCountAgainstThePerPrincipalConnectionLimit(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) { c.Limits.MaxConnectionsPerPrincipal = 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	bearer := http.Header{"Authorization": {"Bearer " + k.token(t, "alice", nil)}}
+	a, _, err := r.wsDial(ctx, "", bearer)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = a.CloseNow() }()
+	b, _, err := r.wsDial(ctx, "", bearer)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(wsCall(ctx, t, b, initBody, "1")).To(ContainSubstring(`"serverInfo"`))
+
+	_, resp, err := r.wsDial(ctx, "", bearer)
+	g.Expect(err).To(HaveOccurred(), "a third socket of alice's")
+	g.Expect(resp.StatusCode).To(Equal(http.StatusTooManyRequests))
+
+	// Alice's first-message socket is admitted under its address, then refused (1013)
+	// once it turns out to be alice's third connection.
+	c, _, err := r.wsDial(ctx, "", nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = c.CloseNow() }()
+	g.Expect(c.Write(ctx, websocket.MessageText, []byte(`{"type":"auth","token":"`+k.token(t, "alice", nil)+`"}`))).To(Succeed())
+	_, _, err = c.Read(ctx)
+	g.Expect(closeStatus(err)).To(Equal(websocket.StatusCode(1013)))
+
+	// Closing one frees its slot.
+	g.Expect(b.Close(websocket.StatusNormalClosure, "")).To(Succeed())
+	g.Eventually(func() error {
+		d, _, err := r.wsDial(ctx, "", bearer)
+		if err == nil {
+			_ = d.CloseNow()
+		}
+		return err
+	}).Should(Succeed())
 }
 
 func TestWebSocketFrameLimits(t *testing.T) {

@@ -39,6 +39,10 @@ const (
 // MaxTokenBytes bounds a presented token or ticket; longer ones are refused unparsed.
 const MaxTokenBytes = 16 << 10
 
+// MaxFirstMessageBytes bounds a WebSocket's first-message auth frame: the token and its
+// JSON wrapping. The server reads no larger frame from a socket that has not authenticated.
+const MaxFirstMessageBytes = MaxTokenBytes + 256
+
 // Principal is an authenticated caller.
 type Principal struct {
 	Subject string

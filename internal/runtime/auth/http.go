@@ -395,7 +395,7 @@ func (a *Authenticator) firstMessage(ctx context.Context, frame []byte) (Princip
 	if a.anonymous || a.ws.FirstMessage.Disabled {
 		return Principal{}, MethodFirstMessage, invalid(ErrFirstMessage)
 	}
-	if len(frame) > MaxTokenBytes+256 {
+	if len(frame) > MaxFirstMessageBytes {
 		return Principal{}, MethodFirstMessage, invalid(ErrTooLong)
 	}
 	var m struct {

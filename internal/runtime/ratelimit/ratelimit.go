@@ -9,6 +9,7 @@
 package ratelimit
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net"
@@ -151,7 +152,8 @@ func (l *Limiter) Len() int {
 }
 
 // Middleware takes a token for the request's principal (429 + Retry-After when empty) and
-// holds a connection slot for the request's lifetime — streams and WebSockets included —
+// holds a connection slot for the request's lifetime — streams included, and WebSockets
+// through KeepConn —
 // answering 429 when the principal has too many and 503 when the runtime does. Place it
 // after authentication so the principal is known.
 func (l *Limiter) Middleware(next http.Handler) http.Handler {
@@ -172,9 +174,38 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 			writeJSONError(w, status, "too_many_connections")
 			return
 		}
-		defer release()
-		next.ServeHTTP(w, r)
+		slot := &connSlot{release: release}
+		defer slot.end()
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), connSlotKey{}, slot)))
 	})
+}
+
+// connSlot is the connection slot Middleware holds for a request, until the handler
+// returns or, when the handler keeps the connection (a WebSocket), until KeepConn's caller
+// releases it.
+type connSlot struct {
+	release func()
+	kept    bool
+}
+
+type connSlotKey struct{}
+
+func (s *connSlot) end() {
+	if !s.kept {
+		s.release()
+	}
+}
+
+// KeepConn hands the request's connection slot to a handler whose connection outlives the
+// request (a hijacked WebSocket served on a goroutine of its own): the slot stays taken
+// until the returned func is called. Without Middleware there is no slot; it returns a no-op.
+func KeepConn(ctx context.Context) (release func()) {
+	s, ok := ctx.Value(connSlotKey{}).(*connSlot)
+	if !ok || s.kept {
+		return func() {}
+	}
+	s.kept = true
+	return s.release
 }
 
 // Key names the principal of a request: "sub:<issuer> <subject>" when authenticated with

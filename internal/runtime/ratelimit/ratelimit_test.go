@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -275,4 +276,31 @@ func TestConcurrentUse(t *testing.T) {
 	if total, _ := l.Connections(""); total != 0 {
 		t.Fatalf("leaked %d connection slots", total)
 	}
+}
+
+// A handler whose connection outlives the request (a WebSocket) keeps the slot until it
+// releases it; every other request gives it back when the handler returns.
+func TestKeepConnHoldsTheSlotPastTheRequest(t *testing.T) {
+	g := NewWithT(t)
+	l := New(config.Limits{RequestsPerSecond: -1, MaxConnectionsPerPrincipal: 1})
+	var release func()
+	h := l.Middleware(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	keep := l.Middleware(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { release = KeepConn(r.Context()) }))
+	do := func(h http.Handler) int {
+		r := httptest.NewRequest(http.MethodGet, "/mcp", nil)
+		r.RemoteAddr = "192.0.2.9:1"
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+	g.Expect(do(keep)).To(Equal(http.StatusOK))
+	_, held := l.Connections("ip:192.0.2.9")
+	g.Expect(held).To(Equal(1), "kept after the handler returned")
+	g.Expect(do(h)).To(Equal(http.StatusTooManyRequests))
+	release()
+	release() // idempotent
+	_, held = l.Connections("ip:192.0.2.9")
+	g.Expect(held).To(BeZero())
+	g.Expect(do(h)).To(Equal(http.StatusOK))
+	g.Expect(KeepConn(context.Background())).NotTo(BeNil(), "no slot: a no-op")
 }

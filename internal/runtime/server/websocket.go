@@ -114,7 +114,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	// Serve the socket on a goroutine of its own and return: net/http then frees what it
 	// holds per connection and request (the handler's stack, the request), which every
-	// idle socket would otherwise keep.
+	// idle socket would otherwise keep. The socket keeps its connection slot.
+	c.releaseConn = ratelimit.KeepConn(r.Context())
 	go s.runWebSocket(c)
 }
 
@@ -149,6 +150,9 @@ type wsConn struct {
 	caller    caller
 	requestID string
 	firstAuth *http.Request // set while first-message authentication is pending
+	// releaseConn frees the connection slot the socket holds (ratelimit.KeepConn): the
+	// client address's while first-message authentication is pending, then the principal's.
+	releaseConn func()
 
 	sess *session
 	sink *streamSink
@@ -393,6 +397,7 @@ func (c *wsConn) ping() {
 }
 
 func (s *Server) runWebSocket(c *wsConn) {
+	defer func() { c.releaseConn() }() // the one held when the socket ends
 	defer c.shutdown()
 	defer func() {
 		if v := recover(); v != nil {
@@ -414,6 +419,17 @@ func (s *Server) runWebSocket(c *wsConn) {
 		}
 		cl.principal, cl.hasAuth = p, true
 		cl.rateKey = ratelimit.Key(r.WithContext(auth.WithPrincipal(r.Context(), p)))
+		if cl.rateKey != c.caller.rateKey {
+			// Counted against the client's address until now; from here on, its principal's.
+			release, ok := s.deps.Limiter.AcquireConn(cl.rateKey)
+			if !ok {
+				c.close(wsTryAgainLater, "too many connections")
+				c.drainClose()
+				return
+			}
+			c.releaseConn()
+			c.releaseConn = release
+		}
 	}
 
 	up, err := s.deps.Upstream.NewSession(s.sessionContext())
@@ -496,7 +512,11 @@ func (s *Server) firstMessageAuth(authCtx, ctx context.Context, c *wsConn) (auth
 	timer := time.AfterFunc(s.deps.Auth.FirstMessageTimeout(), func() {
 		c.close(ws.StatusPolicyViolation, "authentication required")
 	})
+	// Unauthenticated, a socket may make the runtime hold no more than an auth frame.
+	maxMsg := c.maxMsg
+	c.maxMsg = min(maxMsg, auth.MaxFirstMessageBytes)
 	op, frame, err := c.next()
+	c.maxMsg = maxMsg
 	if !timer.Stop() || err != nil {
 		return auth.Principal{}, false
 	}
