@@ -19,6 +19,7 @@ var (
 	ErrMalformed         = errors.New("token is malformed")
 	ErrTooLong           = errors.New("token is too long")
 	ErrAlgorithm         = errors.New("token algorithm is not accepted")
+	ErrCritical          = errors.New("token has critical header parameters this verifier does not understand")
 	ErrUnknownIssuer     = errors.New("token issuer is not accepted")
 	ErrUnknownKey        = errors.New("token signing key is unknown")
 	ErrKeysUnavailable   = errors.New("signing keys are unavailable")
@@ -49,6 +50,7 @@ var reasons = []struct {
 	{ErrBadRequest, "bad_authorization_header"},
 	{ErrTooLong, "token_too_long"},
 	{ErrAlgorithm, "algorithm_not_accepted"},
+	{ErrCritical, "unsupported_critical_header"},
 	{ErrUnknownIssuer, "unknown_issuer"},
 	{ErrUnknownKey, "unknown_key"},
 	{ErrKeysUnavailable, "keys_unavailable"},

@@ -160,6 +160,11 @@ func (p *provider) verify(ctx context.Context, token, alg string) (Principal, ti
 	)
 	claims := jwt.MapClaims{}
 	_, err := parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		// RFC 7515 §4.1.11: a token whose "crit" names extensions the verifier does not
+		// understand must be refused; this verifier understands none.
+		if _, ok := t.Header["crit"]; ok {
+			return nil, ErrCritical
+		}
 		kid, _ := t.Header["kid"].(string)
 		keys, err := p.keys.lookup(ctx, kid, t.Method.Alg())
 		if err != nil {
@@ -194,6 +199,9 @@ func classifyJWTError(err error) error {
 		if errors.Is(err, own) {
 			return err
 		}
+	}
+	if errors.Is(err, ErrCritical) {
+		return invalid(ErrCritical)
 	}
 	for _, m := range []struct{ lib, own error }{
 		{jwt.ErrTokenExpired, ErrExpired},

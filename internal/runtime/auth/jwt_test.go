@@ -90,6 +90,16 @@ func TestVerifyTokenKeyFiles(t *testing.T) {
 			c["sub"] = "admin"
 			return s[0] + "." + strings.Split(unsigned(map[string]any{}, c, ""), ".")[1] + "." + s[2]
 		}(), ErrSignature},
+		{"crit names an extension", func() string {
+			tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims(now))
+			tok.Header["crit"] = []string{"exp-by-deadline"}
+			tok.Header["exp-by-deadline"] = true
+			s, err := tok.SignedString(ecKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}(), ErrCritical},
 		{"garbage", "not.a.jwt", ErrMalformed},
 		{"too long", strings.Repeat("a", MaxTokenBytes+1), ErrTooLong},
 		{"empty", "", ErrMalformed},
