@@ -122,7 +122,8 @@ func (s *session) pump(end func()) {
 }
 
 // upstreamEnded fails the requests still waiting so no client hangs on a dead upstream,
-// then closes done. Call it once, after the last message was delivered.
+// forgets the session if it is registered, then closes done. Call it once, after the last
+// message was delivered.
 func (s *session) upstreamEnded() {
 	defer close(s.done)
 	s.mu.Lock()
@@ -134,6 +135,14 @@ func (s *session) upstreamEnded() {
 	s.mu.Unlock()
 	for _, p := range calls {
 		s.fail(p, jsonrpc.NewError(codeUpstream, "upstream connection closed before the response"), "upstream_closed")
+	}
+	// The upstream session is gone for good (in per-session mode, its process died; a
+	// shared child's restart keeps its sessions): the id now gets 404, the client's signal
+	// to initialize a new session, instead of 502 on every retry, each of which would also
+	// keep the session from expiring.
+	if s.srv.sessions.drop(s) {
+		s.srv.log.Info("Session ended: its upstream session is gone", "session", s.id)
+		s.close()
 	}
 }
 
@@ -375,6 +384,17 @@ func (r *registry) get(id string, c caller) *session {
 		return nil
 	}
 	return s
+}
+
+// drop forgets s if it is still registered under its id, and reports whether it was.
+func (r *registry) drop(s *session) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sessions[s.id] != s {
+		return false
+	}
+	delete(r.sessions, s.id)
+	return true
 }
 
 func (r *registry) remove(id string) *session {

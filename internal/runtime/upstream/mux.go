@@ -26,6 +26,7 @@ type mux struct {
 	argv    []string
 	s       *settings
 	restart bool
+	private bool // per-session mode: the child's one session gets all its log messages
 	log     *slog.Logger
 	onDead  func() // called once the mux has stopped for good
 
@@ -41,6 +42,8 @@ type mux struct {
 	srvReqs    map[string]*serverReq        // by the id given to the client
 	srvByOrig  map[string]*serverReq        // by the child's own id
 	subs       map[string]map[*session]bool // resource uri → subscribed sessions
+	elicits    map[string]*session          // URL elicitation id → the session asked
+	logLevel   string                       // the child's logging level, set for clients
 	seq        int64
 	outbox     []delivery // for sessions with a receiver; dispatched by unlock
 	closed     bool
@@ -59,6 +62,7 @@ type pending struct {
 	progKey   string
 	method    string
 	subURI    string // resources/subscribe: undone if the child refuses it
+	logLevel  string // logging/setLevel: the level this request sets the child to
 	timer     *time.Timer
 	reply     chan []byte // runtime's own requests that wait for the answer
 }
@@ -118,6 +122,7 @@ func newMux(argv []string, s *settings, restart bool) *mux {
 		srvReqs:   map[string]*serverReq{},
 		srvByOrig: map[string]*serverReq{},
 		subs:      map[string]map[*session]bool{},
+		elicits:   map[string]*session{},
 		closing:   make(chan struct{}),
 		stopped:   make(chan struct{}),
 	}
@@ -252,6 +257,9 @@ func (m *mux) initialize(c *child) {
 	for uri := range m.subs {
 		m.internalRequestLocked(c, "resources/subscribe", uriParams(uri))
 	}
+	if m.logLevel != "" {
+		m.setChildLogLevelLocked(c)
+	}
 	m.ready = true
 	close(m.readyCh)
 	m.log.Info("upstream initialized", "pid", c.pid)
@@ -260,6 +268,37 @@ func (m *mux) initialize(c *child) {
 func uriParams(uri string) []byte {
 	b, _ := json.Marshal(map[string]string{"uri": uri})
 	return b
+}
+
+// setChildLogLevelLocked sends the runtime's own logging/setLevel for m.logLevel.
+func (m *mux) setChildLogLevelLocked(c *child) {
+	b, _ := json.Marshal(map[string]string{"level": m.logLevel})
+	p := m.newPendingLocked(nil, nil, "")
+	p.method, p.logLevel = "logging/setLevel", m.logLevel
+	c.tryEnqueue(request(p.upID, p.method, b))
+}
+
+// logSeverity orders the MCP logging levels (RFC 5424 names), debug lowest; -1: unknown.
+func logSeverity(level string) int {
+	switch level {
+	case "debug":
+		return 0
+	case "info":
+		return 1
+	case "notice":
+		return 2
+	case "warning":
+		return 3
+	case "error":
+		return 4
+	case "critical":
+		return 5
+	case "alert":
+		return 6
+	case "emergency":
+		return 7
+	}
+	return -1
 }
 
 // detach fails every request the dead child left unanswered.
@@ -282,6 +321,7 @@ func (m *mux) detach(c *child) {
 	for _, r := range m.srvReqs {
 		m.dropServerReqLocked(r)
 	}
+	clear(m.elicits) // the next child never completes this one's elicitations
 	if m.child == c {
 		m.child = nil
 	}
@@ -492,6 +532,11 @@ func (m *mux) closeSessionLocked(s *session, reason string) {
 			}
 		}
 	}
+	for id, es := range m.elicits {
+		if es == s {
+			delete(m.elicits, id)
+		}
+	}
 	if s.onClose != nil {
 		go s.onClose()
 	}
@@ -581,7 +626,7 @@ func (m *mux) sendRequest(ctx context.Context, s *session, env *envelope) error 
 		m.unlock()
 		return fmt.Errorf("%w: request id %s is already in flight", ErrInvalidMessage, id)
 	}
-	var subURI string
+	var subURI, logLevel string
 	switch env.method {
 	case "initialize":
 		// The child was initialized by the runtime; every client gets the cached answer.
@@ -613,9 +658,24 @@ func (m *mux) sendRequest(ctx context.Context, s *session, env *envelope) error 
 			m.unlock()
 			return nil
 		}
+	case "logging/setLevel":
+		// The child has one level for every session: each session's log messages are
+		// filtered to its own level here, and the child is only ever made more verbose, so
+		// no session's setLevel quiets another's logs.
+		level, ok := stringAt(env, "level")
+		if !ok || logSeverity(level) < 0 {
+			break // the child answers what it makes of it
+		}
+		s.logLevel = level
+		if !m.private && m.logLevel != "" && logSeverity(m.logLevel) <= logSeverity(level) {
+			m.deliverLocked(s, resultResponse(id, []byte("{}")))
+			m.unlock()
+			return nil
+		}
+		m.logLevel, logLevel = level, level
 	}
 	p := m.newPendingLocked(s, id, clientKey)
-	p.method, p.subURI = env.method, subURI
+	p.method, p.subURI, p.logLevel = env.method, subURI, logLevel
 	out := env.raw
 	// Rewrite the later span first so the earlier offsets stay valid.
 	edits := []struct {
@@ -804,8 +864,20 @@ func (m *mux) routeResponse(env *envelope) {
 		p.reply <- env.raw
 		return
 	}
+	switch {
+	case p.logLevel == "":
+	case env.errv.ok() && p.logLevel == m.logLevel:
+		m.logLevel = "" // the child refused it (no logging capability): it has no level
+	case env.result.ok() && p.logLevel != m.logLevel:
+		// Another session's more verbose level was sent meanwhile and may have been
+		// overtaken by this one: set the child to the level it must have.
+		m.setChildLogLevelLocked(m.child)
+	}
 	if p.sess == nil {
 		return
+	}
+	if env.errv.ok() {
+		m.trackURLElicitationsLocked(p.sess, env)
 	}
 	if p.subURI != "" && env.errv.ok() { // the child refused the subscription
 		delete(m.subs[p.subURI], p.sess)
@@ -838,6 +910,11 @@ func (m *mux) routeServerRequest(env *envelope) {
 		clientID: strconv.AppendInt(nil, m.seq, 10),
 	}
 	r.clientKey = idKey(r.clientID)
+	if env.method == "elicitation/create" {
+		if eid, ok := stringAt(env, "elicitationId"); ok {
+			m.trackElicitationLocked(eid, target)
+		}
+	}
 	if old := m.srvByOrig[r.origKey]; old != nil {
 		m.dropServerReqLocked(old)
 	}
@@ -880,8 +957,91 @@ func (m *mux) requesterLocked() *session {
 	return best.sess
 }
 
+// maxElicitations bounds the URL elicitations a mux remembers until they complete.
+const maxElicitations = 1024
+
+// trackElicitationLocked remembers which session a URL elicitation was sent to, so that
+// its notifications/elicitation/complete reaches that session only.
+func (m *mux) trackElicitationLocked(id string, s *session) {
+	if len(m.elicits) < maxElicitations || m.elicits[id] != nil {
+		m.elicits[id] = s
+	}
+}
+
+// trackURLElicitationsLocked remembers the URL elicitations a URLElicitationRequired
+// error (-32042) asked session s to complete.
+func (m *mux) trackURLElicitationsLocked(s *session, env *envelope) {
+	code, ok := path(env.raw, env.errv, "code")
+	if !ok || string(env.get(code)) != "-32042" {
+		return
+	}
+	var e struct {
+		Data struct {
+			Elicitations []struct {
+				ElicitationID string `json:"elicitationId"`
+			} `json:"elicitations"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(env.get(env.errv), &e) != nil {
+		return
+	}
+	for _, el := range e.Data.Elicitations {
+		if el.ElicitationID != "" {
+			m.trackElicitationLocked(el.ElicitationID, s)
+		}
+	}
+}
+
+// ownerLocked is the session of a per-session child (nil for a shared one, or none yet).
+func (m *mux) ownerLocked() *session {
+	if !m.private {
+		return nil
+	}
+	for s := range m.sessions {
+		return s
+	}
+	return nil
+}
+
+// routeLogLocked passes a log message to the session it was logged for: in per-session
+// mode the child's one session; otherwise the session whose call is in flight, picked as
+// for server→client requests (stdio carries no link from a notification to a request).
+// A line logged while no call is in flight is no client's business and is dropped.
+func (m *mux) routeLogLocked(env *envelope) {
+	var target *session
+	if m.private {
+		target = m.ownerLocked()
+	} else {
+		target = m.requesterLocked()
+	}
+	if target == nil {
+		m.log.Debug("upstream log message dropped: no client session has a request in flight")
+		return
+	}
+	if level, ok := stringAt(env, "level"); ok && target.logLevel != "" && logSeverity(level) < logSeverity(target.logLevel) {
+		return // below the level this session asked for
+	}
+	m.deliverLocked(target, env.raw)
+}
+
 func (m *mux) routeNotification(env *envelope) {
 	switch env.method {
+	case "notifications/message":
+		m.routeLogLocked(env)
+		return
+	case "notifications/elicitation/complete":
+		id, _ := stringAt(env, "elicitationId")
+		s := m.elicits[id]
+		if s == nil {
+			s = m.ownerLocked()
+		}
+		if s == nil {
+			m.log.Debug("upstream elicitation completion dropped: no session was sent that elicitation")
+			return
+		}
+		delete(m.elicits, id)
+		m.deliverLocked(s, env.raw)
+		return
 	case "notifications/progress":
 		tok, ok := path(env.raw, env.params, "progressToken")
 		if !ok {
@@ -955,6 +1115,7 @@ type session struct {
 	closed   bool
 	inflight map[string]*pending // by the client's id key
 	subs     map[string]bool
+	logLevel string // the level of the client's last logging/setLevel ("": none)
 }
 
 func (s *session) ID() string              { return s.id }

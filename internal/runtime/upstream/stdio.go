@@ -22,8 +22,15 @@ import (
 // closes the child's stdin. A child that dies fails its in-flight requests at once
 // ("upstream process exited; request not completed"), is restarted with exponential
 // backoff and initialized again before requests go through. Server→client requests
-// (sampling, elicitation, roots) go to the session with the most recent call in flight;
-// servers that ask clients things during concurrent calls should use per-session mode.
+// (sampling, elicitation, roots) and log messages (notifications/message) go to the session
+// with the most recent call in flight; a log message written while no call is in flight is
+// dropped. Servers that ask clients things or log during concurrent calls should use
+// per-session mode, where every message of a process is its one session's. Progress goes
+// by progress token, resource updates to the subscribed sessions, a URL elicitation's
+// completion to the session it was sent to, list changes to every session. The child has
+// one logging level: a client's logging/setLevel reaches it only to make it more verbose
+// (a less verbose one is answered by the runtime), and each session gets only the messages
+// at or above the level it set, so no session changes what another one sees.
 func NewStdio(cfg config.Upstream, command []string, opts Options) (Upstream, error) {
 	if len(command) == 0 {
 		command = cfg.Command
@@ -207,6 +214,7 @@ func (p *pool) fill() {
 // launch starts a process and waits until it is initialized.
 func (p *pool) launch(ctx context.Context) (*mux, error) {
 	m := newMux(p.argv, p.s, false)
+	m.private = true
 	m.onDead = func() { p.forget(m) }
 	p.mu.Lock()
 	if p.closed {

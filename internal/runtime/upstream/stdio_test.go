@@ -329,15 +329,35 @@ func TestNotificationsAreBroadcastOrRoutedBySubscription(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	startUpstream(t, u)
 	a, b, c := newClient(t, u), newClient(t, u), newClient(t, u)
+	logs := func(cl *client) func() int {
+		return func() int { return cl.count(method("notifications/message")) }
+	}
 
-	// Logging turned on by a; the log messages of its call reach every session.
+	// Logging turned on by a and b; the log messages of a's call reach a alone.
 	a.send(`{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"info"}}`)
-	a.await(responseTo(`1`), 5*time.Second)
+	g.Expect(a.await(responseTo(`1`), 5*time.Second)).To(HaveKey("result"))
+	b.send(`{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"info"}}`)
+	g.Expect(b.await(responseTo(`1`), 5*time.Second)).To(HaveKey("result"))
+	g.Expect(received(log, `"logging/setLevel"`)).To(Equal(1), "the child logs at info already: the relay answers b")
 	a.send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"test_tool_with_logging"}}`)
 	a.await(responseTo(`2`), 5*time.Second)
-	for _, cl := range []*client{a, b, c} {
-		g.Eventually(func() int { return cl.count(method("notifications/message")) }).Should(Equal(3))
-	}
+	g.Eventually(logs(a)).Should(Equal(3))
+	g.Consistently(logs(b)).WithTimeout(200 * time.Millisecond).Should(BeZero())
+	g.Expect(logs(c)()).To(BeZero())
+
+	// b asking for errors only gets no info messages, and does not quiet the child for a.
+	b.send(`{"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"error"}}`)
+	g.Expect(b.await(responseTo(`2`), 5*time.Second)).To(HaveKey("result"))
+	b.send(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"test_tool_with_logging"}}`)
+	b.await(responseTo(`3`), 5*time.Second)
+	a.send(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"test_tool_with_logging"}}`)
+	a.await(responseTo(`5`), 5*time.Second)
+	g.Eventually(logs(a)).Should(Equal(6))
+	g.Expect(logs(b)()).To(BeZero())
+	g.Expect(logs(c)()).To(BeZero())
+	g.Expect(received(log, `"logging/setLevel"`)).To(Equal(1))
+
+	// List changes concern every session.
 	b.send(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_trigger_tool_change"}}`)
 	b.await(responseTo(`1`), 5*time.Second)
 	for _, cl := range []*client{a, b, c} {
@@ -362,6 +382,81 @@ func TestNotificationsAreBroadcastOrRoutedBySubscription(t *testing.T) {
 	// Closing b, the last subscriber, unsubscribes upstream.
 	g.Expect(b.s.Close()).To(Succeed())
 	g.Eventually(func() int { return received(log, `"resources/unsubscribe"`) }).Should(Equal(1))
+}
+
+// unsolicitedLogServer answers tools/call with a URLElicitationRequired error for the URL
+// elicitation "el-1" and every other request with an empty result; after answering a ping
+// it logs a line of its own and reports el-1 complete: by then no request is in flight.
+const unsolicitedLogServer = `while IFS= read -r line; do
+  id=$(printf '%s' "$line" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
+  [ -z "$id" ] && continue
+  case "$line" in
+  *'"method":"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"logging":{}},"serverInfo":{"name":"fake","version":"1"}}}\n' "$id" ;;
+  *'"method":"tools/call"'*) printf '{"jsonrpc":"2.0","id":%s,"error":{"code":-32042,"message":"URL elicitation required","data":{"elicitations":[{"mode":"url","elicitationId":"el-1","url":"https://example.com/el-1","message":"Sign in"}]}}}\n' "$id" ;;
+  *) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
+  esac
+  case "$line" in
+  *'"method":"ping"'*)
+    printf '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"error","data":"unsolicited"}}\n'
+    printf '{"jsonrpc":"2.0","method":"notifications/elicitation/complete","params":{"elicitationId":"el-1"}}\n' ;;
+  esac
+done`
+
+// A log line the shared child writes while no call is in flight is no session's: it is
+// dropped. A per-session child's log lines all belong to its one session.
+func TestLogMessagesWithNoCallInFlight(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"shared", "per-session"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			g := NewWithT(t)
+			cfg := testConfig()
+			cfg.SessionMode, cfg.PoolSize = mode, 1
+			u, err := NewStdio(cfg, []string{"/bin/sh", "-c", unsolicitedLogServer}, testOptions())
+			g.Expect(err).NotTo(HaveOccurred())
+			startUpstream(t, u)
+			a, b := newClient(t, u), newClient(t, u)
+			a.send(`{"jsonrpc":"2.0","id":1,"method":"ping"}`)
+			g.Expect(a.await(responseTo(`1`), 5*time.Second)).To(HaveKey("result"))
+			// The log line, and el-1's completion that no session was sent.
+			got := func(cl *client) func() int {
+				return func() int {
+					return cl.count(method("notifications/message")) + cl.count(method("notifications/elicitation/complete"))
+				}
+			}
+			if mode == "shared" {
+				g.Consistently(got(a)).WithTimeout(300 * time.Millisecond).Should(BeZero())
+			} else {
+				g.Eventually(got(a)).Should(Equal(2))
+			}
+			g.Expect(got(b)()).To(BeZero())
+		})
+	}
+}
+
+// A URL elicitation's completion goes to the session that was asked to complete it, once;
+// other sessions never see its id.
+func TestURLElicitationCompletionGoesToItsSession(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	u, err := NewStdio(testConfig(), []string{"/bin/sh", "-c", unsolicitedLogServer}, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	a, b := newClient(t, u), newClient(t, u)
+	completions := func(cl *client) func() int {
+		return func() int { return cl.count(method("notifications/elicitation/complete")) }
+	}
+	a.send(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"needs_sign_in"}}`)
+	g.Expect(errorCode(a.await(responseTo(`1`), 5*time.Second))).To(BeEquivalentTo(-32042))
+	b.send(`{"jsonrpc":"2.0","id":1,"method":"ping"}`)
+	b.await(responseTo(`1`), 5*time.Second)
+	g.Eventually(completions(a)).Should(Equal(1))
+	g.Expect(completions(b)()).To(BeZero())
+
+	b.send(`{"jsonrpc":"2.0","id":2,"method":"ping"}`) // el-1 completes again: nobody's now
+	b.await(responseTo(`2`), 5*time.Second)
+	g.Consistently(completions(a)).WithTimeout(200 * time.Millisecond).Should(Equal(1))
+	g.Expect(completions(b)()).To(BeZero())
 }
 
 func TestSlowSessionIsClosedWithoutStallingOthers(t *testing.T) {

@@ -1,0 +1,103 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+)
+
+// pidsCommand runs the everything-server behind a shell that appends its pid (which is
+// also its process group) to a file, read back by the returned function in start order.
+func pidsCommand(t *testing.T) ([]string, func() []int) {
+	pids := filepath.Join(t.TempDir(), "pids")
+	read := func() []int {
+		b, _ := os.ReadFile(pids)
+		var out []int
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	return []string{"/bin/sh", "-c", `echo $$ >> "$0"; exec "$1"`, pids, everythingServer(t)}, read
+}
+
+// call POSTs one message on session sid and returns the status and the body.
+func (h *httpRuntime) call(t *testing.T, sid, body string) (int, string) {
+	t.Helper()
+	resp := h.post(context.Background(), t, sid, bothAccepted, body)
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode, string(b)
+}
+
+// In per-session mode a session whose process died is gone for good: the call in flight
+// gets its JSON-RPC error, the session id then gets 404 (start a new session), not 502 on
+// every retry, and a new session works.
+func TestSessionWhoseUpstreamEndedGetsNotFound(t *testing.T) {
+	g := NewWithT(t)
+	command, pids := pidsCommand(t)
+	h := startTestRuntime(t, func(c *config.Config) {
+		c.Upstream.SessionMode, c.Upstream.PoolSize, c.Upstream.MaxSessions = "per-session", 1, 4
+	}, command)
+	sid := h.open(t)
+	g.Expect(pids()).NotTo(BeEmpty())
+	pid := pids()[0] // the warm process the session took
+
+	// test_elicitation waits for the client's answer: the call stays in flight.
+	resp := h.post(context.Background(), t, sid, bothAccepted,
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"test_elicitation","arguments":{"message":"ok?"}}}`)
+	defer func() { _ = resp.Body.Close() }()
+	ch := make(chan map[string]any, 16)
+	go events(resp.Body, ch)
+	var msg map[string]any
+	g.Eventually(ch, 5*time.Second).Should(Receive(&msg))
+	g.Expect(msg).To(HaveKeyWithValue("method", "elicitation/create"))
+	g.Expect(syscall.Kill(-pid, syscall.SIGKILL)).To(Succeed())
+	g.Eventually(ch, 5*time.Second).Should(Receive(&msg))
+	g.Expect(msg).To(HaveKeyWithValue("id", BeEquivalentTo(2)))
+	g.Expect(msg).To(HaveKeyWithValue("error", HaveKeyWithValue("message", ContainSubstring("upstream process exited"))))
+
+	ping := `{"jsonrpc":"2.0","id":3,"method":"ping"}`
+	g.Eventually(func() int { status, _ := h.call(t, sid, ping); return status }, 5*time.Second).Should(Equal(http.StatusNotFound))
+	status, body := h.call(t, sid, ping)
+	g.Expect(status).To(Equal(http.StatusNotFound), "still gone: %s", body)
+	g.Expect(body).To(ContainSubstring("initialize"))
+
+	sid2 := h.open(t)
+	g.Expect(sid2).NotTo(Equal(sid))
+	status, body = h.call(t, sid2, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"test_simple_text"}}`)
+	g.Expect(status).To(Equal(http.StatusOK))
+	g.Expect(body).To(ContainSubstring("This is a simple text response for testing."))
+}
+
+// A shared child that dies is restarted, and its sessions go on with it.
+func TestSessionOutlivesARestartOfTheSharedChild(t *testing.T) {
+	g := NewWithT(t)
+	command, pids := pidsCommand(t)
+	h := startTestRuntime(t, nil, command)
+	sid := h.open(t)
+	g.Expect(pids()).To(HaveLen(1))
+	g.Expect(syscall.Kill(-pids()[0], syscall.SIGKILL)).To(Succeed())
+	g.Eventually(pids, 5*time.Second).Should(HaveLen(2))
+
+	status, body := h.call(t, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"test_simple_text"}}`)
+	g.Expect(status).To(Equal(http.StatusOK), body)
+	var m map[string]any
+	g.Expect(json.Unmarshal([]byte(body), &m)).To(Succeed(), body)
+	g.Expect(m).To(HaveKeyWithValue("id", BeEquivalentTo(2)))
+	g.Expect(m).To(HaveKey("result"))
+}
