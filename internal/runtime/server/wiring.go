@@ -102,6 +102,9 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Server, error) 
 		if uo.Logger == nil {
 			uo.Logger = log
 		}
+		if uo.OnToolsChanged == nil {
+			uo.OnToolsChanged = d.Tools.Invalidate
+		}
 		if uo.OnRestart == nil {
 			uo.OnRestart = d.Metrics.UpstreamRestart
 		}

@@ -197,6 +197,7 @@ func (m *mux) run(c *child) {
 			if err == nil {
 				c = nc
 				m.s.onRestart()
+				m.s.onToolsChanged()
 				break
 			}
 			if errors.Is(err, ErrClosed) {
@@ -1080,6 +1081,9 @@ func (m *mux) routeNotification(env *envelope) {
 			m.deliverLocked(p.sess, splice(env.raw, sub, p.origID))
 		}
 		return
+	}
+	if env.method == "notifications/tools/list_changed" {
+		m.s.onToolsChanged() // also when no session is open to pass it on
 	}
 	for s := range m.sessions {
 		m.deliverLocked(s, env.raw)

@@ -713,3 +713,35 @@ func TestStatelessSessionsRunOnTheirOwnProcess(t *testing.T) {
 	_, err = st.NewStatelessSession(context.Background())
 	g.Expect(err).To(MatchError(ErrClosed))
 }
+
+// listChangedServer announces a tool list change right after it is initialized, and
+// exits when asked to.
+const listChangedServer = `while IFS= read -r line; do
+  id=$(printf '%s' "$line" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
+  [ -z "$id" ] && continue
+  case "$line" in
+  *'"method":"initialize"'*)
+    printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"fake","version":"1"}}}\n' "$id"
+    printf '{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n' ;;
+  *'"method":"exit_now"'*) exit 1 ;;
+  *) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
+  esac
+done`
+
+// The runtime learns that the shared child's tools changed even with no session open to
+// relay list_changed to, and after a restart (the new process may list other tools).
+func TestToolsChangedWithNoSessionOpenAndOnRestart(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	var changed atomic.Int32
+	opts := testOptions()
+	opts.OnToolsChanged = func() { changed.Add(1) }
+	u, err := NewStdio(testConfig(), []string{"/bin/sh", "-c", listChangedServer}, opts)
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	g.Eventually(changed.Load).Should(BeEquivalentTo(1), "list_changed with no session open")
+
+	a := newClient(t, u)
+	a.send(`{"jsonrpc":"2.0","id":1,"method":"exit_now"}`)
+	g.Eventually(changed.Load).WithTimeout(5*time.Second).Should(BeEquivalentTo(3), "the restart, then the new child's list_changed")
+}

@@ -147,6 +147,10 @@ type Options struct {
 	Stderr io.Writer
 	// OnRestart is called each time a crashed stdio child is started again (metrics).
 	OnRestart func()
+	// OnToolsChanged is called when a shared stdio child may have other tools than before:
+	// it sent notifications/tools/list_changed (whether or not a client session is open to
+	// receive it) or it was restarted. The runtime drops its cached tool schemas.
+	OnToolsChanged func()
 	// Backoff between child restarts.
 	Backoff Backoff
 	// HTTPClient for an HTTP upstream. Default: a client with a pooled transport sized
@@ -178,6 +182,7 @@ type settings struct {
 	log            *slog.Logger
 	stderr         io.Writer
 	onRestart      func()
+	onToolsChanged func()
 	backoff        Backoff
 	maxMsg         int
 	queue          int
@@ -191,6 +196,7 @@ func resolve(cfg config.Upstream, o Options) settings {
 		log:            o.Logger,
 		stderr:         o.Stderr,
 		onRestart:      o.OnRestart,
+		onToolsChanged: o.OnToolsChanged,
 		backoff:        o.Backoff,
 		maxMsg:         o.MaxMessageBytes,
 		queue:          o.SessionQueue,
@@ -203,6 +209,9 @@ func resolve(cfg config.Upstream, o Options) settings {
 	}
 	if s.onRestart == nil {
 		s.onRestart = func() {}
+	}
+	if s.onToolsChanged == nil {
+		s.onToolsChanged = func() {}
 	}
 	if s.backoff.Min <= 0 {
 		s.backoff.Min = 250 * time.Millisecond
