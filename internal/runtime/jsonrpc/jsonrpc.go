@@ -298,3 +298,23 @@ func jsonString(raw []byte) (string, bool) {
 	}
 	return s, true
 }
+
+// IDKey is the map key of a JSON-RPC id as a peer compares it: strings and numbers never
+// collide, strings compare decoded ("a" and "\u0061" are one id) and numbers by value (0,
+// -0 and 0.0 are one id). Keying pending requests by raw bytes instead would let a client
+// pair a response with the wrong request once a peer re-encodes the id.
+func IDKey(raw []byte) string {
+	if len(raw) > 0 && raw[0] == '"' {
+		if s, ok := jsonString(raw); ok {
+			return "s" + s
+		}
+		return "s" + string(raw)
+	}
+	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		return "n" + strconv.FormatInt(n, 10)
+	}
+	if f, err := strconv.ParseFloat(string(raw), 64); err == nil && f == float64(int64(f)) {
+		return "n" + strconv.FormatInt(int64(f), 10)
+	}
+	return "n" + string(raw)
+}

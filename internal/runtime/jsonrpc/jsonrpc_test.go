@@ -282,3 +282,14 @@ func TestScanningIsLinear(t *testing.T) {
 		t.Fatal("parsing 4 MiB took more than 20s: not linear")
 	}
 }
+
+func TestIDKey(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(IDKey([]byte(`1`))).To(Equal(IDKey([]byte(`1.0`))))
+	g.Expect(IDKey([]byte(`0`))).To(Equal(IDKey([]byte(`-0`))), "one number")
+	g.Expect(IDKey([]byte(`"1"`))).NotTo(Equal(IDKey([]byte(`1`))), "strings and numbers never collide")
+	g.Expect(IDKey([]byte(`"\u0031"`))).To(Equal(IDKey([]byte(`"1"`))))
+	g.Expect(IDKey([]byte(`"\u0061"`))).To(Equal(IDKey([]byte(`"a"`))))
+	g.Expect(IDKey([]byte(`1.5`))).NotTo(Equal(IDKey([]byte(`1`))))
+	g.Expect(IDKey([]byte(`-7`))).To(Equal("n-7"))
+}

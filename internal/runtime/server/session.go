@@ -199,7 +199,7 @@ func (s *session) toStream(out []byte) {
 
 // track registers a relayed request. It refuses a duplicate id or too many in flight.
 func (s *session) track(p *pendingCall) *jsonrpc.Error {
-	key := string(p.id)
+	key := jsonrpc.IDKey(p.id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -239,9 +239,10 @@ func (p *pendingCall) latency() time.Duration {
 func (s *session) untrack(id json.RawMessage) *pendingCall {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := s.pending[string(id)]
+	key := jsonrpc.IDKey(id)
+	p := s.pending[key]
 	if p != nil {
-		delete(s.pending, string(id))
+		delete(s.pending, key)
 		if p.timer != nil {
 			p.timer.Stop()
 		}

@@ -101,3 +101,20 @@ func TestSessionOutlivesARestartOfTheSharedChild(t *testing.T) {
 	g.Expect(m).To(HaveKeyWithValue("id", BeEquivalentTo(2)))
 	g.Expect(m).To(HaveKey("result"))
 }
+
+// Ids are compared as the upstream compares them: a request whose id is another's in a
+// different spelling is a duplicate, and a response carrying the re-encoded id finds its
+// request (not, say, a tools/list answer delivered unfiltered as another call's).
+func TestPendingIDsCompareByValue(t *testing.T) {
+	g := NewWithT(t)
+	s := &session{srv: &Server{cfg: &config.Config{}}, pending: map[string]*pendingCall{}}
+	s.srv.cfg.Upstream.RequestTimeout = config.D(time.Minute)
+	p := &pendingCall{id: json.RawMessage(`0`), method: "tools/list"}
+	g.Expect(s.track(p)).To(BeNil())
+	g.Expect(s.track(&pendingCall{id: json.RawMessage(`-0`), method: "tools/call"})).NotTo(BeNil(), "-0 is 0")
+	g.Expect(s.untrack(json.RawMessage(`0.0`))).To(BeIdenticalTo(p))
+
+	q := &pendingCall{id: json.RawMessage(`"\u0061"`), method: "tools/list"}
+	g.Expect(s.track(q)).To(BeNil())
+	g.Expect(s.untrack(json.RawMessage(`"a"`))).To(BeIdenticalTo(q))
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/inlinehttp"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
 )
 
 const (
@@ -530,7 +531,7 @@ func (s *httpSession) exchange(base context.Context, msg, id []byte, method stri
 	answered := false
 	want := ""
 	if id != nil {
-		want = idKey(id)
+		want = jsonrpc.IDKey(id)
 	}
 	relay := func(m []byte) {
 		env, err := parseEnvelope(m)
@@ -538,7 +539,7 @@ func (s *httpSession) exchange(base context.Context, msg, id []byte, method stri
 			s.u.s.log.Warn("upstream sent an invalid message; dropped", "err", err)
 			return
 		}
-		if want != "" && env.isResponse() && idKey(env.idRaw()) == want {
+		if want != "" && env.isResponse() && jsonrpc.IDKey(env.idRaw()) == want {
 			answered = true
 			if initialize && env.result.ok() {
 				s.u.ready.Store(true)
@@ -579,7 +580,7 @@ func (s *httpSession) exchange(base context.Context, msg, id []byte, method stri
 	default:
 		// Relay a JSON-RPC error body as is; otherwise say what the server answered.
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if env, err := parseEnvelope(bytes.TrimSpace(body)); err == nil && env.isResponse() && want != "" && idKey(env.idRaw()) == want {
+		if env, err := parseEnvelope(bytes.TrimSpace(body)); err == nil && env.isResponse() && want != "" && jsonrpc.IDKey(env.idRaw()) == want {
 			relay(env.raw)
 		} else if resp.StatusCode == http.StatusNotFound && sid != "" {
 			fail("upstream session expired; initialize a new session")

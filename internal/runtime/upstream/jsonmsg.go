@@ -235,25 +235,6 @@ func unquote(q []byte) (string, error) {
 	return s, err
 }
 
-// idKey is the map key of a JSON-RPC id: strings and numbers never collide, and numbers
-// compare by value (1 and 1.0 are the same id).
-func idKey(raw []byte) string {
-	if len(raw) > 0 && raw[0] == '"' {
-		s, err := unquote(raw)
-		if err != nil {
-			return "s" + string(raw)
-		}
-		return "s" + s
-	}
-	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
-		return "n" + strconv.FormatInt(n, 10)
-	}
-	if f, err := strconv.ParseFloat(string(raw), 64); err == nil && f == float64(int64(f)) {
-		return "n" + strconv.FormatInt(int64(f), 10)
-	}
-	return "n" + string(raw)
-}
-
 // splice returns a copy of b with the bytes of s replaced by repl.
 func splice(b []byte, s span, repl []byte) []byte {
 	out := make([]byte, 0, len(b)-(s.end-s.start)+len(repl))

@@ -66,15 +66,6 @@ func TestParseEnvelope(t *testing.T) {
 	}
 }
 
-func TestIDKey(t *testing.T) {
-	g := NewWithT(t)
-	g.Expect(idKey([]byte(`1`))).To(Equal(idKey([]byte(`1.0`))))
-	g.Expect(idKey([]byte(`"1"`))).NotTo(Equal(idKey([]byte(`1`))), "strings and numbers never collide")
-	g.Expect(idKey([]byte(`"\u0031"`))).To(Equal(idKey([]byte(`"1"`))))
-	g.Expect(idKey([]byte(`1.5`))).NotTo(Equal(idKey([]byte(`1`))))
-	g.Expect(idKey([]byte(`-7`))).To(Equal("n-7"))
-}
-
 func TestRewritingKeepsEverythingElseByteForByte(t *testing.T) {
 	g := NewWithT(t)
 	msg := []byte(`{"params": {"_meta" : {"progressToken":"t<1>","x":[1,{"y":"}"}]}, "name":"a\"b"}, "id": "q\u00e9", "method":"tools/call"}`)

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
 )
 
 const (
@@ -622,7 +624,7 @@ func (m *mux) sendRequest(ctx context.Context, s *session, env *envelope) error 
 	if !ok {
 		return err
 	}
-	clientKey := idKey(id)
+	clientKey := jsonrpc.IDKey(id)
 	if _, dup := s.inflight[clientKey]; dup {
 		m.unlock()
 		return fmt.Errorf("%w: request id %s is already in flight", ErrInvalidMessage, id)
@@ -773,7 +775,7 @@ func (m *mux) sendNotification(ctx context.Context, s *session, env *envelope) e
 			m.unlock()
 			return nil
 		}
-		p := s.inflight[idKey(env.get(rid))]
+		p := s.inflight[jsonrpc.IDKey(env.get(rid))]
 		if p == nil || p.gen != m.gen {
 			m.unlock()
 			return nil // finished already, or another child's
@@ -794,7 +796,7 @@ func (m *mux) sendResponse(ctx context.Context, s *session, env *envelope) error
 		m.unlock()
 		return ErrSessionClosed
 	}
-	r := m.srvReqs[idKey(env.idRaw())]
+	r := m.srvReqs[jsonrpc.IDKey(env.idRaw())]
 	if r == nil || r.sess != s {
 		m.unlock()
 		m.log.Debug("client response dropped: no such server request", "session", s.id)
@@ -855,7 +857,7 @@ func (m *mux) handleMessage(gen uint64, msg []byte) {
 }
 
 func (m *mux) routeResponse(env *envelope) {
-	p := m.pending[idKey(env.idRaw())]
+	p := m.pending[jsonrpc.IDKey(env.idRaw())]
 	if p == nil {
 		m.log.Debug("upstream response dropped: request no longer pending")
 		return
@@ -907,10 +909,10 @@ func (m *mux) routeServerRequest(env *envelope) {
 		sess:     target,
 		gen:      m.gen,
 		origID:   append([]byte(nil), env.idRaw()...),
-		origKey:  idKey(env.idRaw()),
+		origKey:  jsonrpc.IDKey(env.idRaw()),
 		clientID: strconv.AppendInt(nil, m.seq, 10),
 	}
-	r.clientKey = idKey(r.clientID)
+	r.clientKey = jsonrpc.IDKey(r.clientID)
 	if env.method == "elicitation/create" {
 		if eid, ok := stringAt(env, "elicitationId"); ok {
 			m.trackElicitationLocked(eid, target)
@@ -1048,7 +1050,7 @@ func (m *mux) routeNotification(env *envelope) {
 		if !ok {
 			return
 		}
-		if r := m.progress[idKey(env.get(tok))]; r != nil {
+		if r := m.progress[jsonrpc.IDKey(env.get(tok))]; r != nil {
 			m.deliverLocked(r.sess, splice(env.raw, tok, r.token))
 		}
 		return
@@ -1067,7 +1069,7 @@ func (m *mux) routeNotification(env *envelope) {
 		if !ok {
 			return
 		}
-		if r := m.srvByOrig[idKey(env.get(rid))]; r != nil {
+		if r := m.srvByOrig[jsonrpc.IDKey(env.get(rid))]; r != nil {
 			m.dropServerReqLocked(r)
 			m.deliverLocked(r.sess, splice(env.raw, rid, r.clientID))
 		}
@@ -1077,7 +1079,7 @@ func (m *mux) routeNotification(env *envelope) {
 		// A subscriptions/listen stream's notification (2026-07-28): its subscriptionId is
 		// the listen request's id, which the runtime rewrote. It belongs to that request's
 		// session alone (the client chose what it listens to), with the client's id back.
-		if p := m.pending[idKey(env.get(sub))]; p != nil && p.sess != nil {
+		if p := m.pending[jsonrpc.IDKey(env.get(sub))]; p != nil && p.sess != nil {
 			m.deliverLocked(p.sess, splice(env.raw, sub, p.origID))
 		}
 		return
@@ -1097,7 +1099,7 @@ func (m *mux) handleTooLong(gen uint64, prefix []byte) {
 	}
 	m.mu.Lock()
 	defer m.unlock()
-	p := m.pending[idKey(id)]
+	p := m.pending[jsonrpc.IDKey(id)]
 	if gen != m.gen || p == nil {
 		return
 	}
