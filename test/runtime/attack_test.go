@@ -666,6 +666,31 @@ func TestSchemaInvalidArgumentsNeverReachTheUpstream(t *testing.T) {
 	g.Expect(r.metrics(t)).To(MatchRegexp(`validation_failures_total\{[^}]*invalid_arguments[^}]*\} 1`))
 }
 
+// A principal holds at most limits.maxConnectionsPerPrincipal sessions: sessions outlive
+// their requests, and one caller must not use up what the runtime can hold for everyone.
+func TestSessionsPerPrincipalAreCapped(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) { c.Limits.MaxConnectionsPerPrincipal = 2 })
+	alice := k.token(t, "alice", nil)
+	first := r.initSession(t, alice)
+	r.initSession(t, alice)
+	resp, body := r.post(t, initBody, map[string]string{"Authorization": "Bearer " + alice})
+	g.Expect(resp.StatusCode).To(Equal(http.StatusTooManyRequests), body)
+	g.Expect(resp.Header.Get("Retry-After")).NotTo(BeEmpty())
+	r.initSession(t, k.token(t, "bob", nil)) // others are not affected
+
+	req, _ := http.NewRequest(http.MethodDelete, r.url("/mcp"), nil)
+	for h, v := range r.sessionHeaders(alice, first) {
+		req.Header.Set(h, v)
+	}
+	dresp, err := r.client().Do(req)
+	g.Expect(err).NotTo(HaveOccurred())
+	_ = dresp.Body.Close()
+	g.Expect(dresp.StatusCode).To(Equal(http.StatusNoContent))
+	r.initSession(t, alice) // the ended session's place is free again
+}
+
 func TestRateLimitBurst(t *testing.T) {
 	g := NewWithT(t)
 	k := newKeys(t)

@@ -105,7 +105,7 @@ func New(cfg *config.Config, d Deps) (*Server, error) {
 		cfg: cfg, deps: d, log: d.Logger,
 		obs:        observer{m: d.Metrics},
 		transports: map[string]bool{},
-		sessions:   &registry{max: cfg.Limits.MaxConnections, sessions: map[string]*session{}},
+		sessions:   newRegistry(cfg.Limits.MaxConnections, cfg.Limits.MaxConnectionsPerPrincipal),
 		baseCtx:    ctx, cancel: cancel,
 		stopping: make(chan struct{}),
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"sync"
 	"time"
 
@@ -360,19 +361,46 @@ func (s *session) close() {
 
 // registry holds the Streamable HTTP (2025) and legacy SSE sessions by id, bounded.
 type registry struct {
-	mu       sync.Mutex
-	max      int
-	sessions map[string]*session
+	mu        sync.Mutex
+	max       int // sessions overall (limits.maxConnections)
+	maxPerKey int // sessions per principal (limits.maxConnectionsPerPrincipal); 0: no cap
+	sessions  map[string]*session
+	perKey    map[string]int // by caller.rateKey
 }
 
-func (r *registry) add(s *session) bool {
+func newRegistry(max, maxPerKey int) *registry {
+	return &registry{max: max, maxPerKey: maxPerKey, sessions: map[string]*session{}, perKey: map[string]int{}}
+}
+
+// add registers s unless the runtime (503) or s's principal (429) has as many sessions as
+// allowed; 0 when registered. A session holds upstream state (in per-session mode a
+// process) until it ends or expires, so one principal must not be able to take them all.
+func (r *registry) add(s *session) (refusedStatus int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.sessions) >= r.max {
-		return false
+	key := s.caller.rateKey
+	switch {
+	case len(r.sessions) >= r.max:
+		return http.StatusServiceUnavailable
+	case r.maxPerKey > 0 && r.perKey[key] >= r.maxPerKey:
+		return http.StatusTooManyRequests
 	}
 	r.sessions[s.id] = s
-	return true
+	r.perKey[key]++
+	return 0
+}
+
+// forgetLocked unregisters the session under id, if any, and returns it.
+func (r *registry) forgetLocked(id string) *session {
+	s := r.sessions[id]
+	if s == nil {
+		return nil
+	}
+	delete(r.sessions, id)
+	if r.perKey[s.caller.rateKey]--; r.perKey[s.caller.rateKey] <= 0 {
+		delete(r.perKey, s.caller.rateKey)
+	}
+	return s
 }
 
 // get returns the session only to the principal that created it: a leaked session id is
@@ -394,16 +422,14 @@ func (r *registry) drop(s *session) bool {
 	if r.sessions[s.id] != s {
 		return false
 	}
-	delete(r.sessions, s.id)
+	r.forgetLocked(s.id)
 	return true
 }
 
 func (r *registry) remove(id string) *session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := r.sessions[id]
-	delete(r.sessions, id)
-	return s
+	return r.forgetLocked(id)
 }
 
 // expire closes sessions idle for longer than d.
@@ -412,8 +438,7 @@ func (r *registry) expire(d time.Duration) {
 	var old []*session
 	for id, s := range r.sessions {
 		if s.idle(d) {
-			old = append(old, s)
-			delete(r.sessions, id)
+			old = append(old, r.forgetLocked(id))
 		}
 	}
 	r.mu.Unlock()
@@ -425,9 +450,8 @@ func (r *registry) expire(d time.Duration) {
 func (r *registry) closeAll() {
 	r.mu.Lock()
 	all := make([]*session, 0, len(r.sessions))
-	for id, s := range r.sessions {
-		all = append(all, s)
-		delete(r.sessions, id)
+	for id := range r.sessions {
+		all = append(all, r.forgetLocked(id))
 	}
 	r.mu.Unlock()
 	for _, s := range all {

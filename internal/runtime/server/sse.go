@@ -31,9 +31,10 @@ func (s *Server) sseStream(w http.ResponseWriter, r *http.Request) {
 	sess := newSession(s, newID(16), up, c)
 	sink := &streamSink{ch: make(chan []byte, 64)}
 	sess.setStream(sink)
-	if !s.sessions.add(sess) {
+	if status := s.sessions.add(sess); status != 0 {
 		sess.close()
-		writeJSONError(w, http.StatusServiceUnavailable, "too_many_sessions")
+		w.Header().Set("Retry-After", "1")
+		writeJSONError(w, status, "too_many_sessions")
 		return
 	}
 	s.obs.connOpened(transportSSE)

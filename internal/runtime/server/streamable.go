@@ -139,9 +139,10 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		sess = newSession(s, newID(16), up, c)
 		sess.stateless = stateless(version)
 		if opened {
-			if !s.sessions.add(sess) {
+			if status := s.sessions.add(sess); status != 0 {
 				sess.close()
-				writeRPCError(w, http.StatusServiceUnavailable, jsonrpc.NewError(codeUpstream, "too many sessions"))
+				w.Header().Set("Retry-After", "1")
+				writeRPCError(w, status, jsonrpc.NewError(codeUpstream, "too many sessions"))
 				return
 			}
 		} else {
