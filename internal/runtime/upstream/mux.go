@@ -1011,12 +1011,7 @@ func (m *mux) ownerLocked() *session {
 // for server→client requests (stdio carries no link from a notification to a request).
 // A line logged while no call is in flight is no client's business and is dropped.
 func (m *mux) routeLogLocked(env *envelope) {
-	var target *session
-	if m.private {
-		target = m.ownerLocked()
-	} else {
-		target = m.requesterLocked()
-	}
+	target := m.senderOfLocked()
 	if target == nil {
 		m.log.Debug("upstream log message dropped: no client session has a request in flight")
 		return
@@ -1025,6 +1020,16 @@ func (m *mux) routeLogLocked(env *envelope) {
 		return // below the level this session asked for
 	}
 	m.deliverLocked(target, env.raw)
+}
+
+// senderOfLocked is the session a message from the child that names no request is for:
+// a per-session child's one session, else the session whose call is in flight
+// (requesterLocked); nil when there is none.
+func (m *mux) senderOfLocked() *session {
+	if m.private {
+		return m.ownerLocked()
+	}
+	return m.requesterLocked()
 }
 
 func (m *mux) routeNotification(env *envelope) {
@@ -1084,12 +1089,23 @@ func (m *mux) routeNotification(env *envelope) {
 		}
 		return
 	}
-	if env.method == "notifications/tools/list_changed" {
-		m.s.onToolsChanged() // also when no session is open to pass it on
+	switch env.method {
+	case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
+		if env.method == "notifications/tools/list_changed" {
+			m.s.onToolsChanged() // also when no session is open to pass it on
+		}
+		for s := range m.sessions { // what the server offers changed for everyone
+			m.deliverLocked(s, env.raw)
+		}
+		return
 	}
-	for s := range m.sessions {
-		m.deliverLocked(s, env.raw)
+	// Any other notification (a task's status, a kind of the server's own) concerns the
+	// call it was sent during, not every user: it goes where a log line would.
+	if target := m.senderOfLocked(); target != nil {
+		m.deliverLocked(target, env.raw)
+		return
 	}
+	m.log.Debug("upstream notification dropped: no client session has a request in flight", "method", env.method)
 }
 
 func (m *mux) handleTooLong(gen uint64, prefix []byte) {
