@@ -115,6 +115,10 @@ auth:
 auth:
   jwt: [{issuer: https://login.example.com, jwksURL: "http://login.example.com/jwks"}]
 `, "spec.auth.jwt[0].jwksURL", "must be an https URL"),
+		Entry("a discovery issuer over plain http", validStdio+`
+auth:
+  jwt: [{issuer: "http://login.example.com", discovery: true}]
+`, "spec.auth.jwt[0].issuer", "must be an https URL when discovery is true: the discovery document names the keys that sign tokens"),
 		Entry("an HS256 algorithm", validStdio+`
 auth:
   jwt: [{issuer: https://login.example.com, jwksURL: https://login.example.com/jwks, algorithms: [HS256]}]

@@ -393,6 +393,7 @@ type GeneratedIssuerSpec struct {
 // JWTProvider accepts bearer JWTs of one issuer.
 // +kubebuilder:validation:XValidation:rule="(has(self.jwksURL) ? 1 : 0) + ((has(self.discovery) && self.discovery) ? 1 : 0) + (has(self.publicKeySecretRef) ? 1 : 0) == 1",message="set exactly one key source per spec.auth.jwt entry: jwksURL, discovery: true, or publicKeySecretRef"
 // +kubebuilder:validation:XValidation:rule="!has(self.publicKeySecretRef) || (has(self.algorithms) && size(self.algorithms) == 1)",message="spec.auth.jwt[].algorithms must name the one algorithm of the key in publicKeySecretRef (e.g. algorithms: [ES256]): a key file is pinned to a single algorithm"
+// +kubebuilder:validation:XValidation:rule="!(has(self.discovery) && self.discovery) || self.issuer.startsWith('https://')",message="spec.auth.jwt[].issuer must be an https URL when discovery is true: the discovery document names the keys that sign tokens",fieldPath=".issuer"
 type JWTProvider struct {
 	// Issuer is the expected "iss" claim.
 	// +kubebuilder:validation:MinLength=1
@@ -409,7 +410,8 @@ type JWTProvider struct {
 	// +optional
 	JWKSURL string `json:"jwksURL,omitempty"`
 
-	// Discovery finds the JWKS through the issuer's OpenID Connect discovery document.
+	// Discovery finds the JWKS through the issuer's OpenID Connect discovery document; the
+	// issuer must then be an https URL.
 	// +optional
 	// +kubebuilder:default=false
 	Discovery bool `json:"discovery,omitempty"`

@@ -206,6 +206,39 @@ func TestOIDCDiscoveryWithMismatchedIssuerIsRefused(t *testing.T) {
 	g.Expect(err.Error()).To(ContainSubstring("must equal the configured issuer"))
 }
 
+// roundTripFunc lets a test answer HTTP requests without a network.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A network attacker answering a plain-http discovery request would name its own JWKS;
+// the runtime must not even ask.
+func TestOIDCDiscoveryOverPlainHTTPIsRefused(t *testing.T) {
+	for _, issuer := range []string{"http://idp.corp.example", "http://idp.corp.example:443/realm", "idp.corp.example"} {
+		t.Run(issuer, func(t *testing.T) {
+			g := NewWithT(t)
+			testKeys(t)
+			var fetched []string
+			var mu sync.Mutex
+			client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				mu.Lock()
+				fetched = append(fetched, r.URL.String())
+				mu.Unlock()
+				return nil, http.ErrUseLastResponse
+			})}
+			a := newAuth(t, config.Auth{JWT: []config.JWTProvider{{Issuer: issuer, Discovery: true, Algorithms: []string{"ES256"}}}}, Options{HTTPClient: client})
+			c := claims(time.Now())
+			c["iss"] = issuer
+			_, err := a.VerifyToken(context.Background(), sign(t, jwt.SigningMethodES256, ecKey, "k1", c))
+			g.Expect(err).To(MatchError(ErrKeysUnavailable))
+			g.Expect(err.Error()).To(ContainSubstring("must be an https URL"))
+			mu.Lock()
+			defer mu.Unlock()
+			g.Expect(fetched).To(BeEmpty(), "nothing is fetched from a plain-http issuer")
+		})
+	}
+}
+
 func TestJWKSConcurrentUnknownKidsShareOneFetch(t *testing.T) {
 	g := NewWithT(t)
 	testKeys(t)

@@ -330,6 +330,11 @@ func (r *remoteKeys) fetch(ctx context.Context) ([]verificationKey, error) {
 // discover reads issuer/.well-known/openid-configuration; its issuer must equal the
 // configured one exactly (OpenID Connect Discovery §4.3), else keys from it are refused.
 func (r *remoteKeys) discover(ctx context.Context) (string, error) {
+	// The document names the signing keys: over plain http, anyone on the path picks them.
+	// config.Validate refuses such issuers too; this guards callers that skip it.
+	if u, err := url.Parse(r.issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u))) {
+		return "", fmt.Errorf("discovery for issuer %q refused: the issuer must be an https URL, since its discovery document names the keys that sign tokens", r.issuer)
+	}
 	body, err := r.get(ctx, strings.TrimSuffix(r.issuer, "/")+"/.well-known/openid-configuration")
 	if err != nil {
 		return "", err

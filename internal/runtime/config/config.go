@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/glob"
 )
 
 // FileName is the key of the runtime configuration inside the ConfigMap.
@@ -513,12 +515,15 @@ func (c *Config) Validate() error {
 		sources := 0
 		if p.JWKSURL != "" {
 			sources++
-			if u, err := url.Parse(p.JWKSURL); err != nil || u.Scheme != "https" && !isLoopbackURL(u) {
+			if !httpsOrLoopback(p.JWKSURL) {
 				bad(f+".jwksURL", "%q must be an https URL", p.JWKSURL)
 			}
 		}
 		if p.Discovery {
 			sources++
+			if p.Issuer != "" && !httpsOrLoopback(p.Issuer) {
+				bad(f+".issuer", "%q must be an https URL when discovery is true: the discovery document names the keys that sign tokens, so fetching it over plain http lets anyone on the network path choose them (use the issuer's https URL, or jwksURL/keyFiles)", p.Issuer)
+			}
 		}
 		if len(p.KeyFiles) > 0 {
 			sources++
@@ -557,10 +562,18 @@ func (c *Config) Validate() error {
 		if s.Tool == "" || len(s.Scopes) == 0 {
 			bad(fmt.Sprintf("tools.scopes[%d]", i), "needs a tool glob and at least one scope")
 		}
+		if err := glob.Validate(s.Tool); err != nil {
+			bad(fmt.Sprintf("tools.scopes[%d].tool", i), "%q: %v", s.Tool, err)
+		}
 	}
-	for _, g := range append(append([]string{}, c.Tools.Allow...), c.Tools.Deny...) {
-		if _, err := path.Match(g, ""); err != nil {
-			bad("tools", "glob %q is malformed", g)
+	for i, g := range c.Tools.Allow {
+		if err := glob.Validate(g); err != nil {
+			bad(fmt.Sprintf("tools.allow[%d]", i), "%q: %v", g, err)
+		}
+	}
+	for i, g := range c.Tools.Deny {
+		if err := glob.Validate(g); err != nil {
+			bad(fmt.Sprintf("tools.deny[%d]", i), "%q: %v", g, err)
 		}
 	}
 
@@ -571,6 +584,9 @@ func (c *Config) Validate() error {
 	for i, t := range l.PerTool {
 		if t.Tool == "" || t.RequestsPerSecond <= 0 || t.Burst < 1 {
 			bad(fmt.Sprintf("limits.perTool[%d]", i), "needs a tool glob, requestsPerSecond > 0 and burst >= 1")
+		}
+		if err := glob.Validate(t.Tool); err != nil {
+			bad(fmt.Sprintf("limits.perTool[%d].tool", i), "%q: %v", t.Tool, err)
 		}
 	}
 	if l.MaxConnections < 1 || l.MaxConnectionsPerPrincipal < 1 || l.MaxConnectionsPerPrincipal > l.MaxConnections {
@@ -617,6 +633,13 @@ func asymmetricAlg(a string) bool {
 		return true
 	}
 	return false
+}
+
+// httpsOrLoopback reports whether keys may be fetched from raw: https, or plain http to a
+// loopback address, where no network attacker sits in between.
+func httpsOrLoopback(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && u.Host != "" && (u.Scheme == "https" || u.Scheme == "http" && isLoopbackURL(u))
 }
 
 func isLoopbackURL(u *url.URL) bool {

@@ -45,6 +45,10 @@ func TestValidateNamesFieldAndFix(t *testing.T) {
 		"unknown field":   {"tls: {insecure: true}\nauth: {anonymous: true}\nbogus: 1", "bogus"},
 		"bad transport":   {"tls: {insecure: true}\nauth: {anonymous: true}\nendpoint: {transports: [grpc]}", "endpoint.transports[0]"},
 		"http no url":     {"tls: {insecure: true}\nauth: {anonymous: true}\nupstream: {transport: http}", "upstream.url"},
+		"http discovery":  {"tls: {insecure: true}\nauth: {jwt: [{issuer: 'http://idp.corp.example', audiences: [a], discovery: true}]}", "auth.jwt[0].issuer: \"http://idp.corp.example\" must be an https URL when discovery is true"},
+		"bad deny glob":   {"tls: {insecure: true}\nauth: {anonymous: true}\ntools: {deny: ['[a-']}", "tools.deny[0]"},
+		"bad scope glob":  {"tls: {insecure: true}\nauth: {anonymous: true}\ntools: {scopes: [{tool: '[', scopes: [x]}]}", "tools.scopes[0].tool"},
+		"bad limit glob":  {"tls: {insecure: true}\nauth: {anonymous: true}\nlimits: {perTool: [{tool: 'x[', requestsPerSecond: 1, burst: 1}]}", "limits.perTool[0].tool"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -53,6 +57,27 @@ func TestValidateNamesFieldAndFix(t *testing.T) {
 				t.Fatalf("want error containing %q, got %v", tc.want, err)
 			}
 		})
+	}
+}
+
+func TestDiscoveryIssuerMustBeHTTPSOrLoopback(t *testing.T) {
+	for issuer, ok := range map[string]bool{
+		"https://idp.corp.example":       true,
+		"https://idp.corp.example/realm": true,
+		"http://127.0.0.1:8080":          true,
+		"http://localhost:8080":          true,
+		"http://idp.corp.example":        false,
+		"http://idp.corp.example:443":    false,
+		"ftp://localhost":                false,
+		"idp.corp.example":               false,
+		"https://":                       false,
+	} {
+		c := Config{TLS: TLS{Insecure: true}, Auth: Auth{JWT: []JWTProvider{{Issuer: issuer, Audiences: []string{"a"}, Discovery: true}}}}
+		c.Default()
+		err := c.Validate()
+		if got := err == nil || !strings.Contains(err.Error(), "auth.jwt[0].issuer"); got != ok {
+			t.Errorf("discovery issuer %q: accepted = %v, want %v (err: %v)", issuer, got, ok, err)
+		}
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"path"
 	"sync"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/glob"
 )
 
 // DefaultMaxKeys bounds the live buckets of each kind (per principal, per principal+tool).
@@ -46,7 +46,7 @@ type Limiter struct {
 }
 
 type toolRule struct {
-	glob    string
+	glob    glob.Pattern // a malformed one (refused by config.Validate) matches nothing
 	buckets *bucketSet
 }
 
@@ -83,7 +83,11 @@ func New(cfg config.Limits, opts ...Option) *Limiter {
 	}
 	for _, t := range cfg.PerTool {
 		if t.RequestsPerSecond > 0 {
-			l.tools = append(l.tools, toolRule{glob: t.Tool, buckets: newBucketSet(t.RequestsPerSecond, t.Burst, l.maxKeys)})
+			pat, err := glob.Compile(t.Tool)
+			if err != nil {
+				continue
+			}
+			l.tools = append(l.tools, toolRule{glob: pat, buckets: newBucketSet(t.RequestsPerSecond, t.Burst, l.maxKeys)})
 		}
 	}
 	return l
@@ -102,8 +106,8 @@ func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
 // tool (one bucket per principal and glob). Tools no glob matches are not limited.
 func (l *Limiter) AllowTool(key, tool string) (bool, time.Duration) {
 	for _, t := range l.tools {
-		if ok, _ := path.Match(t.glob, tool); ok {
-			return t.buckets.take(key+"\x00"+t.glob, l.now())
+		if t.glob.Match(tool) {
+			return t.buckets.take(key+"\x00"+t.glob.String(), l.now())
 		}
 	}
 	return true, 0

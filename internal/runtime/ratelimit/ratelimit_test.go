@@ -90,6 +90,23 @@ func TestAllowToolPerPrincipalAndGlob(t *testing.T) {
 
 func first(ok bool, _ time.Duration) bool { return ok }
 
+// Tool names are not paths: a per-tool glob limits names containing '/' too.
+func TestAllowToolGlobMatchesNamesWithSlash(t *testing.T) {
+	cases := []struct{ glob, tool string }{
+		{"*", "github/delete_repo"},
+		{"github/*", "github/delete_repo"},
+		{"admin_*", "admin_x/drop"},
+		{"*_repo", "github/org/delete_repo"},
+	}
+	for _, tc := range cases {
+		l := New(config.Limits{PerTool: []config.ToolLimit{{Tool: tc.glob, RequestsPerSecond: 1, Burst: 1}}}, WithClock(newClock().Now))
+		firstOK, secondOK := first(l.AllowTool("p", tc.tool)), first(l.AllowTool("p", tc.tool))
+		if !firstOK || secondOK {
+			t.Errorf("glob %q, tool %q: two calls allowed %v, %v; want true, false (burst 1)", tc.glob, tc.tool, firstOK, secondOK)
+		}
+	}
+}
+
 func TestIdleBucketsAreEvicted(t *testing.T) {
 	g := NewWithT(t)
 	clk := newClock()

@@ -21,7 +21,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/glob"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
 )
 
@@ -95,39 +95,55 @@ type entry struct {
 // Policy is safe for concurrent use. Calls read an immutable schema map through an atomic
 // pointer; tools/list results build a new map under a mutex.
 type Policy struct {
-	allow, deny []string
-	scopes      []config.ToolScopes
+	allow, deny []glob.Pattern
+	scopes      []scopeRule
 	skipArgs    bool
 
 	mu      sync.Mutex // serialises writers of schemas
 	schemas atomic.Pointer[map[string]*entry]
 }
 
+// scopeRule is one tools.scopes entry with its glob compiled.
+type scopeRule struct {
+	tool   glob.Pattern
+	scopes []string
+}
+
 // New checks the globs and makes a Policy.
 func New(cfg config.Tools) (*Policy, error) {
-	for _, g := range slices.Concat(cfg.Allow, cfg.Deny) {
-		if _, err := path.Match(g, ""); err != nil {
-			return nil, fmt.Errorf("tools: glob %q is malformed: %w", g, err)
+	compile := func(field string, globs []string) ([]glob.Pattern, error) {
+		out := make([]glob.Pattern, 0, len(globs))
+		for i, g := range globs {
+			pat, err := glob.Compile(g)
+			if err != nil {
+				return nil, fmt.Errorf("%s[%d]: %q: %w", field, i, g, err)
+			}
+			out = append(out, pat)
 		}
+		return out, nil
+	}
+	p := &Policy{skipArgs: cfg.SkipArgumentValidation}
+	var err error
+	if p.allow, err = compile("tools.allow", cfg.Allow); err != nil {
+		return nil, err
+	}
+	if p.deny, err = compile("tools.deny", cfg.Deny); err != nil {
+		return nil, err
 	}
 	for i, s := range cfg.Scopes {
-		if _, err := path.Match(s.Tool, ""); err != nil {
-			return nil, fmt.Errorf("tools.scopes[%d]: glob %q is malformed: %w", i, s.Tool, err)
+		pat, err := glob.Compile(s.Tool)
+		if err != nil {
+			return nil, fmt.Errorf("tools.scopes[%d]: %q: %w", i, s.Tool, err)
 		}
-	}
-	p := &Policy{
-		allow:    slices.Clone(cfg.Allow),
-		deny:     slices.Clone(cfg.Deny),
-		scopes:   slices.Clone(cfg.Scopes),
-		skipArgs: cfg.SkipArgumentValidation,
+		p.scopes = append(p.scopes, scopeRule{tool: pat, scopes: slices.Clone(s.Scopes)})
 	}
 	p.schemas.Store(&map[string]*entry{})
 	return p, nil
 }
 
-func matchAny(globs []string, name string) bool {
+func matchAny(globs []glob.Pattern, name string) bool {
 	for _, g := range globs {
-		if ok, _ := path.Match(g, name); ok {
+		if g.Match(name) {
 			return true
 		}
 	}
@@ -147,8 +163,8 @@ func (p *Policy) Visible(name string) bool {
 func (p *Policy) RequiredScopes(name string) []string {
 	var out []string
 	for _, s := range p.scopes {
-		if ok, _ := path.Match(s.Tool, name); ok {
-			for _, sc := range s.Scopes {
+		if s.tool.Match(name) {
+			for _, sc := range s.scopes {
 				if !slices.Contains(out, sc) {
 					out = append(out, sc)
 				}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -86,7 +87,11 @@ func TestVisible(t *testing.T) {
 		{[]string{"*"}, []string{"admin_*"}, "admin_reset", false}, // deny wins
 		{[]string{"admin_reset"}, []string{"admin_*"}, "admin_reset", false},
 		{[]string{"?dd"}, nil, "add", true},
-		{[]string{"fs_*"}, nil, "fs_dir/child", false}, // path.Match: * stops at /
+		{[]string{"fs_*"}, nil, "fs_dir/child", true}, // tool names are not paths: * crosses /
+		{nil, []string{"*", "admin_*"}, "github/delete_repo", false},
+		{nil, []string{"github/*"}, "github/delete_repo", false},
+		{nil, []string{"*_repo"}, "github/delete_repo", false},
+		{nil, []string{"github/*"}, "gitlab/delete_repo", true},
 		{[]string{"[a-c]dd"}, nil, "bdd", true},
 	}
 	for _, tc := range cases {
@@ -286,6 +291,29 @@ func TestScopes(t *testing.T) {
 	_, cerr = p.CheckCall(auth.Principal{Scopes: []string{"mcp:tools"}}, call("add", `{"a":1,"b":2}`))
 	g.Expect(cerr).To(BeNil())
 	g.Expect(p.RequiredScopes("add")).To(Equal([]string{"mcp:tools"}))
+}
+
+func TestRequiredScopesOfNamesWithSlash(t *testing.T) {
+	p, err := New(config.Tools{Scopes: []config.ToolScopes{
+		{Tool: "admin_*", Scopes: []string{"admin"}},
+		{Tool: "github/*", Scopes: []string{"repo"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		want []string
+	}{
+		{"admin_x/drop", []string{"admin"}},
+		{"github/delete_repo", []string{"repo"}},
+		{"gitlab/delete_repo", nil},
+	}
+	for _, tc := range cases {
+		if got := p.RequiredScopes(tc.name); !slices.Equal(got, tc.want) {
+			t.Errorf("RequiredScopes(%q) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }
 
 func TestSchemaUnknownAndCacheLifecycle(t *testing.T) {
