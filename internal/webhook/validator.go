@@ -1,6 +1,6 @@
 // Package webhook is the validating admission webhook for MCPServers: it enforces the
-// MCPServerPolicies that select a server and the cross-object checks CEL cannot do
-// (referenced Secrets and cert-manager issuers exist). Per-object rules stay in the CRD.
+// MCPServerPolicies that select a server, and the checks CEL cannot do: referenced Secrets
+// and cert-manager issuers exist, tool globs parse. Per-object rules stay in the CRD.
 package webhook
 
 import (
@@ -23,6 +23,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcpfleet/mcp-fleet-operator/api/v1alpha1"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/policy"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/glob"
 )
 
 // Path serves the MCPServer validating webhook; config/webhook points the API server at it.
@@ -77,6 +78,8 @@ func (v *Validator) Handle(ctx context.Context, req admission.Request) admission
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
+	denials, warnings = append(denials, d...), append(warnings, w...)
+	d, w = checkToolGlobs(srv, old)
 	denials, warnings = append(denials, d...), append(warnings, w...)
 
 	if len(denials) > 0 {
@@ -212,6 +215,50 @@ func ptrTrue(b *bool) bool { return b != nil && *b }
 // checkReferences rejects references to Secrets or issuers that do not exist, when the
 // reference is new in this request: a Secret deleted later must not block unrelated edits.
 // Issuers are checked only when cert-manager is installed.
+// checkToolGlobs refuses tool globs the runtime would not load (it would stay on its last
+// configuration and the server would stall). A glob the old object already had is only
+// warned about, so a server created before this check can still be changed.
+func checkToolGlobs(srv, old *mcpv1alpha1.MCPServer) (denials, warnings []string) {
+	had := map[string]bool{}
+	if old != nil {
+		for _, g := range toolGlobs(old) {
+			had[g.value] = true
+		}
+	}
+	for _, g := range toolGlobs(srv) {
+		err := glob.Validate(g.value)
+		if err == nil {
+			continue
+		}
+		msg := fmt.Sprintf("%s: %q is not a tool glob: %v; fix: * matches any characters ('/' included), ? one, [...] one of a class, \\ escapes the next character", g.field, g.value, err)
+		if had[g.value] {
+			warnings = append(warnings, msg)
+		} else {
+			denials = append(denials, msg)
+		}
+	}
+	return denials, warnings
+}
+
+type fieldValue struct{ field, value string }
+
+func toolGlobs(s *mcpv1alpha1.MCPServer) []fieldValue {
+	var out []fieldValue
+	for i, g := range s.Spec.Tools.Allow {
+		out = append(out, fieldValue{fmt.Sprintf("spec.tools.allow[%d]", i), g})
+	}
+	for i, g := range s.Spec.Tools.Deny {
+		out = append(out, fieldValue{fmt.Sprintf("spec.tools.deny[%d]", i), g})
+	}
+	for i, sc := range s.Spec.Tools.Scopes {
+		out = append(out, fieldValue{fmt.Sprintf("spec.tools.scopes[%d].tool", i), sc.Tool})
+	}
+	for i, t := range s.Spec.RateLimit.PerTool {
+		out = append(out, fieldValue{fmt.Sprintf("spec.rateLimit.perTool[%d].tool", i), t.Tool})
+	}
+	return out
+}
+
 func (v *Validator) checkReferences(ctx context.Context, namespace string, srv, old *mcpv1alpha1.MCPServer) (denials, warnings []string, err error) {
 	had := map[string]bool{}
 	if old != nil {

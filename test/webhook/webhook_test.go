@@ -291,6 +291,20 @@ var _ = Describe("MCPServer admission webhook", Ordered, func() {
 			s.Spec.TLS.IssuerRef = &mcpv1alpha1.IssuerReference{Name: "no-such-ca", Kind: "ClusterIssuer"}
 			Expect(dryRun(s)).To(MatchError(ContainSubstring(`spec.tls.issuerRef: cert-manager ClusterIssuer "no-such-ca" does not exist`)))
 		})
+
+		It("rejects a tool glob the runtime would not load, naming the field", func() {
+			s := compliant(ns)
+			s.Spec.Tools.Deny = []string{"github/*", "[z-a]*"}
+			s.Spec.RateLimit.PerTool = []mcpv1alpha1.ToolRateLimit{{Tool: "search[", RequestsPerSecond: 5}}
+			Expect(dryRun(s)).To(MatchError(And(
+				ContainSubstring(`spec.tools.deny[1]: "[z-a]*" is not a tool glob`),
+				ContainSubstring(`spec.rateLimit.perTool[0].tool: "search[" is not a tool glob`),
+				ContainSubstring("fix: * matches any characters ('/' included)"),
+			)))
+			s.Spec.Tools.Deny = []string{"github/*", "[a-z]*"}
+			s.Spec.RateLimit.PerTool[0].Tool = `search\[`
+			Expect(dryRun(s)).To(Succeed())
+		})
 	})
 
 	It("ships a baseline policy the API server accepts, which rejects insecure servers once set to Deny", func() {
