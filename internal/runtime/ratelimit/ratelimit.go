@@ -178,6 +178,13 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 			writeJSONError(w, status, "too_many_connections")
 			return
 		}
+		if r.Header.Get("Upgrade") == "" {
+			// Only an upgraded connection outlives its request (KeepConn); the others
+			// skip the request copy that handing the slot over costs.
+			defer release()
+			next.ServeHTTP(w, r)
+			return
+		}
 		slot := &connSlot{release: release}
 		defer slot.end()
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), connSlotKey{}, slot)))

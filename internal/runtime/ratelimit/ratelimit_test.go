@@ -306,6 +306,7 @@ func TestKeepConnHoldsTheSlotPastTheRequest(t *testing.T) {
 	do := func(h http.Handler) int {
 		r := httptest.NewRequest(http.MethodGet, "/mcp", nil)
 		r.RemoteAddr = "192.0.2.9:1"
+		r.Header.Set("Upgrade", "websocket")
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
 		return w.Code
