@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -128,7 +127,7 @@ func (o *Options) defaults() {
 				if len(via) >= 3 {
 					return errors.New("too many redirects")
 				}
-				if req.URL.Scheme != "https" && !isLoopback(req.URL) {
+				if !config.SafeKeyURL(req.URL) {
 					return fmt.Errorf("refusing redirect to non-https %s", req.URL.Redacted())
 				}
 				return nil
@@ -227,15 +226,6 @@ func (a *Authenticator) decide(r *http.Request, d Decision) {
 	if a.opts.OnDecision != nil {
 		a.opts.OnDecision(r, d)
 	}
-}
-
-func isLoopback(u *url.URL) bool {
-	h := u.Hostname()
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 type ctxKey int

@@ -332,7 +332,7 @@ func (r *remoteKeys) fetch(ctx context.Context) ([]verificationKey, error) {
 func (r *remoteKeys) discover(ctx context.Context) (string, error) {
 	// The document names the signing keys: over plain http, anyone on the path picks them.
 	// config.Validate refuses such issuers too; this guards callers that skip it.
-	if u, err := url.Parse(r.issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u))) {
+	if u, err := url.Parse(r.issuer); err != nil || !config.SafeKeyURL(u) {
 		return "", fmt.Errorf("discovery for issuer %q refused: the issuer must be an https URL, since its discovery document names the keys that sign tokens", r.issuer)
 	}
 	body, err := r.get(ctx, strings.TrimSuffix(r.issuer, "/")+"/.well-known/openid-configuration")
@@ -350,7 +350,7 @@ func (r *remoteKeys) discover(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("discovery document of %s names issuer %q: it must equal the configured issuer", r.issuer, doc.Issuer)
 	}
 	u, err := url.Parse(doc.JWKSURI)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && !isLoopback(u)) {
+	if err != nil || !config.SafeKeyURL(u) {
 		return "", fmt.Errorf("discovery document of %s has jwks_uri %q: want an https URL", r.issuer, doc.JWKSURI)
 	}
 	return doc.JWKSURI, nil

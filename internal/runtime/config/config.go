@@ -635,18 +635,22 @@ func asymmetricAlg(a string) bool {
 	return false
 }
 
-// httpsOrLoopback reports whether keys may be fetched from raw: https, or plain http to a
-// loopback address, where no network attacker sits in between.
+// httpsOrLoopback reports whether keys may be fetched from raw (see SafeKeyURL).
 func httpsOrLoopback(raw string) bool {
 	u, err := url.Parse(raw)
-	return err == nil && u.Host != "" && (u.Scheme == "https" || u.Scheme == "http" && isLoopbackURL(u))
+	return err == nil && SafeKeyURL(u)
 }
 
-func isLoopbackURL(u *url.URL) bool {
-	h := u.Hostname()
-	if h == "localhost" {
+// SafeKeyURL reports whether signing keys, or a document naming them, may be fetched from
+// u: https, or plain http to a loopback address, where no network attacker sits in between.
+func SafeKeyURL(u *url.URL) bool {
+	if u.Host == "" {
+		return false
+	}
+	if u.Scheme == "https" {
 		return true
 	}
+	h := u.Hostname()
 	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
+	return u.Scheme == "http" && (h == "localhost" || ip != nil && ip.IsLoopback())
 }
