@@ -96,6 +96,40 @@ func TestForeignOriginIsRefusedBeforeAnyUpstreamWork(t *testing.T) {
 	g.Expect(resp.Header.Get("Access-Control-Allow-Origin")).To(Equal(allowedOrigin))
 }
 
+// Without a public URL the metadata document names the request's host: a rebinding DNS
+// name must not get to choose it (and be cached under it), while any Origin may read it.
+func TestMetadataDocumentChecksTheHost(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) {
+		c.Endpoint.PublicURL = ""
+		c.Auth.JWT[0].Audiences = []string{publicURL}
+	})
+	get := func(host, origin string) (*http.Response, map[string]any) {
+		req, err := http.NewRequest(http.MethodGet, r.url("/.well-known/oauth-protected-resource"), nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		req.Host = host
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := r.client().Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer func() { _ = resp.Body.Close() }()
+		var doc map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&doc)
+		return resp, doc
+	}
+
+	resp, doc := get("rebind.attacker.example", "")
+	g.Expect(resp.StatusCode).To(Equal(http.StatusMisdirectedRequest))
+	g.Expect(doc).To(HaveKeyWithValue("error", "host_not_allowed"))
+	g.Expect(r.metrics(t)).To(MatchRegexp(`mcp_runtime_origin_rejections_total\{reason="host"\} 1\b`))
+
+	resp, doc = get(r.addr, "https://some-other-site.example")
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	g.Expect(doc).To(HaveKeyWithValue("resource", "https://"+r.addr))
+}
+
 func TestAuthenticationFailures(t *testing.T) {
 	k := newKeys(t)
 	r := start(t, k, nil)

@@ -145,6 +145,25 @@ func (c *Checker) Guard(onReject func(reason string)) func(http.Handler) http.Ha
 	}
 }
 
+// HostGuard refuses a bad Host with 421 (telling onReject "host") and lets any Origin
+// through: for public documents that browsers of any site may read, but whose content
+// must not be chosen by a rebinding DNS name (the protected-resource metadata names the
+// request's host when no public URL is configured).
+func (c *Checker) HostGuard(onReject func(reason string)) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !c.HostAllowed(r.Host) {
+				if onReject != nil {
+					onReject("host")
+				}
+				writeError(w, http.StatusMisdirectedRequest, "host_not_allowed")
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
 func (c *Checker) serve(w http.ResponseWriter, r *http.Request, next http.Handler, refuse func(http.ResponseWriter, int, string)) {
 	if !c.HostAllowed(r.Host) {
 		refuse(w, http.StatusMisdirectedRequest, "host")

@@ -335,3 +335,29 @@ func FuzzOrigin(f *testing.F) {
 		}
 	})
 }
+
+func TestHostGuardChecksOnlyTheHost(t *testing.T) {
+	g := NewWithT(t)
+	c := mustNew(t, config.Origins{Allowed: []string{"https://app.example"}, AllowMissing: ptr(false)}, "https://mcp.example")
+	var reasons []string
+	next := &recorder{}
+	h := c.HostGuard(func(reason string) { reasons = append(reasons, reason) })(next)
+	for _, tc := range []struct {
+		target, origin string
+		status         int
+	}{
+		{"http://rebind.attacker.example/.well-known/oauth-protected-resource", "", http.StatusMisdirectedRequest},
+		{"https://mcp.example/.well-known/oauth-protected-resource", "https://evil.example", http.StatusOK},
+		{"https://mcp.example/.well-known/oauth-protected-resource", "", http.StatusOK},
+	} {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodGet, tc.target, nil)
+		if tc.origin != "" {
+			r.Header.Set("Origin", tc.origin)
+		}
+		h.ServeHTTP(w, r)
+		g.Expect(w.Code).To(Equal(tc.status), tc.target+" "+tc.origin)
+	}
+	g.Expect(reasons).To(Equal([]string{"host"}))
+	g.Expect(next.called).To(Equal(2))
+}

@@ -6,7 +6,8 @@
 // Handler chain, outermost first: recover → request id + access log → metrics → health →
 // body limit → Origin allowlist → authentication → rate limit → transport → pipeline
 // (JSON-RPC parse → per-tool rate limit → tool policy and argument schema → audit) →
-// upstream. The protected-resource metadata is public; /auth/ticket sits behind the Origin
+// upstream. The protected-resource metadata is public (any Origin; the Host is checked, as
+// the document may name it); /auth/ticket sits behind the Origin
 // check and the rate limit (the ticket handler checks the bearer itself).
 package server
 
@@ -141,7 +142,7 @@ func (s *Server) Handler() http.Handler {
 
 	limited := http.NewServeMux()
 	limited.Handle("/", protected)
-	meta := s.deps.Auth.MetadataHandler()
+	meta := s.deps.Origin.HostGuard(s.obs.m.OriginRejected)(s.deps.Auth.MetadataHandler())
 	limited.Handle(auth.MetadataPath, meta)
 	limited.Handle(auth.MetadataPath+ep, meta)
 	if !s.cfg.Auth.Anonymous && !s.cfg.Auth.WebSocket.Tickets.Disabled {
