@@ -112,7 +112,7 @@ func FuzzTicket(f *testing.F) {
 	opts := Options{Now: func() time.Time { return fuzzNow }}
 	opts.defaults()
 	f.Fuzz(func(t *testing.T, ticket, origin string) {
-		tk := &ticketer{key: fuzzTicketKey(), ttl: 30 * time.Second, opts: &opts, used: map[string]time.Time{}, maxUsed: 4}
+		tk := handMadeTicketer(fuzzTicketKey(), 30*time.Second, &opts, 4)
 		p, err := tk.redeem(ticket, origin)
 		if err != nil {
 			if !allowed[err.Error()] {
@@ -133,7 +133,7 @@ func FuzzTicket(f *testing.F) {
 func TestSeedTicketIsValidInFuzzTarget(t *testing.T) {
 	opts := Options{Now: func() time.Time { return fuzzNow }}
 	opts.defaults()
-	tk := &ticketer{key: fuzzTicketKey(), ttl: 30 * time.Second, opts: &opts, used: map[string]time.Time{}, maxUsed: 4}
+	tk := handMadeTicketer(fuzzTicketKey(), 30*time.Second, &opts, 4)
 	if p, err := tk.redeem(seedTicket, testOrigin); err != nil || p.Subject != "alice" {
 		t.Fatalf("seed ticket: %+v, %v", p, err)
 	}

@@ -222,3 +222,11 @@ func newAuth(t testing.TB, cfg config.Auth, opts Options) *Authenticator {
 }
 
 func describe(v any) string { return fmt.Sprintf("%+v", v) }
+
+// handMadeTicketer is a ticketer with a chosen key and replay-set bound, and no replica id
+// (so tickets made outside it, like the fuzz seed, are accepted).
+func handMadeTicketer(key []byte, ttl time.Duration, opts *Options, maxUsed int) *ticketer {
+	t := &ticketer{key: key, ttl: ttl, opts: opts, used: map[string]time.Duration{}, maxUsed: maxUsed}
+	t.startClock()
+	return t
+}

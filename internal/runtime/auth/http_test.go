@@ -310,7 +310,7 @@ func TestTickets(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(tk.outstanding()).To(Equal(1), "expired entries were swept")
 
-		small := &ticketer{key: tk.key, ttl: tk.ttl, opts: tk.opts, used: map[string]time.Time{}, maxUsed: 2}
+		small := handMadeTicketer(tk.key, tk.ttl, tk.opts, 2)
 		var errs []error
 		for range 3 {
 			tic, _ := small.issue(Principal{Subject: "s"}, "")
@@ -568,4 +568,37 @@ func TestAPIKeyStore(t *testing.T) {
 	writeFile(t, dup, "b", []byte(HashAPIKey("same")))
 	_, err = newAPIKeyStore(dup, &opts)
 	g.Expect(err).To(MatchError(ContainSubstring("same hash")))
+}
+
+// A wall-clock step (an NTP correction) neither expires a ticket early nor revives a
+// redeemed one: forward past its expiry (so its replay-set entry is swept), then back.
+// Expiry runs on the monotonic clock, which steps never move.
+func TestTicketsIgnoreWallClockSteps(t *testing.T) {
+	g := NewWithT(t)
+	wall := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	var mono time.Duration
+	opts := Options{Now: func() time.Time { return wall }}
+	opts.defaults()
+	tk := handMadeTicketer(fuzzTicketKey(), 30*time.Second, &opts, 100)
+	tk.elapsed = func() time.Duration { return mono }
+	redeem := func(ticket string) error { _, err := tk.redeem(ticket, testOrigin); return err }
+	issue := func() string {
+		ticket, err := tk.issue(Principal{Subject: "alice"}, testOrigin)
+		g.Expect(err).NotTo(HaveOccurred())
+		return ticket
+	}
+
+	first, second := issue(), issue()
+	g.Expect(redeem(first)).To(Succeed())
+	wall = wall.Add(time.Hour) // step forward
+	mono += time.Second
+	g.Expect(redeem(second)).To(Succeed(), "not expired by the step")
+	mono += 40 * time.Second // the replay set is swept at the next redemption
+	third := issue()
+	g.Expect(redeem(third)).To(Succeed())
+	g.Expect(tk.outstanding()).To(Equal(1), "first and second were swept")
+	wall = wall.Add(-time.Hour) // and back
+	g.Expect(redeem(first)).To(MatchError(ErrTicketExpired))
+	g.Expect(redeem(second)).To(MatchError(ErrTicketExpired))
+	g.Expect(redeem(third)).To(MatchError(ErrTicketReplayed))
 }

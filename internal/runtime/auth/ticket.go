@@ -28,16 +28,32 @@ const ticketPrefix = "mt1."
 // in memory whose entries expire with the tickets, so a ticket is redeemed only by the
 // process that issued it (its random replica id is a claim): another replica holding the
 // same key, or this one after a restart, has not seen the redemptions and refuses it.
+//
+// Expiry runs on the monotonic clock: "exp" is Unix milliseconds as of issuance, but since
+// only this process redeems the ticket, it reads exp as an offset from its own start. A
+// wall-clock step (an NTP correction) then neither expires tickets early nor revives one
+// whose replay-set entry was already swept (forward, sweep, back again).
 type ticketer struct {
 	key     []byte
 	ttl     time.Duration
 	opts    *Options
 	replica string // random per process; "" only in tests that build a ticketer by hand
+	epochMs int64  // Unix milliseconds of the wall clock when the ticketer started
+	// elapsed is the time since the ticketer started, on the monotonic clock (Go's
+	// time.Time.Sub uses it when both readings carry it, as time.Now's do).
+	elapsed func() time.Duration
 
 	mu        sync.Mutex
-	used      map[string]time.Time // ticket id → expiry
-	lastSweep time.Time
+	used      map[string]time.Duration // ticket id → expiry, as elapsed time
+	lastSweep time.Duration
 	maxUsed   int
+}
+
+// startClock sets the epoch and the monotonic elapsed-time source from opts.Now.
+func (t *ticketer) startClock() {
+	start := t.opts.Now()
+	t.epochMs = start.UnixMilli()
+	t.elapsed = func() time.Duration { return t.opts.Now().Sub(start) }
 }
 
 type ticketClaims struct {
@@ -55,8 +71,9 @@ func newTicketer(cfg config.Tickets, opts *Options) (*ticketer, error) {
 	if _, err := rand.Read(replica); err != nil {
 		return nil, fmt.Errorf("generating the replica id: %w", err)
 	}
-	t := &ticketer{ttl: cfg.TTL.Duration, opts: opts, used: map[string]time.Time{}, maxUsed: maxOutstandingTickets,
+	t := &ticketer{ttl: cfg.TTL.Duration, opts: opts, used: map[string]time.Duration{}, maxUsed: maxOutstandingTickets,
 		replica: base64.RawURLEncoding.EncodeToString(replica)}
+	t.startClock()
 	if t.ttl <= 0 {
 		t.ttl = 30 * time.Second
 	}
@@ -113,7 +130,7 @@ func (t *ticketer) issue(p Principal, origin string) (string, error) {
 		Issuer:  p.Issuer,
 		Scopes:  p.Scopes,
 		Origin:  origin,
-		Expiry:  t.opts.Now().Add(t.ttl).UnixMilli(),
+		Expiry:  t.epochMs + (t.elapsed() + t.ttl).Milliseconds(),
 		ID:      base64.RawURLEncoding.EncodeToString(id),
 		Replica: t.replica,
 	})
@@ -146,12 +163,12 @@ func (t *ticketer) redeem(ticket, origin string) (Principal, error) {
 	if err := json.Unmarshal(raw, &c); err != nil || c.Subject == "" || c.ID == "" {
 		return Principal{}, invalid(ErrTicketInvalid)
 	}
-	now := t.opts.Now()
-	exp := time.UnixMilli(c.Expiry)
-	if !now.Before(exp) {
+	now := t.elapsed()
+	exp := time.Duration(c.Expiry-t.epochMs) * time.Millisecond
+	if now >= exp {
 		return Principal{}, invalid(ErrTicketExpired)
 	}
-	if exp.Sub(now) > t.ttl+time.Minute { // minted with a longer TTL than this replica allows
+	if exp-now > t.ttl+time.Minute { // minted with a longer TTL than this replica allows
 		return Principal{}, invalid(ErrTicketInvalid)
 	}
 	if c.Origin != origin {
@@ -166,14 +183,14 @@ func (t *ticketer) redeem(ticket, origin string) (Principal, error) {
 	return Principal{Subject: c.Subject, Issuer: c.Issuer, Method: MethodTicket, Scopes: c.Scopes}, nil
 }
 
-// consume records a ticket id as used until it expires.
-func (t *ticketer) consume(id string, exp, now time.Time) error {
+// consume records a ticket id as used until it expires (times as elapsed since the start).
+func (t *ticketer) consume(id string, exp, now time.Duration) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if now.Sub(t.lastSweep) >= t.ttl || (len(t.used) >= t.maxUsed && now.Sub(t.lastSweep) >= time.Second) {
+	if now-t.lastSweep >= t.ttl || (len(t.used) >= t.maxUsed && now-t.lastSweep >= time.Second) {
 		t.lastSweep = now
 		for k, e := range t.used {
-			if !now.Before(e) {
+			if now >= e {
 				delete(t.used, k)
 			}
 		}
