@@ -725,6 +725,43 @@ func TestSessionsPerPrincipalAreCapped(t *testing.T) {
 	r.initSession(t, alice) // the ended session's place is free again
 }
 
+// In per-session mode a principal holds at most upstream.maxSessionsPerPrincipal processes,
+// over every transport: the pool is small, and one caller must not take it from the others.
+func TestPerSessionProcessesPerPrincipalAreCapped(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) {
+		c.Upstream.SessionMode, c.Upstream.PoolSize, c.Upstream.MaxSessions, c.Upstream.MaxSessionsPerPrincipal = "per-session", 1, 4, 2
+	})
+	alice := k.token(t, "alice", nil)
+	first := r.initSession(t, alice)
+	r.initSession(t, alice)
+	resp, body := r.post(t, initBody, map[string]string{"Authorization": "Bearer " + alice})
+	g.Expect(resp.StatusCode).To(Equal(http.StatusTooManyRequests), body)
+	g.Expect(resp.Header.Get("Retry-After")).NotTo(BeEmpty())
+	g.Expect(body).To(ContainSubstring("too many sessions"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, _, err := r.wsDial(ctx, "", http.Header{"Authorization": {"Bearer " + alice}})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = c.CloseNow() }()
+	_, _, err = c.Read(ctx)
+	g.Expect(closeStatus(err)).To(Equal(websocket.StatusCode(1013)), "a WebSocket needs a process too")
+
+	r.initSession(t, k.token(t, "bob", nil)) // others still get theirs
+
+	req, _ := http.NewRequest(http.MethodDelete, r.url("/mcp"), nil)
+	for h, v := range r.sessionHeaders(alice, first) {
+		req.Header.Set(h, v)
+	}
+	dresp, err := r.client().Do(req)
+	g.Expect(err).NotTo(HaveOccurred())
+	_ = dresp.Body.Close()
+	g.Expect(dresp.StatusCode).To(Equal(http.StatusNoContent))
+	r.initSession(t, alice) // the ended session's process is hers to take again
+}
+
 func TestRateLimitBurst(t *testing.T) {
 	g := NewWithT(t)
 	k := newKeys(t)

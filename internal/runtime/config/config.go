@@ -115,6 +115,10 @@ type Upstream struct {
 	PoolSize int `json:"poolSize,omitempty"`
 	// MaxSessions bounds per-session processes. Default 16.
 	MaxSessions int `json:"maxSessions,omitempty"`
+	// MaxSessionsPerPrincipal bounds the per-session processes one principal (its subject,
+	// else its client address) holds at a time, so that one caller cannot take them all.
+	// Default: a quarter of MaxSessions, at least 1.
+	MaxSessionsPerPrincipal int `json:"maxSessionsPerPrincipal,omitempty"`
 	// ShutdownGrace is how long a child gets after SIGTERM. Default 10s.
 	ShutdownGrace Duration `json:"shutdownGrace,omitzero"`
 	// RequestTimeout bounds one upstream request. Default 60s.
@@ -364,6 +368,7 @@ func (c *Config) Default() {
 	setS(&c.Upstream.SessionMode, "shared")
 	setI(&c.Upstream.PoolSize, 2)
 	setI(&c.Upstream.MaxSessions, 16)
+	setI(&c.Upstream.MaxSessionsPerPrincipal, max(1, c.Upstream.MaxSessions/4))
 	setD(&c.Upstream.ShutdownGrace, 10*time.Second)
 	setD(&c.Upstream.RequestTimeout, 60*time.Second)
 	if c.Origins.AllowMissing == nil {
@@ -486,6 +491,9 @@ func (c *Config) Validate() error {
 		}
 		if c.Upstream.PoolSize < 0 || c.Upstream.PoolSize > c.Upstream.MaxSessions {
 			bad("upstream.poolSize", "must be between 0 and upstream.maxSessions (%d)", c.Upstream.MaxSessions)
+		}
+		if c.Upstream.MaxSessionsPerPrincipal < 1 || c.Upstream.MaxSessionsPerPrincipal > c.Upstream.MaxSessions {
+			bad("upstream.maxSessionsPerPrincipal", "must be between 1 and upstream.maxSessions (%d)", c.Upstream.MaxSessions)
 		}
 	default:
 		bad("upstream.sessionMode", "%q is not shared or per-session", c.Upstream.SessionMode)

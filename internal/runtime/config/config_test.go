@@ -48,6 +48,7 @@ func TestValidateNamesFieldAndFix(t *testing.T) {
 		"http discovery":  {"tls: {insecure: true}\nauth: {jwt: [{issuer: 'http://idp.corp.example', audiences: [a], discovery: true}]}", "auth.jwt[0].issuer: \"http://idp.corp.example\" must be an https URL when discovery is true"},
 		"bad deny glob":   {"tls: {insecure: true}\nauth: {anonymous: true}\ntools: {deny: ['[a-']}", "tools.deny[0]"},
 		"bad scope glob":  {"tls: {insecure: true}\nauth: {anonymous: true}\ntools: {scopes: [{tool: '[', scopes: [x]}]}", "tools.scopes[0].tool"},
+		"share over max":  {"tls: {insecure: true}\nauth: {anonymous: true}\nupstream: {sessionMode: per-session, maxSessions: 4, maxSessionsPerPrincipal: 5}", "upstream.maxSessionsPerPrincipal: must be between 1 and upstream.maxSessions (4)"},
 		"bad limit glob":  {"tls: {insecure: true}\nauth: {anonymous: true}\nlimits: {perTool: [{tool: 'x[', requestsPerSecond: 1, burst: 1}]}", "limits.perTool[0].tool"},
 	}
 	for name, tc := range cases {

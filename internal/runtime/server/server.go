@@ -66,6 +66,7 @@ type Server struct {
 	obs        observer
 	transports map[string]bool
 	sessions   *registry
+	shares     processShare // per-session processes per principal
 	schemas    schemaFetch
 	// bookkeeping counts answers handed on whose metrics and audit line are still being
 	// written (they are written after the answer); Close waits for them.
@@ -109,6 +110,9 @@ func New(cfg *config.Config, d Deps) (*Server, error) {
 		sessions:   newRegistry(cfg.Limits.MaxConnections, cfg.Limits.MaxConnectionsPerPrincipal),
 		baseCtx:    ctx, cancel: cancel,
 		stopping: make(chan struct{}),
+	}
+	if cfg.Upstream.SessionMode == "per-session" {
+		s.shares = processShare{max: cfg.Upstream.MaxSessionsPerPrincipal, held: map[string]int{}}
 	}
 	s.stoppingCtx, s.stopStopping = context.WithCancel(context.Background())
 	for _, t := range cfg.Endpoint.Transports {

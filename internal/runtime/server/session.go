@@ -78,6 +78,7 @@ type session struct {
 	posts    []*streamSink // in-flight streamable POSTs that accept SSE, newest last
 	stream   *streamSink   // GET stream (streamable), the SSE or WebSocket connection
 	closed   bool
+	release  func() // gives back the caller's share of per-session processes (set once, before use)
 
 	done chan struct{} // closed when the upstream session's messages end
 }
@@ -357,6 +358,44 @@ func (s *session) close() {
 	s.mu.Unlock()
 	s.srv.obs.sessionClosed(s.caller.transport)
 	_ = s.up.Close()
+	if s.release != nil {
+		s.release()
+	}
+}
+
+// processShare caps the upstream processes one principal holds in per-session mode
+// (upstream.maxSessionsPerPrincipal): the pool (upstream.maxSessions) is small, and one
+// caller must not be able to take all of it from the others. The session caps of the
+// registry and the connection caps are far larger (they bound memory, not processes). In
+// shared mode a session costs no process and max is 0: no cap.
+type processShare struct {
+	mu   sync.Mutex
+	max  int
+	held map[string]int // by caller.rateKey
+}
+
+// take claims one process for key, unless key holds max already; release gives it back
+// (once, however often it is called).
+func (p *processShare) take(key string) (release func(), ok bool) {
+	if p.max == 0 {
+		return func() {}, true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.held[key] >= p.max {
+		return nil, false
+	}
+	p.held[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.held[key]--; p.held[key] <= 0 {
+				delete(p.held, key)
+			}
+		})
+	}, true
 }
 
 // registry holds the Streamable HTTP (2025) and legacy SSE sessions by id, bounded.

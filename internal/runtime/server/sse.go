@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 
@@ -22,13 +23,19 @@ func (s *Server) sseStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := s.callerOf(r, transportSSE)
-	up, err := s.deps.Upstream.NewSession(s.sessionContext())
+	up, release, err := s.openUpstream(c, false)
+	if errors.Is(err, errShareUsed) {
+		w.Header().Set("Retry-After", "1")
+		writeJSONError(w, http.StatusTooManyRequests, "too_many_sessions")
+		return
+	}
 	if err != nil {
 		s.log.Warn("Opening an upstream session failed", "error", err)
 		writeJSONError(w, http.StatusServiceUnavailable, "upstream_unavailable")
 		return
 	}
 	sess := newSession(s, newID(16), up, c)
+	sess.release = release
 	sink := &streamSink{ch: make(chan []byte, 64)}
 	sess.setStream(sink)
 	if status := s.sessions.add(sess); status != 0 {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -130,13 +131,19 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 			writeRPCError(w, http.StatusBadRequest, jsonrpc.InvalidRequest("Mcp-Session-Id header required: send initialize first"))
 			return
 		}
-		up, err := s.openUpstreamSession(stateless(version))
+		up, release, err := s.openUpstream(c, stateless(version))
+		if errors.Is(err, errShareUsed) {
+			w.Header().Set("Retry-After", "1")
+			writeRPCError(w, http.StatusTooManyRequests, jsonrpc.NewError(codeUpstream, "too many sessions"))
+			return
+		}
 		if err != nil {
 			s.log.Warn("Opening an upstream session failed", "error", err)
 			writeRPCError(w, http.StatusServiceUnavailable, jsonrpc.NewError(codeUpstream, "upstream unavailable"))
 			return
 		}
 		sess = newSession(s, newID(16), up, c)
+		sess.release = release
 		sess.stateless = stateless(version)
 		if opened {
 			if status := s.sessions.add(sess); status != 0 {
@@ -609,12 +616,25 @@ func (s *sseWriter) comment(text string) error {
 	return s.rc.Flush()
 }
 
-// openUpstreamSession opens the upstream session for a new client session or stateless
-// request: stateless-revision requests go to their own upstream process when the upstream
-// keeps one (upstream.StatelessSessions).
-func (s *Server) openUpstreamSession(statelessRevision bool) (upstream.Session, error) {
-	if st, ok := s.deps.Upstream.(upstream.StatelessSessions); ok && statelessRevision {
-		return st.NewStatelessSession(s.sessionContext())
+// errShareUsed: the caller holds upstream.maxSessionsPerPrincipal per-session processes.
+var errShareUsed = errors.New("the principal holds as many upstream sessions as it may")
+
+// openUpstream opens the upstream session for a new client session of c (or a stateless
+// request of the 2026 revision), within c's share of per-session processes: checked before
+// a process is taken from the pool. The session's close calls release.
+func (s *Server) openUpstream(c caller, statelessRevision bool) (up upstream.Session, release func(), err error) {
+	release, ok := s.shares.take(c.rateKey)
+	if !ok {
+		return nil, nil, errShareUsed
 	}
-	return s.deps.Upstream.NewSession(s.sessionContext())
+	if st, ok := s.deps.Upstream.(upstream.StatelessSessions); ok && statelessRevision {
+		up, err = st.NewStatelessSession(s.sessionContext())
+	} else {
+		up, err = s.deps.Upstream.NewSession(s.sessionContext())
+	}
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return up, release, nil
 }

@@ -432,7 +432,12 @@ func (s *Server) runWebSocket(c *wsConn) {
 		}
 	}
 
-	up, err := s.deps.Upstream.NewSession(s.sessionContext())
+	up, release, err := s.openUpstream(cl, false)
+	if errors.Is(err, errShareUsed) {
+		c.close(wsTryAgainLater, "too many sessions")
+		c.drainClose()
+		return
+	}
 	if err != nil {
 		s.log.Warn("Opening an upstream session failed", "error", err)
 		c.close(wsTryAgainLater, "upstream unavailable")
@@ -448,6 +453,7 @@ func (s *Server) runWebSocket(c *wsConn) {
 			c.shutdown()
 		}
 	})
+	sess.release = release
 	c.sess = sess
 	sess.setStream(c.sink)
 	s.obs.connOpened(transportWebSocket)
