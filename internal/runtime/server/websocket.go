@@ -396,6 +396,10 @@ func (c *wsConn) ping() {
 	c.pingTimer.Reset(wsPingInterval)
 }
 
+// runWebSocket serves one upgraded socket until it closes. Its goroutine lives as long as
+// the socket, idle ones included: the setup and the read loop are functions of their own so
+// that their locals are not in this long-lived frame (a deeper idle stack crosses a stack
+// size class and costs every idle socket a larger stack).
 func (s *Server) runWebSocket(c *wsConn) {
 	defer func() { c.releaseConn() }() // the one held when the socket ends
 	defer c.shutdown()
@@ -409,13 +413,29 @@ func (s *Server) runWebSocket(c *wsConn) {
 	stopOnShutdown := context.AfterFunc(s.stoppingCtx, func() { c.close(ws.StatusGoingAway, "server shutting down") })
 	defer stopOnShutdown()
 
+	sess := s.openWebSocketSession(ctx, c)
+	if sess == nil {
+		return
+	}
+	defer func() {
+		sess.close()
+		s.obs.connClosed(transportWebSocket)
+	}()
+	c.pingTimer = time.AfterFunc(wsPingInterval, c.ping)
+	defer c.pingTimer.Stop()
+	s.readWebSocket(ctx, c, sess)
+}
+
+// openWebSocketSession authenticates a first-message socket and opens its session; nil
+// when the socket was closed instead.
+func (s *Server) openWebSocketSession(ctx context.Context, c *wsConn) *session {
 	cl := c.caller
 	if r := c.firstAuth; r != nil {
 		c.firstAuth = nil
 		p, ok := s.firstMessageAuth(r.Context(), ctx, c)
 		if !ok {
 			c.drainClose()
-			return
+			return nil
 		}
 		cl.principal, cl.hasAuth = p, true
 		cl.rateKey = ratelimit.Key(r.WithContext(auth.WithPrincipal(r.Context(), p)))
@@ -425,7 +445,7 @@ func (s *Server) runWebSocket(c *wsConn) {
 			if !ok {
 				c.close(wsTryAgainLater, "too many connections")
 				c.drainClose()
-				return
+				return nil
 			}
 			c.releaseConn()
 			c.releaseConn = release
@@ -436,13 +456,13 @@ func (s *Server) runWebSocket(c *wsConn) {
 	if errors.Is(err, errShareUsed) {
 		c.close(wsTryAgainLater, "too many sessions")
 		c.drainClose()
-		return
+		return nil
 	}
 	if err != nil {
 		s.log.Warn("Opening an upstream session failed", "error", err)
 		c.close(wsTryAgainLater, "upstream unavailable")
 		c.drainClose()
-		return
+		return nil
 	}
 	c.sink = &streamSink{ch: make(chan []byte, wsSinkQueue), notify: c.kick, overflow: c.shutdown}
 	sess := newSessionThen(s, newID(16), up, cl, func() {
@@ -457,13 +477,11 @@ func (s *Server) runWebSocket(c *wsConn) {
 	c.sess = sess
 	sess.setStream(c.sink)
 	s.obs.connOpened(transportWebSocket)
-	defer func() {
-		sess.close()
-		s.obs.connClosed(transportWebSocket)
-	}()
-	c.pingTimer = time.AfterFunc(wsPingInterval, c.ping)
-	defer c.pingTimer.Stop()
+	return sess
+}
 
+// readWebSocket relays the socket's messages until it closes or fails.
+func (s *Server) readWebSocket(ctx context.Context, c *wsConn, sess *session) {
 	for {
 		op, data, err := c.next()
 		if err != nil {
