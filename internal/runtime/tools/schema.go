@@ -8,7 +8,9 @@ import (
 	"maps"
 	"regexp"
 	"strings"
+	"time"
 
+	"github.com/dlclark/regexp2/v2"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
@@ -28,19 +30,35 @@ func (noLoader) Load(url string) (any, error) {
 	return nil, fmt.Errorf("remote references are disabled in the runtime (%s)", url)
 }
 
-// allMatch stands in for a pattern Go's RE2 cannot compile (look-around, backreferences):
-// such a pattern is not asserted rather than making the whole tool uncallable.
-type allMatch string
+// patternMatchTimeout bounds one match of a pattern only the backtracking engine runs: a
+// schema comes from the upstream, and a pattern like (a+)+$ can take exponential time.
+const patternMatchTimeout = 50 * time.Millisecond
 
-func (a allMatch) MatchString(string) bool { return true }
-func (a allMatch) String() string          { return string(a) }
+// ecmaRegexp is a pattern Go's RE2 cannot compile (look-around, backreferences — e.g. the
+// e-mail pattern zod emits), run by an ECMA-262 backtracking engine, which is what JSON
+// Schema specifies for "pattern". A match that fails or times out counts as no match: the
+// value is refused rather than let through unchecked.
+type ecmaRegexp struct{ re *regexp2.Regexp }
 
-func lenientRegexp(s string) (jsonschema.Regexp, error) {
-	re, err := regexp.Compile(s)
-	if err != nil {
-		return allMatch(s), nil
+func (e ecmaRegexp) MatchString(s string) bool {
+	ok, err := e.re.MatchString(s)
+	return ok && err == nil
+}
+
+func (e ecmaRegexp) String() string { return e.re.String() }
+
+// compileRegexp uses RE2 (linear time) when it can compile the pattern, else the ECMA-262
+// engine; a pattern neither compiles makes the schema fail to compile.
+func compileRegexp(s string) (jsonschema.Regexp, error) {
+	if re, err := regexp.Compile(s); err == nil {
+		return re, nil
 	}
-	return re, nil
+	re, err := regexp2.Compile(s, regexp2.ECMAScript|regexp2.Unicode)
+	if err != nil {
+		return nil, err
+	}
+	re.MatchTimeout = patternMatchTimeout
+	return ecmaRegexp{re}, nil
 }
 
 var printer = message.NewPrinter(language.English)
@@ -61,7 +79,7 @@ func compile(raw []byte) (*jsonschema.Schema, error) {
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft2020)
 	c.UseLoader(noLoader{})
-	c.UseRegexpEngine(lenientRegexp)
+	c.UseRegexpEngine(compileRegexp)
 	if err := c.AddResource(schemaURL, doc); err != nil {
 		return nil, fmt.Errorf("inputSchema: %w", err)
 	}

@@ -40,8 +40,12 @@ const (
 
 	timeTool = `{"name":"get_time"}`
 
-	// A pattern RE2 cannot compile (look-ahead): not asserted, tool still usable.
+	// A pattern RE2 cannot compile (look-ahead): asserted by the ECMA-262 engine.
 	slugTool = `{"name":"slug","inputSchema":{"type":"object","properties":{"s":{"type":"string","pattern":"^(?!-)[a-z-]+$"},"n":{"type":"integer"}}}}`
+	// One that backtracks exponentially on a near miss: refused (by the match timeout if not sooner).
+	backtrackTool = `{"name":"backtrack","inputSchema":{"type":"object","properties":{"s":{"type":"string","pattern":"^(?=a)(a+)+$"}}}}`
+	// One neither engine compiles: the schema does not compile, so the tool is not callable.
+	badPatternTool = `{"name":"bad_pattern","inputSchema":{"type":"object","properties":{"s":{"type":"string","pattern":"(?<=a"}}}}`
 
 	deleteTool = `{"name":"delete_everything","inputSchema":{"type":"object"}}`
 	adminTool  = `{"name":"admin_reset","inputSchema":{"type":"object"}}`
@@ -161,7 +165,7 @@ func TestFilterListDropsAmbiguousToolEntries(t *testing.T) {
 }
 
 func TestCheckCallArguments(t *testing.T) {
-	p := newPolicy(t, config.Tools{}, addTool, issueTool, searchTool, timeTool, slugTool)
+	p := newPolicy(t, config.Tools{}, addTool, issueTool, searchTool, timeTool, slugTool, backtrackTool, badPatternTool)
 	_, err := p.FilterList(listResult(
 		// No $schema: 2020-12, where items is one schema and tuples use prefixItems.
 		`{"name":"tuple2020","inputSchema":{"type":"object","properties":{"r":{"type":"array","prefixItems":[{"type":"string"}]}}}}`,
@@ -195,7 +199,11 @@ func TestCheckCallArguments(t *testing.T) {
 		{"2020-12 by default", "tuple2020_old_form", `{"r":["a"]}`, `!`},
 		{"no schema means object", "get_time", ``, ""},
 		{"no schema still object", "get_time", `{"tz":"UTC"}`, ""},
-		{"re2-incompatible pattern not asserted", "slug", `{"s":"-abc"}`, ""},
+		{"look-ahead pattern asserted", "slug", `{"s":"-abc"}`, `~at /s: '-abc' does not match pattern`},
+		{"look-ahead pattern matches", "slug", `{"s":"abc-d"}`, ""},
+		{"backtracking pattern matches", "backtrack", `{"s":"aaaa"}`, ""},
+		{"backtracking pattern near miss refused", "backtrack", `{"s":"` + strings.Repeat("a", 40) + `!"}`, `~at /s:`},
+		{"pattern no engine compiles", "bad_pattern", `{"s":"a"}`, `!`},
 		{"other keywords of that tool still checked", "slug", `{"s":"x","n":1.5}`, `~at /n: got number, want integer`},
 		{"pointer escaping", "create_issue", `{"repo":{"owner":"o","name":"n"},"title":"t","labels":{"a/b":1}}`, `~at /labels: got object, want array`},
 	}
