@@ -643,6 +643,14 @@ func (m *mux) sendRequest(ctx context.Context, s *session, env *envelope) error 
 		}
 		others := len(m.subs[uri]) - boolInt(m.subs[uri][s])
 		if env.method == "resources/subscribe" {
+			if !s.subs[uri] && len(s.subs) >= MaxSubscriptionsPerSession {
+				// The mux keeps every subscription until its session ends, and renews them
+				// all when the child restarts: one session must not make that unbounded.
+				m.deliverLocked(s, errorResponse(id, codeInvalidParams, fmt.Sprintf(
+					"this session holds %d resource subscriptions, the most it may: unsubscribe from one first", MaxSubscriptionsPerSession)))
+				m.unlock()
+				return nil
+			}
 			if m.subs[uri] == nil {
 				m.subs[uri] = map[*session]bool{}
 			}
@@ -679,6 +687,9 @@ func (m *mux) sendRequest(ctx context.Context, s *session, env *envelope) error 
 	}
 	p := m.newPendingLocked(s, id, clientKey)
 	p.method, p.subURI, p.logLevel = env.method, subURI, logLevel
+	if env.method == "subscriptions/listen" {
+		p.timer.Stop() // a subscription stream is answered when the client ends it, not within a timeout
+	}
 	out := env.raw
 	// Rewrite the later span first so the earlier offsets stay valid.
 	edits := []struct {
@@ -959,6 +970,10 @@ func (m *mux) requesterLocked() *session {
 	}
 	return best.sess
 }
+
+// MaxSubscriptionsPerSession bounds the resources one session may subscribe to on a
+// shared child.
+const MaxSubscriptionsPerSession = 256
 
 // maxElicitations bounds the URL elicitations a mux remembers until they complete.
 const maxElicitations = 1024

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/mcpfleet/mcp-fleet-operator/internal/testutil"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +16,9 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	. "github.com/onsi/gomega"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/testutil"
 )
 
 func childPID(u Upstream) int {
@@ -747,4 +749,58 @@ func TestToolsChangedWithNoSessionOpenAndOnRestart(t *testing.T) {
 	a := newClient(t, u)
 	a.send(`{"jsonrpc":"2.0","id":1,"method":"exit_now"}`)
 	g.Eventually(changed.Load).WithTimeout(5*time.Second).Should(BeEquivalentTo(3), "the restart, then the new child's list_changed")
+}
+
+// A session holds at most MaxSubscriptionsPerSession resource subscriptions on a shared
+// child (the mux keeps them all and renews them after a restart); others are not affected.
+func TestSubscriptionsPerSessionAreCapped(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	u, err := NewStdio(testConfig(), []string{"/bin/sh", "-c", unsolicitedLogServer}, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	a, b := newClient(t, u), newClient(t, u)
+	subscribe := func(cl *client, id, uri string) map[string]any {
+		cl.send(`{"jsonrpc":"2.0","id":` + id + `,"method":"resources/subscribe","params":{"uri":"` + uri + `"}}`)
+		return cl.await(responseTo(id), 5*time.Second)
+	}
+	for i := range MaxSubscriptionsPerSession {
+		g.Expect(subscribe(a, strconv.Itoa(i+1), "test://r/"+strconv.Itoa(i))).To(HaveKey("result"))
+	}
+	g.Expect(errorCode(subscribe(a, "1000", "test://r/one-more"))).To(BeEquivalentTo(-32602))
+	g.Expect(subscribe(a, "1001", "test://r/0")).To(HaveKey("result"), "renewing a held subscription is not another one")
+	g.Expect(subscribe(b, "1", "test://r/one-more")).To(HaveKey("result"), "other sessions are not affected")
+
+	a.send(`{"jsonrpc":"2.0","id":1002,"method":"resources/unsubscribe","params":{"uri":"test://r/1"}}`)
+	a.await(responseTo(`1002`), 5*time.Second)
+	g.Expect(subscribe(a, "1003", "test://r/one-more")).To(HaveKey("result"), "a freed place can be taken again")
+}
+
+// silentListenServer answers every request with an empty result except
+// subscriptions/listen, which a server answers only when the stream ends.
+const silentListenServer = `while IFS= read -r line; do
+  id=$(printf '%s' "$line" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
+  [ -z "$id" ] && continue
+  case "$line" in
+  *'"method":"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"fake","version":"1"}}}\n' "$id" ;;
+  *'"method":"subscriptions/listen"'*) ;;
+  *) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
+  esac
+done`
+
+// A subscriptions/listen stream is open until the client ends it: the request timeout does
+// not apply to it (the server's session tracking gives it none either).
+func TestListenIsNotCutByTheRequestTimeout(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	cfg := testConfig()
+	cfg.RequestTimeout = config.D(200 * time.Millisecond)
+	u, err := NewStdio(cfg, []string{"/bin/sh", "-c", silentListenServer}, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	startUpstream(t, u)
+	a := newClient(t, u)
+	a.send(`{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}`)
+	a.send(`{"jsonrpc":"2.0","id":2,"method":"ping"}`)
+	g.Expect(a.await(responseTo(`2`), 5*time.Second)).To(HaveKey("result"))
+	g.Consistently(func() bool { return a.find(responseTo(`1`)) != nil }).WithTimeout(time.Second).Should(BeFalse())
 }
