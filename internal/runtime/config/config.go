@@ -260,6 +260,9 @@ type Limits struct {
 	// ReadHeaderTimeout default 10s; IdleTimeout default 120s.
 	ReadHeaderTimeout Duration `json:"readHeaderTimeout,omitzero"`
 	IdleTimeout       Duration `json:"idleTimeout,omitzero"`
+	// ReadBodyTimeout bounds reading a request body once its headers are in (slow-body
+	// defence; refused requests included, whose rest net/http reads). Default 30s.
+	ReadBodyTimeout Duration `json:"readBodyTimeout,omitzero"`
 }
 
 // ToolLimit is a token bucket for tools matching a glob.
@@ -408,6 +411,7 @@ func (c *Config) Default() {
 	setI(&c.Limits.MaxDepth, 64)
 	setD(&c.Limits.ReadHeaderTimeout, 10*time.Second)
 	setD(&c.Limits.IdleTimeout, 120*time.Second)
+	setD(&c.Limits.ReadBodyTimeout, 30*time.Second)
 }
 
 // Validate reports every problem, each naming the field and the fix.
@@ -517,6 +521,11 @@ func (c *Config) Validate() error {
 		if p.Issuer == "" {
 			bad(f+".issuer", "required")
 		}
+		for j, a := range p.Audiences {
+			if strings.TrimSpace(a) == "" {
+				bad(fmt.Sprintf("%s.audiences[%d]", f, j), "must not be empty: a token whose aud lists \"\" would match it")
+			}
+		}
 		if len(p.Audiences) == 0 {
 			bad(f+".audiences", "required when endpoint.publicURL is not set")
 		}
@@ -605,6 +614,14 @@ func (c *Config) Validate() error {
 	}
 	if l.MaxDepth < 2 || l.MaxDepth > 1000 {
 		bad("limits.maxDepth", "must be between 2 and 1000")
+	}
+	for _, d := range []struct {
+		field string
+		d     Duration
+	}{{"limits.readHeaderTimeout", l.ReadHeaderTimeout}, {"limits.idleTimeout", l.IdleTimeout}, {"limits.readBodyTimeout", l.ReadBodyTimeout}} {
+		if d.d.Duration <= 0 {
+			bad(d.field, "must be positive")
+		}
 	}
 	return errors.Join(errs...)
 }

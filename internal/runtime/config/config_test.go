@@ -49,6 +49,8 @@ func TestValidateNamesFieldAndFix(t *testing.T) {
 		"bad deny glob":   {"tls: {insecure: true}\nauth: {anonymous: true}\ntools: {deny: ['[a-']}", "tools.deny[0]"},
 		"bad scope glob":  {"tls: {insecure: true}\nauth: {anonymous: true}\ntools: {scopes: [{tool: '[', scopes: [x]}]}", "tools.scopes[0].tool"},
 		"share over max":  {"tls: {insecure: true}\nauth: {anonymous: true}\nupstream: {sessionMode: per-session, maxSessions: 4, maxSessionsPerPrincipal: 5}", "upstream.maxSessionsPerPrincipal: must be between 1 and upstream.maxSessions (4)"},
+		"empty audience":  {"tls: {insecure: true}\nauth: {jwt: [{issuer: x, audiences: [a, ''], keyFiles: [{path: k, algorithm: ES256}]}]}", "auth.jwt[0].audiences[1]: must not be empty"},
+		"negative body":   {"tls: {insecure: true}\nauth: {anonymous: true}\nlimits: {readBodyTimeout: -1s}", "limits.readBodyTimeout: must be positive"},
 		"bad limit glob":  {"tls: {insecure: true}\nauth: {anonymous: true}\nlimits: {perTool: [{tool: 'x[', requestsPerSecond: 1, burst: 1}]}", "limits.perTool[0].tool"},
 	}
 	for name, tc := range cases {

@@ -169,18 +169,44 @@ func newID(n int) string {
 
 // bodyLimit caps request bodies at max bytes; handlers that read past it get a
 // *http.MaxBytesError and answer 413. A declared Content-Length over the limit is refused
-// before any handler runs.
-func bodyLimit(max int64) func(http.Handler) http.Handler {
+// before any handler runs. A body must also arrive within timeout: a client that sends
+// headers and then stalls would otherwise hold its connection, and a listener slot, for
+// good — refused requests included, since net/http reads what is left of their body.
+func bodyLimit(max int64, timeout time.Duration) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.ContentLength > max {
 				writeJSONError(w, http.StatusRequestEntityTooLarge, "message_too_large")
 				return
 			}
-			r.Body = http.MaxBytesReader(w, r.Body, max)
+			body := r.Body
+			if r.ContentLength != 0 { // -1: chunked. No body, no deadline: a GET stream has none to wait for
+				rc := http.NewResponseController(w)
+				if rc.SetReadDeadline(time.Now().Add(timeout)) == nil {
+					body = &deadlineBody{ReadCloser: body, rc: rc}
+				}
+			}
+			r.Body = http.MaxBytesReader(w, body, max)
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// deadlineBody lifts the body's read deadline once the body is read: from then on the
+// connection's reads only watch for the client going away, which must not end the request.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.done {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // isTooLarge reports a body read that hit the bodyLimit cap.

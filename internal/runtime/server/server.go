@@ -154,7 +154,7 @@ func (s *Server) Handler() http.Handler {
 	}
 
 	top := http.NewServeMux()
-	top.Handle("/", bodyLimit(s.cfg.Limits.MaxMessageBytes)(limited))
+	top.Handle("/", bodyLimit(s.cfg.Limits.MaxMessageBytes, s.cfg.Limits.ReadBodyTimeout.Duration)(limited))
 	top.HandleFunc("GET /healthz", s.healthz)
 	top.HandleFunc("GET /readyz", s.readyz)
 
