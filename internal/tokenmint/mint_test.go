@@ -74,6 +74,8 @@ func TestMintedTokenIsWhatTheRuntimeAccepts(t *testing.T) {
 	// What the runtime serving this server checks, built from the same rendered config.
 	p, err := verifier(t, r.runtime, r.secret, at(t0.Add(time.Minute))).VerifyToken(context.Background(), tok)
 	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(p.Expires).To(BeTemporally("==", exp.Add(30*time.Second)), "exp plus the runtime's default leeway")
+	p.Expires = time.Time{}
 	g.Expect(p).To(Equal(auth.Principal{
 		Subject: "alice", Issuer: resources.GeneratedIssuer(s), Method: auth.MethodJWT,
 		Scopes: []string{"mcp:tools", "mcp:admin"},

@@ -48,6 +48,10 @@ type Principal struct {
 	Issuer  string // JWT issuer; empty for API keys and anonymous callers
 	Method  string // jwt, apikey, ticket, first-message or anonymous
 	Scopes  []string
+	// Expires is when the credential stops being valid (a JWT's exp, carried over into the
+	// tickets minted for it); zero for credentials without an expiry (API keys). A
+	// connection that outlives one request — a WebSocket, an SSE stream — ends then.
+	Expires time.Time
 }
 
 // Decision is one authentication outcome, reported to Options.OnDecision (the audit log).

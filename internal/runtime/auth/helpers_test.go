@@ -230,3 +230,20 @@ func handMadeTicketer(key []byte, ttl time.Duration, opts *Options, maxUsed int)
 	t.startClock()
 	return t
 }
+
+// expiresOf is the Principal.Expires a token signed here yields: its exp plus the 30 s
+// leeway the test providers are configured with.
+func expiresOf(t testing.TB, token string) time.Time {
+	t.Helper()
+	var c jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &c); err != nil || c.ExpiresAt == nil {
+		t.Fatalf("token without exp: %v", err)
+	}
+	return c.ExpiresAt.Add(30 * time.Second)
+}
+
+// sansExpiry returns p without its expiry, to compare the rest of it.
+func sansExpiry(p Principal) Principal {
+	p.Expires = time.Time{}
+	return p
+}

@@ -344,6 +344,7 @@ func (a *Authenticator) TicketHandler() http.Handler {
 		}
 		ticket, err := a.tickets.issue(p, r.Header.Get("Origin"))
 		if err != nil {
+			a.decide(r, Decision{Outcome: OutcomeDeny, Method: p.Method, Reason: "ticket_unavailable"})
 			writeJSONError(w, http.StatusInternalServerError, "ticket_unavailable")
 			return
 		}
@@ -353,7 +354,7 @@ func (a *Authenticator) TicketHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(struct {
 			Ticket    string `json:"ticket"`
 			ExpiresIn int    `json:"expiresIn"`
-		}{ticket, int(a.tickets.ttl / time.Second)})
+		}{ticket, int(a.tickets.ttlFor(p) / time.Second)})
 	})
 }
 
@@ -389,6 +390,24 @@ func (a *Authenticator) FirstMessage(ctx context.Context, frame []byte) (Princip
 	}
 	a.decide(r, Decision{Outcome: OutcomeAllow, Method: MethodFirstMessage, Subject: p.Subject, Issuer: p.Issuer})
 	return p, nil
+}
+
+// Reasons for a first-message authentication that ended before a frame could be checked.
+const (
+	FirstMessageTimeout = "first_message_timeout" // no frame within the deadline
+	FirstMessageNotText = "first_message_not_text"
+	FirstMessageUnread  = "first_message_unread" // the socket closed, or the frame was too large to read
+)
+
+// FirstMessageFailed records the deny decision of a first-message socket that was closed
+// before its first frame reached FirstMessage (reason: one of the FirstMessage* codes), so
+// that every unauthenticated socket leaves an audit line.
+func (a *Authenticator) FirstMessageFailed(ctx context.Context, reason string) {
+	var r *http.Request
+	if pd, ok := ctx.Value(pendingKey).(pending); ok {
+		r = pd.r
+	}
+	a.decide(r, Decision{Outcome: OutcomeDeny, Method: MethodFirstMessage, Reason: reason})
 }
 
 func (a *Authenticator) firstMessage(ctx context.Context, frame []byte) (Principal, string, error) {

@@ -144,7 +144,12 @@ func TestMiddlewareBearer(t *testing.T) {
 			}
 			p, ok := PrincipalFrom(seen.Context())
 			g.Expect(ok).To(BeTrue())
-			g.Expect(p).To(Equal(*tc.wantP))
+			g.Expect(sansExpiry(p)).To(Equal(*tc.wantP))
+			if p.Method == MethodJWT {
+				g.Expect(p.Expires).To(BeTemporally("==", expiresOf(t, f.token(t))))
+			} else {
+				g.Expect(p.Expires.IsZero()).To(BeTrue(), "an API key does not expire")
+			}
 		})
 	}
 	// Every decision was reported, none carries a credential.
@@ -232,7 +237,8 @@ func TestTickets(t *testing.T) {
 		w, seen := f.serve(upgrade("?ticket="+url.QueryEscape(ticket)+"&x=1", testOrigin))
 		g.Expect(w.Code).To(Equal(http.StatusOK))
 		p, _ := PrincipalFrom(seen.Context())
-		g.Expect(p).To(Equal(Principal{Subject: "alice", Issuer: testIssuer, Method: MethodTicket, Scopes: []string{"tools:read", "tools:write"}}))
+		g.Expect(sansExpiry(p)).To(Equal(Principal{Subject: "alice", Issuer: testIssuer, Method: MethodTicket, Scopes: []string{"tools:read", "tools:write"}}))
+		g.Expect(p.Expires).To(BeTemporally("~", expiresOf(t, f.token(t)), time.Millisecond), "the token's expiry, carried by the ticket")
 		g.Expect(seen.URL.RawQuery).To(Equal("x=1"), "the ticket is removed from the URL handlers see")
 		g.Expect(seen.RequestURI).NotTo(ContainSubstring(ticket))
 
@@ -385,7 +391,8 @@ func TestFirstMessage(t *testing.T) {
 	tok := f.token(t)
 	p, err := f.a.FirstMessage(ctx, []byte(`{"type":"auth","token":"`+tok+`"}`))
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(p).To(Equal(Principal{Subject: "alice", Issuer: testIssuer, Method: MethodFirstMessage, Scopes: []string{"tools:read", "tools:write"}}))
+	g.Expect(sansExpiry(p)).To(Equal(Principal{Subject: "alice", Issuer: testIssuer, Method: MethodFirstMessage, Scopes: []string{"tools:read", "tools:write"}}))
+	g.Expect(p.Expires).To(BeTemporally("==", expiresOf(t, tok)))
 	p, err = f.a.FirstMessage(ctx, []byte(`{"type":"auth","token":"`+f.apiKey+`"}`))
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(p.Subject).To(Equal("ci-bot"))

@@ -127,6 +127,7 @@ func (a *Authenticator) verifyJWT(ctx context.Context, token string) (Principal,
 		gen := p.keys.generation()
 		pr, exp, err := p.verify(ctx, token, unverified.Method.Alg())
 		if err == nil {
+			pr.Expires = exp.Add(p.leeway) // as long as the verification accepts it
 			if a.tokens != nil {
 				now := a.opts.Now()
 				until := now.Add(tokenCacheTTL)

@@ -64,6 +64,9 @@ type ticketClaims struct {
 	Expiry  int64    `json:"exp"` // Unix milliseconds
 	ID      string   `json:"jti"`
 	Replica string   `json:"rep,omitempty"`
+	// CredentialExpiry is the Unix milliseconds at which the credential the ticket was
+	// minted for expires (0: it does not); the socket opened with the ticket ends then.
+	CredentialExpiry int64 `json:"cxp,omitempty"`
 }
 
 func newTicketer(cfg config.Tickets, opts *Options) (*ticketer, error) {
@@ -118,6 +121,15 @@ func (t *ticketer) mac(payload string) []byte {
 	return m.Sum(nil)
 }
 
+// ttlFor is how long a ticket minted for p is valid: the configured TTL, but never past the
+// expiry of p's credential.
+func (t *ticketer) ttlFor(p Principal) time.Duration {
+	if p.Expires.IsZero() {
+		return t.ttl
+	}
+	return min(t.ttl, max(p.Expires.Sub(t.opts.Now()), 0))
+}
+
 // issue mints a ticket for p, bound to the Origin of the requesting page ("" for clients
 // that send none).
 func (t *ticketer) issue(p Principal, origin string) (string, error) {
@@ -125,14 +137,19 @@ func (t *ticketer) issue(p Principal, origin string) (string, error) {
 	if _, err := rand.Read(id); err != nil {
 		return "", fmt.Errorf("generating a ticket id: %w", err)
 	}
+	var credExp int64
+	if !p.Expires.IsZero() {
+		credExp = p.Expires.UnixMilli()
+	}
 	claims, err := json.Marshal(ticketClaims{
-		Subject: p.Subject,
-		Issuer:  p.Issuer,
-		Scopes:  p.Scopes,
-		Origin:  origin,
-		Expiry:  t.epochMs + (t.elapsed() + t.ttl).Milliseconds(),
-		ID:      base64.RawURLEncoding.EncodeToString(id),
-		Replica: t.replica,
+		Subject:          p.Subject,
+		Issuer:           p.Issuer,
+		Scopes:           p.Scopes,
+		Origin:           origin,
+		Expiry:           t.epochMs + (t.elapsed() + t.ttlFor(p)).Milliseconds(),
+		ID:               base64.RawURLEncoding.EncodeToString(id),
+		Replica:          t.replica,
+		CredentialExpiry: credExp,
 	})
 	if err != nil {
 		return "", fmt.Errorf("encoding a ticket: %w", err)
@@ -180,7 +197,11 @@ func (t *ticketer) redeem(ticket, origin string) (Principal, error) {
 	if err := t.consume(c.ID, exp, now); err != nil {
 		return Principal{}, err
 	}
-	return Principal{Subject: c.Subject, Issuer: c.Issuer, Method: MethodTicket, Scopes: c.Scopes}, nil
+	p := Principal{Subject: c.Subject, Issuer: c.Issuer, Method: MethodTicket, Scopes: c.Scopes}
+	if c.CredentialExpiry != 0 {
+		p.Expires = time.UnixMilli(c.CredentialExpiry)
+	}
+	return p, nil
 }
 
 // consume records a ticket id as used until it expires (times as elapsed since the start).

@@ -52,7 +52,7 @@ func TestTokenCacheServesRepeatedTokens(t *testing.T) {
 	lookups := countLookups(a)
 	ctx := context.Background()
 	tok := sign(t, jwt.SigningMethodES256, ecKey, "", claims(clk.Now()))
-	want := Principal{Subject: "alice", Issuer: testIssuer, Method: MethodJWT, Scopes: []string{"tools:read", "tools:write"}}
+	want := Principal{Subject: "alice", Issuer: testIssuer, Method: MethodJWT, Scopes: []string{"tools:read", "tools:write"}, Expires: expiresOf(t, tok)}
 
 	for range 5 {
 		p, err := a.VerifyToken(ctx, tok)
