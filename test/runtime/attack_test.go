@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -282,6 +283,27 @@ func TestWebSocketFirstMessageAuth(t *testing.T) {
 		g.Expect(closeStatus(err)).To(Equal(websocket.StatusPolicyViolation))
 	})
 	NewWithT(t).Expect(r.up.Sent(`"clientInfo":{"name":"raw"`)).To(HaveLen(1), "only the authenticated socket reached the upstream")
+	// Every refused socket left an auth decision in the audit log, the ones closed before
+	// their first frame was checked included.
+	NewWithT(t).Eventually(func() []string {
+		return auditValues(r.auditLines(t), "reason", map[string]string{"kind": "auth", "authMethod": "first-message", "outcome": "deny", "transport": "websocket"})
+	}, 5*time.Second).Should(ContainElements("first_message_timeout", "first_message_unread", "bad_first_message"))
+}
+
+// auditValues returns field of the audit records whose fields equal every one in where.
+func auditValues(lines []map[string]any, field string, where map[string]string) []string {
+	var out []string
+next:
+	for _, l := range lines {
+		for k, v := range where {
+			if l[k] != v {
+				continue next
+			}
+		}
+		s, _ := l[field].(string)
+		out = append(out, s)
+	}
+	return out
 }
 
 // Upgrade headers are not a credential: only a WebSocket upgrade of the endpoint may
@@ -488,14 +510,7 @@ func TestMalformedAndOversizedInput(t *testing.T) {
 		resp, body := r.post(t, `{"jsonrpc":"2.0","id":6,"method":"tools/list"}`, h)
 		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
 		g.Expect(body).To(ContainSubstring("test_simple_text"))
-		req, _ := http.NewRequest(http.MethodDelete, r.url("/mcp"), nil)
-		for k, v := range h {
-			req.Header.Set(k, v)
-		}
-		dresp, err := r.client().Do(req)
-		g.Expect(err).NotTo(HaveOccurred())
-		_ = dresp.Body.Close()
-		g.Expect(dresp.StatusCode).To(Equal(http.StatusNoContent))
+		g.Expect(r.deleteSession(t, h)).To(Equal(http.StatusNoContent))
 		resp, _ = r.post(t, `{"jsonrpc":"2.0","id":7,"method":"tools/list"}`, h)
 		g.Expect(resp.StatusCode).To(Equal(http.StatusNotFound))
 	})
@@ -531,8 +546,16 @@ func TestStatelessHeaderBodyMismatch(t *testing.T) {
 		})
 	}
 	g := NewWithT(t)
+	// A case variant of _meta: an upstream decoding into a Go struct reads the last one.
+	resp, body := r.post(t, strings.Replace(call, `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"`,
+		`"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"},"_META":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"`, 1), base())
+	g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest), body)
+	g.Expect(body).To(ContainSubstring("keys are case-sensitive"))
 	g.Expect(r.up.Sent("tools/call")).To(BeEmpty(), "mismatched requests never reach the upstream")
-	resp, body := r.post(t, call, base())
+	g.Eventually(func() []string {
+		return auditValues(r.auditLines(t), "method", map[string]string{"kind": "tool_call", "outcome": "refused", "reason": "header_mismatch"})
+	}, 5*time.Second).Should(HaveLen(6), "every refused call is audited")
+	resp, body = r.post(t, call, base())
 	g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
 	g.Expect(body).To(ContainSubstring("simple text"))
 	g.Expect(resp.Header.Get("Mcp-Session-Id")).To(BeEmpty(), "the stateless revision has no sessions")
@@ -714,14 +737,7 @@ func TestSessionsPerPrincipalAreCapped(t *testing.T) {
 	g.Expect(resp.Header.Get("Retry-After")).NotTo(BeEmpty())
 	r.initSession(t, k.token(t, "bob", nil)) // others are not affected
 
-	req, _ := http.NewRequest(http.MethodDelete, r.url("/mcp"), nil)
-	for h, v := range r.sessionHeaders(alice, first) {
-		req.Header.Set(h, v)
-	}
-	dresp, err := r.client().Do(req)
-	g.Expect(err).NotTo(HaveOccurred())
-	_ = dresp.Body.Close()
-	g.Expect(dresp.StatusCode).To(Equal(http.StatusNoContent))
+	g.Expect(r.deleteSession(t, r.sessionHeaders(alice, first))).To(Equal(http.StatusNoContent))
 	r.initSession(t, alice) // the ended session's place is free again
 }
 
@@ -751,14 +767,7 @@ func TestPerSessionProcessesPerPrincipalAreCapped(t *testing.T) {
 
 	r.initSession(t, k.token(t, "bob", nil)) // others still get theirs
 
-	req, _ := http.NewRequest(http.MethodDelete, r.url("/mcp"), nil)
-	for h, v := range r.sessionHeaders(alice, first) {
-		req.Header.Set(h, v)
-	}
-	dresp, err := r.client().Do(req)
-	g.Expect(err).NotTo(HaveOccurred())
-	_ = dresp.Body.Close()
-	g.Expect(dresp.StatusCode).To(Equal(http.StatusNoContent))
+	g.Expect(r.deleteSession(t, r.sessionHeaders(alice, first))).To(Equal(http.StatusNoContent))
 	// The ended session's process is hers to take again (once it has exited: until then
 	// the pool of 4 may be full, which is 503, not her share's 429).
 	g.Eventually(func() int {
@@ -972,4 +981,137 @@ func TestUpstreamDyingMidCallAnswersWithAnError(t *testing.T) {
 	code, msg, _ := rpcError(t, body)
 	g.Expect(code).To(BeNumerically("<", 0))
 	g.Expect(msg).NotTo(BeEmpty())
+}
+
+// Messages whose shape would let them skip the checks are refused before the upstream: a
+// tools/call without an id (a JSON-RPC server still runs a notification) and a
+// notifications/* method with one (the relay rewrites the ids in notifications only).
+// The refused call is audited; an unauthenticated request's auth line names its transport.
+func TestMessagesShapedToSkipTheChecksAreRefused(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, nil)
+	tok := k.token(t, "alice", nil)
+	h := r.sessionHeaders(tok, r.initSession(t, tok))
+	sentBefore := len(r.up.Sent(""))
+
+	resp, body := r.post(t, `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"test_simple_text","arguments":{}}}`, h)
+	g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest), body)
+	code, msg, _ := rpcError(t, body)
+	g.Expect(code).To(Equal(-32600))
+	g.Expect(msg).To(ContainSubstring("without an id"))
+
+	resp, body = r.post(t, `{"jsonrpc":"2.0","id":9,"method":"notifications/cancelled","params":{"requestId":1}}`, h)
+	g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest), body)
+	code, msg, _ = rpcError(t, body)
+	g.Expect(code).To(Equal(-32600))
+	g.Expect(msg).To(ContainSubstring("send it without an id"))
+	g.Expect(r.up.Sent("")).To(HaveLen(sentBefore), "nothing refused reached the upstream")
+
+	resp, _ = r.post(t, initBody, nil)
+	g.Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
+	g.Eventually(func() []string {
+		return auditValues(r.auditLines(t), "reason", map[string]string{"kind": "tool_call", "tool": "test_simple_text", "outcome": "refused"})
+	}, 5*time.Second).Should(ContainElement("notification_not_allowed"))
+	g.Eventually(func() []string {
+		return auditValues(r.auditLines(t), "transport", map[string]string{"kind": "auth", "outcome": "deny", "reason": "no_credentials"})
+	}, 5*time.Second).Should(ContainElement("streamable-http"))
+}
+
+// A request that reuses the id of one still in flight is refused and audited, and the one
+// in flight still gets its answer.
+func TestDuplicateIDLeavesTheCallInFlightAlone(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, _, err := r.wsDial(ctx, "", http.Header{"Authorization": {"Bearer " + k.token(t, "alice", nil)}})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = c.CloseNow() }()
+	g.Expect(wsCall(ctx, t, c, initBody, "1")).To(ContainSubstring(`"serverInfo"`))
+	g.Expect(c.Write(ctx, websocket.MessageText, []byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`))).To(Succeed())
+
+	slow := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"test_tool_with_progress","arguments":{}}}` // ~150 ms
+	g.Expect(c.Write(ctx, websocket.MessageText, []byte(slow))).To(Succeed())
+	g.Expect(c.Write(ctx, websocket.MessageText, []byte(slow))).To(Succeed())
+	var answers []string
+	for len(answers) < 2 {
+		_, data, err := c.Read(ctx)
+		g.Expect(err).NotTo(HaveOccurred(), "answers so far: %v", answers)
+		if strings.Contains(string(data), `"id":7`) {
+			answers = append(answers, string(data))
+		}
+	}
+	g.Expect(answers[0]).To(ContainSubstring("still in flight"))
+	g.Expect(answers[1]).To(ContainSubstring(`"result"`), "the call in flight is answered")
+	g.Eventually(func() []string {
+		return auditValues(r.auditLines(t), "outcome", map[string]string{"kind": "tool_call", "tool": "test_tool_with_progress"})
+	}, 5*time.Second).Should(ConsistOf("refused", "ok"))
+}
+
+// Responses to the server's requests are messages relayed upstream like any other: on a
+// socket each pays the client's rate limit, and a refused one is answered without its id
+// (the id is the server's, and the client may have a request of its own with it).
+func TestResponsesPayTheRateLimit(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) { c.Limits.RequestsPerSecond, c.Limits.Burst = 0.5, 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, _, err := r.wsDial(ctx, "", http.Header{"Authorization": {"Bearer " + k.token(t, "alice", nil)}})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = c.CloseNow() }()
+	for id := 100; id < 120; id++ {
+		g.Expect(c.Write(ctx, websocket.MessageText, []byte(`{"jsonrpc":"2.0","id":`+strconv.Itoa(id)+`,"result":{}}`))).To(Succeed())
+	}
+	_, data, err := c.Read(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(data)).To(And(ContainSubstring(`"id":null`), ContainSubstring(`-32000`)))
+	g.Expect(len(r.up.Sent(`"result":{}`))).To(BeNumerically("<=", 3), "at most the burst is relayed")
+}
+
+// A socket or stream is authenticated once, when it opens: it ends when its credential
+// expires (1008 on a socket), and a ticket never outlives the token it was minted for.
+func TestConnectionsEndWithTheirCredential(t *testing.T) {
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) { c.Auth.JWT[0].Leeway = config.D(time.Millisecond) })
+	shortLived := func() string {
+		return k.token(t, "alice", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(2 * time.Second).Unix() })
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, via := range []string{"bearer", "ticket"} {
+		t.Run(via, func(t *testing.T) {
+			g := NewWithT(t)
+			tok := shortLived()
+			query, hdr := "", http.Header{"Authorization": {"Bearer " + tok}}
+			if via == "ticket" {
+				query, hdr = "?ticket="+r.ticket(t, tok, allowedOrigin), http.Header{"Origin": {allowedOrigin}}
+			}
+			c, _, err := r.wsDial(ctx, query, hdr)
+			g.Expect(err).NotTo(HaveOccurred())
+			defer func() { _ = c.CloseNow() }()
+			g.Expect(wsCall(ctx, t, c, initBody, "1")).To(ContainSubstring(`"serverInfo"`))
+			opened := time.Now()
+			_, _, err = c.Read(ctx)
+			g.Expect(closeStatus(err)).To(Equal(websocket.StatusPolicyViolation))
+			g.Expect(time.Since(opened)).To(BeNumerically("<", 5*time.Second))
+		})
+	}
+	t.Run("a ticket expires with its token", func(t *testing.T) {
+		g := NewWithT(t)
+		tok := shortLived()
+		req, _ := http.NewRequest(http.MethodPost, r.url("/auth/ticket"), nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Origin", allowedOrigin)
+		resp, err := r.client().Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer func() { _ = resp.Body.Close() }()
+		var out struct {
+			ExpiresIn int `json:"expiresIn"`
+		}
+		g.Expect(json.NewDecoder(resp.Body).Decode(&out)).To(Succeed())
+		g.Expect(out.ExpiresIn).To(BeNumerically("<=", 2), "not the configured 30 s")
+	})
 }

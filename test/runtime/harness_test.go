@@ -370,6 +370,24 @@ func (r *rt) initSession(t *testing.T, token string) string {
 	return sid
 }
 
+// deleteSession ends a session with DELETE and returns the status.
+func (r *rt) deleteSession(t *testing.T, headers map[string]string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodDelete, r.url("/mcp"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := r.client().Do(req)
+	if err != nil {
+		t.Fatalf("DELETE: %v", err)
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
 func (r *rt) sessionHeaders(token, sid string) map[string]string {
 	return map[string]string{"Authorization": "Bearer " + token, "Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-11-25"}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -72,14 +73,16 @@ func checkStatelessHeaders(h http.Header, m *jsonrpc.Message) *jsonrpc.Error {
 	if !m.IsRequest() {
 		return nil
 	}
-	var p struct {
-		Meta map[string]json.RawMessage `json:"_meta"`
+	meta, err := member(m.Params, "_meta")
+	if err != nil {
+		return jsonrpc.InvalidParams("params: " + err.Error())
 	}
-	_ = json.Unmarshal(m.Params, &p)
+	raw, err := member(meta, metaProtocolVersion)
+	if err != nil {
+		return jsonrpc.InvalidParams("params._meta: " + err.Error())
+	}
 	var metaVersion string
-	if raw, ok := p.Meta[metaProtocolVersion]; ok {
-		_ = json.Unmarshal(raw, &metaVersion)
-	}
+	_ = json.Unmarshal(raw, &metaVersion)
 	if metaVersion == "" {
 		return jsonrpc.InvalidParams("missing _meta." + metaProtocolVersion)
 	}
@@ -101,9 +104,27 @@ func addressedName(m *jsonrpc.Message) (string, string) {
 	default:
 		return "", ""
 	}
-	var p map[string]json.RawMessage
-	_ = json.Unmarshal(m.Params, &p)
+	raw, _ := member(m.Params, field) // a case variant of the field leaves the name empty: refused as a mismatch
 	var v string
-	_ = json.Unmarshal(p[field], &v)
+	_ = json.Unmarshal(raw, &v)
 	return v, field
+}
+
+// member returns the value of key in the JSON object obj (nil when obj is not an object
+// or has no such key), refusing an object that repeats key or has a case variant of it:
+// the check must read the value a case-insensitive upstream (Go's encoding/json) will use.
+func member(obj json.RawMessage, key string) (json.RawMessage, error) {
+	if obj = bytes.TrimLeft(obj, " \t\r\n"); len(obj) == 0 || obj[0] != '{' {
+		return nil, nil
+	}
+	members, err := jsonrpc.Members(obj, key)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range members {
+		if m.Key == key {
+			return m.Value, nil
+		}
+	}
+	return nil, nil
 }

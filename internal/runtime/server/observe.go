@@ -7,7 +7,9 @@ import (
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/audit"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/metrics"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/tools"
 )
 
 // observer feeds the metrics; a nil *metrics.Metrics records nothing.
@@ -56,6 +58,19 @@ func (s *Server) audit(sess *session, p *pendingCall, outcome string, bytesOut i
 	})
 }
 
+// refusedUnadmitted records a message refused before it became a pending call: in the
+// metrics, and for a tools/call in the audit log as well (every call is audited, refused
+// ones too).
+func (s *Server) refusedUnadmitted(c caller, m *jsonrpc.Message, requestID, reason string) {
+	s.obs.refused(c.transport, m.Method, reason)
+	if m.Method != "tools/call" {
+		return
+	}
+	tool, args, _ := tools.ReadCallParams(m.Params)
+	s.audit(nil, &pendingCall{id: m.ID, method: m.Method, tool: tool, args: args, requestID: requestID,
+		start: time.Now(), bytesIn: len(m.Raw), from: c}, "refused:"+reason, 0)
+}
+
 // OnAuthDecision records authentication outcomes in metrics and the audit log.
 func (s *Server) OnAuthDecision(r *http.Request, d auth.Decision) {
 	s.obs.m.AuthDecision(d.Method, d.Outcome)
@@ -67,9 +82,22 @@ func (s *Server) OnAuthDecision(r *http.Request, d auth.Decision) {
 	}
 	if r != nil {
 		rec.RequestID, rec.Origin, rec.RemoteAddr, rec.Method = RequestID(r.Context()), r.Header.Get("Origin"), r.RemoteAddr, r.Method
-		if isWebSocketUpgrade(r) {
-			rec.Transport = transportWebSocket
-		}
+		rec.Transport = s.transportOf(r)
 	}
 	s.deps.Audit.Log(rec)
+}
+
+// transportOf names the client transport a request is for, from its path: authentication
+// runs before the transports' routing. The ticket endpoint serves WebSockets only.
+func (s *Server) transportOf(r *http.Request) string {
+	ep := s.cfg.Endpoint.Path
+	switch p := r.URL.Path; {
+	case isWebSocketUpgrade(r), p == auth.TicketPath:
+		return transportWebSocket
+	case p == ep:
+		return transportStreamable
+	case s.transports[transportSSE] && (p == ep+sseStreamSuffix || p == ep+sseMessageSuffix):
+		return transportSSE
+	}
+	return ""
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,15 +122,26 @@ func (s *Server) admit(ctx context.Context, sess *session, msgs []jsonrpc.Messag
 		}
 	}
 	if first == nil {
-		for _, p := range tracked {
+		for i, p := range tracked {
 			if e := sess.track(p); e != nil {
-				for _, q := range tracked {
+				// Only what this call tracked is let go: the id may be another request's,
+				// still in flight, whose answer must still find it.
+				for _, q := range tracked[:i] {
 					sess.untrack(q.id)
 				}
-				return refuse(http.StatusConflict, p.id, e, "duplicate_or_busy")
+				first = refuse(http.StatusConflict, p.id, e, "duplicate_or_busy")
+				s.obs.refused(p.from.transport, p.method, first.reason)
+				if p.method == "tools/call" {
+					s.audit(sess, p, "refused:"+first.reason, 0)
+				}
+				refusals = append(refusals, first.body)
+				tracked = append(tracked[:i:i], tracked[i+1:]...)
+				break
 			}
 		}
-		return nil
+		if first == nil {
+			return nil
+		}
 	}
 	if batch {
 		for _, p := range tracked {
@@ -161,19 +173,40 @@ func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, l
 			p.tool, p.args, cerr = tools.ReadCallParams(m.Params)
 		}
 	}
-	if limit && m.Method != "" {
+	if limit { // responses to the server's requests pay too: each is a message relayed upstream
 		if ok, retry := s.deps.Limiter.Allow(c.rateKey); !ok {
 			s.obs.rateLimited(c.transport, m.Method, "client")
 			if p != nil && p.method == "tools/call" {
 				s.audit(sess, p, "rate_limited", 0)
 			}
-			r := refuse(http.StatusTooManyRequests, m.ID, rateLimitError(retry, "this client"), "rate_limited")
+			id := m.ID
+			if m.IsResponse() {
+				id = nil // the id is the server's: the client's own request with that id is not the one refused
+			}
+			r := refuse(http.StatusTooManyRequests, id, rateLimitError(retry, "this client"), "rate_limited")
 			r.retryAfter = retry
 			return nil, r
 		}
 	}
+	if m.IsRequest() && strings.HasPrefix(m.Method, "notifications/") {
+		// As a request it would skip the mux's notification handling (which rewrites the
+		// request ids of notifications/cancelled and notifications/progress to this
+		// session's), and reach a shared child with another session's ids in it.
+		s.obs.refused(c.transport, m.Method, "notification_with_id")
+		return nil, refuse(http.StatusBadRequest, m.ID, jsonrpc.InvalidRequest(
+			fmt.Sprintf("%q is a notification: send it without an id", m.Method)), "notification_with_id")
+	}
+	if m.IsNotification() && !strings.HasPrefix(m.Method, "notifications/") {
+		// A JSON-RPC server runs a notification, it just does not answer: a "tools/call"
+		// without an id would skip the tool policy, validation and audit below. MCP
+		// clients send only notifications/* without an id.
+		s.refusedUnadmitted(c, m, opt.requestID, "notification_not_allowed")
+		return nil, refuse(http.StatusBadRequest, nil, jsonrpc.InvalidRequest(
+			fmt.Sprintf("%q was sent without an id: only notifications/* methods may be; add an id to call it", m.Method)),
+			"notification_not_allowed")
+	}
 	if p == nil {
-		return nil, nil // notifications and responses to server requests pass as they are
+		return nil, nil // notifications/* and responses to server requests pass as they are
 	}
 	if m.Method != "tools/call" {
 		return p, nil

@@ -32,6 +32,15 @@ func (c caller) subject() string {
 	return "anonymous"
 }
 
+// owner names the principal across trust domains: the same subject from two issuers, or
+// an API key's name and a token's sub, are different callers.
+func (c caller) owner() string {
+	if c.hasAuth && c.principal.Subject != "" {
+		return c.principal.Issuer + " " + c.principal.Subject
+	}
+	return "anonymous"
+}
+
 // pendingCall is a client request relayed upstream and not yet answered.
 type pendingCall struct {
 	id        json.RawMessage
@@ -448,7 +457,7 @@ func (r *registry) get(id string, c caller) *session {
 	r.mu.Lock()
 	s := r.sessions[id]
 	r.mu.Unlock()
-	if s == nil || s.caller.subject() != c.subject() || s.caller.transport != c.transport {
+	if s == nil || s.caller.owner() != c.owner() || s.caller.transport != c.transport {
 		return nil
 	}
 	return s

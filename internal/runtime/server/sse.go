@@ -55,7 +55,9 @@ func (s *Server) sseStream(w http.ResponseWriter, r *http.Request) {
 	if sse.event("endpoint", []byte(endpoint)) != nil {
 		return
 	}
-	s.pumpStream(r.Context(), sse, sess, sink)
+	ctx, cancel := untilExpiry(r.Context(), c)
+	defer cancel()
+	s.pumpStream(ctx, sse, sess, sink)
 }
 
 // sseMessage takes one POSTed message of a legacy SSE session. Refusals of well-formed

@@ -122,7 +122,7 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 			}
 			if !batch {
 				if e := checkStatelessHeaders(r.Header, &msgs[0]); e != nil {
-					s.obs.refused(c.transport, msgs[0].Method, "header_mismatch")
+					s.refusedUnadmitted(c, &msgs[0], RequestID(ctx), "header_mismatch")
 					writeRPCError(w, http.StatusBadRequest, withID(e, msgs[0].ID))
 					return
 				}
@@ -132,6 +132,18 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		up, release, err := s.openUpstream(c, stateless(version))
+		if err != nil {
+			// A stateless request may be a tools/call, which is audited refused or not.
+			reason := "upstream_unavailable"
+			if errors.Is(err, errShareUsed) {
+				reason = "too_many_sessions"
+			}
+			for i := range msgs {
+				if msgs[i].IsRequest() {
+					s.refusedUnadmitted(c, &msgs[i], RequestID(ctx), reason)
+				}
+			}
+		}
 		if errors.Is(err, errShareUsed) {
 			w.Header().Set("Retry-After", "1")
 			writeRPCError(w, http.StatusTooManyRequests, jsonrpc.NewError(codeUpstream, "too many sessions"))
@@ -433,7 +445,8 @@ func (s *Server) streamableGet(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, "mcp_session_id_required")
 		return
 	}
-	sess := s.sessions.get(sid, s.callerOf(r, transportStreamable))
+	c := s.callerOf(r, transportStreamable)
+	sess := s.sessions.get(sid, c)
 	if sess == nil {
 		writeJSONError(w, http.StatusNotFound, "session_not_found")
 		return
@@ -446,7 +459,19 @@ func (s *Server) streamableGet(w http.ResponseWriter, r *http.Request) {
 	defer sess.clearStream(sink)
 	s.obs.connOpened(transportStreamable)
 	defer s.obs.connClosed(transportStreamable)
-	s.pumpStream(r.Context(), startSSE(w), sess, sink)
+	ctx, cancel := untilExpiry(r.Context(), c)
+	defer cancel()
+	s.pumpStream(ctx, startSSE(w), sess, sink)
+}
+
+// untilExpiry bounds a stream by its caller's credential: each request is authenticated
+// anew, a stream only when it opens, so it ends when the credential does and the client
+// reconnects with a fresh one.
+func untilExpiry(ctx context.Context, c caller) (context.Context, context.CancelFunc) {
+	if c.hasAuth && !c.principal.Expires.IsZero() {
+		return context.WithDeadline(ctx, c.principal.Expires)
+	}
+	return ctx, func() {}
 }
 
 // pumpStream writes a session stream as SSE "message" events until the client, the

@@ -164,8 +164,14 @@ type wsConn struct {
 	closed    chan struct{} // closed with the connection
 
 	pingTimer *time.Timer
-	pongWant  atomic.Int64 // payload of the ping awaiting its pong (0: none)
-	pingSeq   atomic.Int64
+	// expiry closes the socket when its credential expires (nil: it does not); stopped
+	// when the connection goes down (a timer that fires after that finds it closed).
+	expiry   atomic.Pointer[time.Timer]
+	pongWant atomic.Int64 // payload of the ping awaiting its pong (0: none)
+	// pongDue is the payload of the latest ping from the peer not yet answered, nil when
+	// none is; set while a writePongs goroutine runs.
+	pongDue atomic.Pointer[[]byte]
+	pingSeq atomic.Int64
 }
 
 // errWSClosing ends the read loop when the connection is being closed.
@@ -251,8 +257,8 @@ func (c *wsConn) next() (ws.OpCode, []byte, error) {
 		ws.Cipher(payload, h.Mask, 0)
 		switch h.OpCode {
 		case ws.OpPing:
-			if !c.closing.Load() {
-				go func() { _ = c.writeFrame(ws.OpPong, payload) }() // never block the reader on a write
+			if !c.closing.Load() && c.pongDue.Swap(&payload) == nil {
+				go c.writePongs() // never block the reader on a write
 			}
 			continue
 		case ws.OpPong:
@@ -315,6 +321,20 @@ func (c *wsConn) writeFrame(op ws.OpCode, payload []byte) error {
 	return err
 }
 
+// writePongs answers the peer's pings until none is due. A ping that comes while a pong is
+// being written only replaces the payload due (RFC 6455 §5.5.3 lets an endpoint answer just
+// the most recent ping), so a peer that floods pings and reads nothing costs one goroutine
+// and one payload, not one of each per ping.
+func (c *wsConn) writePongs() {
+	for {
+		p := c.pongDue.Load()
+		_ = c.writeFrame(ws.OpPong, *p)
+		if c.pongDue.CompareAndSwap(p, nil) {
+			return
+		}
+	}
+}
+
 // close sends a close frame (once) and lets the peer answer within wsCloseWait, after which
 // the connection is dropped; the read loop hangs up when the answer comes.
 func (c *wsConn) close(code ws.StatusCode, reason string) {
@@ -338,6 +358,9 @@ func (c *wsConn) shutdown() {
 		c.closing.Store(true)
 		_ = c.conn.Close()
 		close(c.closed)
+		if t := c.expiry.Load(); t != nil {
+			t.Stop()
+		}
 	})
 }
 
@@ -477,6 +500,13 @@ func (s *Server) openWebSocketSession(ctx context.Context, c *wsConn) *session {
 	c.sess = sess
 	sess.setStream(c.sink)
 	s.obs.connOpened(transportWebSocket)
+	if exp := cl.principal.Expires; !exp.IsZero() {
+		// Each HTTP request is authenticated anew; a socket is authenticated once, so it
+		// ends with its credential: the client reconnects with a fresh one.
+		c.expiry.Store(time.AfterFunc(time.Until(exp), func() {
+			c.close(ws.StatusPolicyViolation, "credentials expired: reconnect with a fresh token")
+		}))
+	}
 	return sess
 }
 
@@ -541,10 +571,16 @@ func (s *Server) firstMessageAuth(authCtx, ctx context.Context, c *wsConn) (auth
 	c.maxMsg = min(maxMsg, auth.MaxFirstMessageBytes)
 	op, frame, err := c.next()
 	c.maxMsg = maxMsg
-	if !timer.Stop() || err != nil {
+	if !timer.Stop() {
+		s.deps.Auth.FirstMessageFailed(authCtx, auth.FirstMessageTimeout)
+		return auth.Principal{}, false
+	}
+	if err != nil {
+		s.deps.Auth.FirstMessageFailed(authCtx, auth.FirstMessageUnread)
 		return auth.Principal{}, false
 	}
 	if op != ws.OpText {
+		s.deps.Auth.FirstMessageFailed(authCtx, auth.FirstMessageNotText)
 		c.close(ws.StatusPolicyViolation, "authentication required")
 		return auth.Principal{}, false
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -147,4 +148,45 @@ func TestWebSocketFramesFromAHandDrivenClient(t *testing.T) {
 	_ = c2.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err = c2.conn.Read(make([]byte, 1))
 	g.Expect(err).To(MatchError(io.EOF), "the server hangs up after the close handshake")
+}
+
+// A peer that floods pings and reads nothing must not make the runtime hold a goroutine
+// (and a payload) per ping: only the latest ping is answered once the previous pong is out.
+func TestWebSocketPingFloodCostsOneWriter(t *testing.T) {
+	g := NewWithT(t)
+	h := startTestRuntime(t, func(c *config.Config) {
+		c.Endpoint.Transports = []string{config.TransportStreamableHTTP, config.TransportWebSocket}
+	}, []string{everythingServer(t)})
+	c := dialRawWS(t, h.url)
+	before := runtime.NumGoroutine()
+
+	// 100,000 pings of 125 bytes: far more pong bytes than the loopback buffers hold, so
+	// the pongs back up on a client that never reads.
+	var flood bytes.Buffer
+	ping := ws.MaskFrameInPlace(ws.NewFrame(ws.OpPing, true, bytes.Repeat([]byte("p"), 125)))
+	for range 100_000 {
+		g.Expect(ws.WriteFrame(&flood, ping)).To(Succeed())
+	}
+	written := make(chan error, 1)
+	go func() {
+		_ = c.conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		_, err := c.conn.Write(flood.Bytes())
+		written <- err
+	}()
+	peak := 0
+	deadline := time.After(20 * time.Second)
+	for done := false; !done; {
+		select {
+		case err := <-written:
+			g.Expect(err).NotTo(HaveOccurred(), "the runtime keeps reading while its pongs back up")
+			done = true
+		case <-deadline:
+			t.Fatal("the flood was not read within 20 s")
+		case <-time.After(5 * time.Millisecond):
+		}
+		peak = max(peak, runtime.NumGoroutine())
+	}
+	time.Sleep(200 * time.Millisecond)
+	peak = max(peak, runtime.NumGoroutine())
+	g.Expect(peak-before).To(BeNumerically("<", 50), "goroutines: %d before the flood, a peak of %d during it", before, peak)
 }
