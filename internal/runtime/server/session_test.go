@@ -15,6 +15,7 @@ import (
 
 	. "github.com/onsi/gomega"
 
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
 )
 
@@ -117,4 +118,21 @@ func TestPendingIDsCompareByValue(t *testing.T) {
 	q := &pendingCall{id: json.RawMessage(`"\u0061"`), method: "tools/list"}
 	g.Expect(s.track(q)).To(BeNil())
 	g.Expect(s.untrack(json.RawMessage(`"a"`))).To(BeIdenticalTo(q))
+}
+
+// A session belongs to its creator's issuer and subject: the same subject from another
+// trust domain (another issuer, or an API key of that name) does not get it by its id.
+func TestSessionsBelongToIssuerAndSubject(t *testing.T) {
+	g := NewWithT(t)
+	r := newRegistry(10, 10)
+	who := func(issuer, method string) caller {
+		p := auth.Principal{Subject: "alice", Issuer: issuer, Method: method}
+		return caller{principal: p, hasAuth: true, rateKey: "sub:" + issuer + " alice", transport: transportStreamable}
+	}
+	owner := who("https://idp-a.example", auth.MethodJWT)
+	s := &session{id: "s1", caller: owner}
+	g.Expect(r.add(s)).To(BeZero())
+	g.Expect(r.get("s1", owner)).To(BeIdenticalTo(s))
+	g.Expect(r.get("s1", who("https://idp-b.example", auth.MethodJWT))).To(BeNil(), "another issuer's alice")
+	g.Expect(r.get("s1", who("", auth.MethodAPIKey))).To(BeNil(), "an API key named alice")
 }
