@@ -187,6 +187,18 @@ auth: {webSocket: {tickets: {ttl: 10m}}}
 		Entry("a first-message timeout of 2m", validStdio+`
 auth: {webSocket: {firstMessage: {timeout: 2m}}}
 `, "spec.auth.webSocket.firstMessage.timeout must be between 1s and 60s"),
+		Entry("a negative read body timeout", validStdio+`
+rateLimit: {readBodyTimeout: -1s}
+`, "spec.rateLimit.readBodyTimeout must be between 1s and 10m"),
+		Entry("a zero read header timeout", validStdio+`
+rateLimit: {readHeaderTimeout: 0s}
+`, "spec.rateLimit.readHeaderTimeout must be between 1s and 5m"),
+		Entry("an idle timeout of a day", validStdio+`
+rateLimit: {idleTimeout: 24h}
+`, "spec.rateLimit.idleTimeout must be between 1s and 1h"),
+		Entry("an empty JWT audience", validStdio+`
+auth: {jwt: [{issuer: "https://idp.example", jwksURL: "https://idp.example/jwks", audiences: [""]}]}
+`, "spec.auth.jwt[0].audiences[0]", "should be at least 1 chars long"),
 		Entry("endpoint.port equal to metrics.port", validStdio+`
 endpoint: {port: 9090}
 `, "spec: Invalid value", "spec.metrics.port must differ from spec.endpoint.port"),

@@ -403,6 +403,8 @@ type JWTProvider struct {
 	// Audiences accepted in "aud". Default: the server's URL.
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=512
 	Audiences []string `json:"audiences,omitempty"`
 
 	// JWKSURL serves the issuer's keys (https).
@@ -566,12 +568,19 @@ type RateLimitSpec struct {
 	MaxMessageSize *resource.Quantity `json:"maxMessageSize,omitempty"`
 	// IdleTimeout of a keep-alive connection.
 	// +kubebuilder:default="2m0s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="spec.rateLimit.idleTimeout must be between 1s and 1h"
 	// +optional
 	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
 	// ReadHeaderTimeout for request headers (slow-header defence).
 	// +kubebuilder:default="10s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('5m')",message="spec.rateLimit.readHeaderTimeout must be between 1s and 5m"
 	// +optional
 	ReadHeaderTimeout *metav1.Duration `json:"readHeaderTimeout,omitempty"`
+	// ReadBodyTimeout for a request body once its headers are in (slow-body defence).
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('10m')",message="spec.rateLimit.readBodyTimeout must be between 1s and 10m"
+	// +optional
+	ReadBodyTimeout *metav1.Duration `json:"readBodyTimeout,omitempty"`
 }
 
 // ToolRateLimit limits the tools matching a glob.

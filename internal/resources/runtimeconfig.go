@@ -85,6 +85,7 @@ func RuntimeConfig(s *mcpv1alpha1.MCPServer, o Options) *config.Config {
 		MaxConnectionsPerPrincipal: int(rl.MaxConnectionsPerClient),
 		ReadHeaderTimeout:          duration(rl.ReadHeaderTimeout),
 		IdleTimeout:                duration(rl.IdleTimeout),
+		ReadBodyTimeout:            duration(rl.ReadBodyTimeout),
 	}
 	if rl.Burst != nil {
 		c.Limits.Burst = int(*rl.Burst)
