@@ -45,6 +45,44 @@ func recoverMiddleware(log *slog.Logger) func(http.Handler) http.Handler {
 	}
 }
 
+// answerWriteTimeout bounds each write to a client: one that stops reading (say, after
+// pipelining requests) must not hold a handler, its answer and a connection slot forever.
+// A variable for the tests.
+var answerWriteTimeout = 30 * time.Second
+
+// writeDeadlines gives every write of a response — its header, each Write, each Flush —
+// answerWriteTimeout from the moment it starts, so a stream may stay open for hours while
+// no single write waits longer. Hijacked connections (WebSockets) set their own.
+func writeDeadlines(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w)}, r)
+	})
+}
+
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (d *deadlineWriter) arm() { _ = d.rc.SetWriteDeadline(time.Now().Add(answerWriteTimeout)) }
+
+func (d *deadlineWriter) WriteHeader(code int) {
+	d.arm()
+	d.ResponseWriter.WriteHeader(code)
+}
+
+func (d *deadlineWriter) Write(b []byte) (int, error) {
+	d.arm()
+	return d.ResponseWriter.Write(b)
+}
+
+func (d *deadlineWriter) Flush() {
+	d.arm()
+	_ = d.rc.Flush()
+}
+
+func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
+
 // statusRecorder remembers the status and size for the access log. It forwards Flush and
 // exposes Unwrap so http.ResponseController (SSE flushes, WebSocket hijack) still works.
 type statusRecorder struct {

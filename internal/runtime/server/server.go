@@ -158,7 +158,7 @@ func (s *Server) Handler() http.Handler {
 	top.HandleFunc("GET /healthz", s.healthz)
 	top.HandleFunc("GET /readyz", s.readyz)
 
-	return recoverMiddleware(s.log)(accessLog(s.deps.AccessLog)(s.deps.Metrics.Middleware(top)))
+	return writeDeadlines(recoverMiddleware(s.log)(accessLog(s.deps.AccessLog)(s.deps.Metrics.Middleware(top))))
 }
 
 // principalRequired refuses a request that reached a transport without a principal. Only a

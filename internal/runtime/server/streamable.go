@@ -27,9 +27,6 @@ const (
 // and a vanished client is noticed.
 const sseKeepalive = 25 * time.Second
 
-// sseWriteTimeout bounds one event write to a slow client.
-const sseWriteTimeout = 30 * time.Second
-
 // streamableEndpoint serves the MCP endpoint path: Streamable HTTP (POST, GET, DELETE) and,
 // when enabled, the WebSocket upgrade.
 func (s *Server) streamableEndpoint(w http.ResponseWriter, r *http.Request) {
@@ -614,7 +611,6 @@ func startSSE(w http.ResponseWriter) *sseWriter {
 }
 
 func (s *sseWriter) event(name string, data []byte) error {
-	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 	var b strings.Builder
 	b.WriteString("event: ")
 	b.WriteString(name)
@@ -634,7 +630,6 @@ func (s *sseWriter) event(name string, data []byte) error {
 }
 
 func (s *sseWriter) comment(text string) error {
-	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 	if _, err := io.WriteString(s.w, ": "+text+"\n\n"); err != nil {
 		return err
 	}
