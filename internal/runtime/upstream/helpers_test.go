@@ -246,3 +246,14 @@ func (c *sessionConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 
 func (c *sessionConn) Close() error      { return c.s.Close() }
 func (c *sessionConn) SessionID() string { return c.s.ID() }
+
+// startScript starts an upstream whose child is the shell script script (a fake MCP server).
+func startScript(t *testing.T, cfg config.Upstream, script string) Upstream {
+	t.Helper()
+	u, err := NewStdio(cfg, []string{"/bin/sh", "-c", script}, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	startUpstream(t, u)
+	return u
+}

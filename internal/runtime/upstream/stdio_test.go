@@ -415,9 +415,7 @@ func TestLogMessagesWithNoCallInFlight(t *testing.T) {
 			g := NewWithT(t)
 			cfg := testConfig()
 			cfg.SessionMode, cfg.PoolSize = mode, 1
-			u, err := NewStdio(cfg, []string{"/bin/sh", "-c", unsolicitedLogServer}, testOptions())
-			g.Expect(err).NotTo(HaveOccurred())
-			startUpstream(t, u)
+			u := startScript(t, cfg, unsolicitedLogServer)
 			a, b := newClient(t, u), newClient(t, u)
 			a.send(`{"jsonrpc":"2.0","id":1,"method":"ping"}`)
 			g.Expect(a.await(responseTo(`1`), 5*time.Second)).To(HaveKey("result"))
@@ -444,9 +442,7 @@ func TestLogMessagesWithNoCallInFlight(t *testing.T) {
 func TestURLElicitationCompletionGoesToItsSession(t *testing.T) {
 	t.Parallel()
 	g := NewWithT(t)
-	u, err := NewStdio(testConfig(), []string{"/bin/sh", "-c", unsolicitedLogServer}, testOptions())
-	g.Expect(err).NotTo(HaveOccurred())
-	startUpstream(t, u)
+	u := startScript(t, testConfig(), unsolicitedLogServer)
 	a, b := newClient(t, u), newClient(t, u)
 	completions := func(cl *client) func() int {
 		return func() int { return cl.count(method("notifications/elicitation/complete")) }
@@ -756,9 +752,7 @@ func TestToolsChangedWithNoSessionOpenAndOnRestart(t *testing.T) {
 func TestSubscriptionsPerSessionAreCapped(t *testing.T) {
 	t.Parallel()
 	g := NewWithT(t)
-	u, err := NewStdio(testConfig(), []string{"/bin/sh", "-c", unsolicitedLogServer}, testOptions())
-	g.Expect(err).NotTo(HaveOccurred())
-	startUpstream(t, u)
+	u := startScript(t, testConfig(), unsolicitedLogServer)
 	a, b := newClient(t, u), newClient(t, u)
 	subscribe := func(cl *client, id, uri string) map[string]any {
 		cl.send(`{"jsonrpc":"2.0","id":` + id + `,"method":"resources/subscribe","params":{"uri":"` + uri + `"}}`)
@@ -795,9 +789,7 @@ func TestListenIsNotCutByTheRequestTimeout(t *testing.T) {
 	g := NewWithT(t)
 	cfg := testConfig()
 	cfg.RequestTimeout = config.D(200 * time.Millisecond)
-	u, err := NewStdio(cfg, []string{"/bin/sh", "-c", silentListenServer}, testOptions())
-	g.Expect(err).NotTo(HaveOccurred())
-	startUpstream(t, u)
+	u := startScript(t, cfg, silentListenServer)
 	a := newClient(t, u)
 	a.send(`{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}`)
 	a.send(`{"jsonrpc":"2.0","id":2,"method":"ping"}`)
