@@ -52,7 +52,10 @@ var answerWriteTimeout = 30 * time.Second
 
 // writeDeadlines gives every write of a response — its header, each Write, each Flush —
 // answerWriteTimeout from the moment it starts, so a stream may stay open for hours while
-// no single write waits longer. Hijacked connections (WebSockets) set their own.
+// no single write waits longer. A flush that got through lifts the deadline again: on
+// HTTP/2 a write deadline is a timer that resets the stream when it fires, written to or
+// not, so a quiet stream (a long tool call, a subscription) must not carry one. Hijacked
+// connections (WebSockets) set their own.
 func writeDeadlines(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		next.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w)}, r)
@@ -78,7 +81,9 @@ func (d *deadlineWriter) Write(b []byte) (int, error) {
 
 func (d *deadlineWriter) Flush() {
 	d.arm()
-	_ = d.rc.Flush()
+	if d.rc.Flush() == nil {
+		_ = d.rc.SetWriteDeadline(time.Time{})
+	}
 }
 
 func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }

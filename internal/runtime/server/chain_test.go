@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -98,4 +99,31 @@ func TestPrincipalRequired(t *testing.T) {
 	r := httptest.NewRequest(http.MethodGet, "/mcp/sse", nil)
 	h.ServeHTTP(httptest.NewRecorder(), r.WithContext(auth.WithPrincipal(r.Context(), auth.Principal{Method: auth.MethodAPIKey, Subject: "alice"})))
 	g.Expect(ran).To(BeTrue())
+}
+
+// On HTTP/2 a write deadline resets the stream when it fires, written to or not: a stream
+// that goes quiet for longer than answerWriteTimeout after a write must still get its next
+// event (a long tool call behind a progress notification, a quiet subscription).
+func TestQuietHTTP2StreamOutlivesTheWriteDeadline(t *testing.T) {
+	g := NewWithT(t)
+	defer func(d time.Duration) { answerWriteTimeout = d }(answerWriteTimeout)
+	answerWriteTimeout = 200 * time.Millisecond
+	srv := httptest.NewUnstartedServer(writeDeadlines(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		time.Sleep(3 * answerWriteTimeout) // quiet for three deadlines
+		_, _ = io.WriteString(w, "data: late\n\n")
+		w.(http.Flusher).Flush()
+	})))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = resp.Body.Close() }()
+	g.Expect(resp.ProtoMajor).To(Equal(2))
+	body, err := io.ReadAll(resp.Body)
+	g.Expect(err).NotTo(HaveOccurred(), "the quiet stream was reset")
+	g.Expect(string(body)).To(ContainSubstring("late"))
 }

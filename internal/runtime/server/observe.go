@@ -25,7 +25,9 @@ func (o observer) refused(transport, method, reason string) {
 
 func (o observer) rateLimited(transport, method, scope string) {
 	o.m.RateLimited(scope)
-	o.m.ObserveRPC(transport, method, "rate_limited", 0)
+	if method != "" { // a response to the server's request has none
+		o.m.ObserveRPC(transport, method, "rate_limited", 0)
+	}
 }
 
 func (o observer) request(transport, method, outcome string, latency time.Duration) {

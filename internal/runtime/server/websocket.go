@@ -503,9 +503,15 @@ func (s *Server) openWebSocketSession(ctx context.Context, c *wsConn) *session {
 	if exp := cl.principal.Expires; !exp.IsZero() {
 		// Each HTTP request is authenticated anew; a socket is authenticated once, so it
 		// ends with its credential: the client reconnects with a fresh one.
-		c.expiry.Store(time.AfterFunc(time.Until(exp), func() {
+		t := time.AfterFunc(time.Until(exp), func() {
 			c.close(ws.StatusPolicyViolation, "credentials expired: reconnect with a fresh token")
-		}))
+		})
+		c.expiry.Store(t)
+		select {
+		case <-c.closed: // went down meanwhile, before shutdown could see the timer
+			t.Stop()
+		default:
+		}
 	}
 	return sess
 }
