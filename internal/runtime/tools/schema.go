@@ -14,6 +14,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
+	"golang.org/x/time/rate"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
 )
@@ -41,8 +42,31 @@ const patternMatchTimeout = 50 * time.Millisecond
 type ecmaRegexp struct{ re *regexp2.Regexp }
 
 func (e ecmaRegexp) MatchString(s string) bool {
+	if backtracking.Tokens() < 1 {
+		return false // the runtime-wide budget is spent: refuse rather than check for free
+	}
+	start := time.Now()
 	ok, err := e.re.MatchString(s)
+	used := max(time.Since(start).Microseconds(), 1)
+	backtracking.ReserveN(time.Now(), int(min(used, int64(backtracking.Burst())))) // more than the burst would not be charged at all
 	return ok && err == nil
+}
+
+// backtracking is the CPU the backtracking engine may take, runtime-wide, in microseconds:
+// one call can hold many strings for one pattern (array items, property names), so a
+// per-match timeout alone would let a 1 MiB body take hours of CPU. Once it is spent,
+// values that need the engine are refused until it refills.
+var backtracking = rate.NewLimiter(backtrackMicrosPerSecond, backtrackBurstMicros)
+
+const (
+	backtrackMicrosPerSecond = 100_000 // a tenth of one core
+	backtrackBurstMicros     = 500_000
+)
+
+func init() {
+	// regexp2 checks match timeouts against a clock that ticks every 100 ms by default,
+	// which would stretch patternMatchTimeout to ~150 ms.
+	regexp2.SetTimeoutCheckPeriod(10 * time.Millisecond)
 }
 
 func (e ecmaRegexp) String() string { return e.re.String() }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	"golang.org/x/time/rate"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
@@ -477,4 +478,20 @@ func TestCostlySchemasAreRefused(t *testing.T) {
 	g.Expect(cerr.RPC.Message).To(ContainSubstring("at /node/children/0: missing property 'value'"))
 	_, cerr = p.CheckCall(auth.Principal{}, call("json_value", `{"v":{"a":[1,{"b":null}]}}`))
 	g.Expect(cerr).To(BeNil())
+}
+
+// The backtracking engine has a runtime-wide CPU budget: once it is spent, values that
+// need it are refused (not let through) until it refills.
+func TestBacktrackingBudgetFailsClosed(t *testing.T) {
+	g := NewWithT(t)
+	defer func(l *rate.Limiter) { backtracking = l }(backtracking)
+	backtracking = rate.NewLimiter(rate.Limit(1), 1) // one microsecond per second
+	p := newPolicy(t, config.Tools{}, slugTool)
+	_, cerr := p.CheckCall(auth.Principal{}, call("slug", `{"s":"abc"}`))
+	g.Expect(cerr).To(BeNil(), "the first match fits the budget")
+	_, cerr = p.CheckCall(auth.Principal{}, call("slug", `{"s":"abc"}`))
+	g.Expect(cerr).NotTo(BeNil(), "the budget is spent")
+	g.Expect(cerr.RPC.Message).To(ContainSubstring("does not match pattern"))
+	_, cerr = p.CheckCall(auth.Principal{}, call("slug", `{"n":1}`))
+	g.Expect(cerr).To(BeNil(), "values without such a pattern are not affected")
 }
