@@ -102,6 +102,13 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		ref.write(w, r, s.deps.Auth)
 		return
 	}
+	if slices.ContainsFunc(msgs, func(m jsonrpc.Message) bool { return m.Method == "subscriptions/listen" }) {
+		// A subscription stream lives as long as the client keeps it: like a GET stream,
+		// it ends with the credential it was opened with.
+		ctx, cancel := untilExpiry(r.Context(), c)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
 
 	ctx := r.Context()
 	opened := false
