@@ -21,6 +21,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/testutil"
 )
 
 const initBody = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
@@ -1118,24 +1119,12 @@ func TestConnectionsEndWithTheirCredential(t *testing.T) {
 	})
 }
 
-// silentListenServer answers initialize and every request but subscriptions/listen, which
-// a server answers only when the stream ends.
-const silentListenServer = `while IFS= read -r line; do
-  id=$(printf '%s' "$line" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
-  [ -z "$id" ] && continue
-  case "$line" in
-  *'"method":"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"fake","version":"1"}}}\n' "$id" ;;
-  *'"method":"subscriptions/listen"'*) ;;
-  *) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
-  esac
-done`
-
 // A subscriptions/listen POST stays open as long as the client keeps it, so, like a GET
 // stream, it ends when the token it was opened with expires.
 func TestListenStreamEndsWithItsCredential(t *testing.T) {
 	g := NewWithT(t)
 	k := newKeys(t)
-	r := start(t, k, func(c *config.Config) { c.Auth.JWT[0].Leeway = config.D(time.Millisecond) }, "/bin/sh", "-c", silentListenServer)
+	r := start(t, k, func(c *config.Config) { c.Auth.JWT[0].Leeway = config.D(time.Millisecond) }, "/bin/sh", "-c", testutil.SilentListenServer)
 	tok := k.token(t, "alice", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(3 * time.Second).Unix() })
 	h := r.sessionHeaders(tok, r.initSession(t, tok))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

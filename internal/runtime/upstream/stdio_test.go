@@ -770,18 +770,6 @@ func TestSubscriptionsPerSessionAreCapped(t *testing.T) {
 	g.Expect(subscribe(a, "1003", "test://r/one-more")).To(HaveKey("result"), "a freed place can be taken again")
 }
 
-// silentListenServer answers every request with an empty result except
-// subscriptions/listen, which a server answers only when the stream ends.
-const silentListenServer = `while IFS= read -r line; do
-  id=$(printf '%s' "$line" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
-  [ -z "$id" ] && continue
-  case "$line" in
-  *'"method":"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"fake","version":"1"}}}\n' "$id" ;;
-  *'"method":"subscriptions/listen"'*) ;;
-  *) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
-  esac
-done`
-
 // A subscriptions/listen stream is open until the client ends it: the request timeout does
 // not apply to it (the server's session tracking gives it none either).
 func TestListenIsNotCutByTheRequestTimeout(t *testing.T) {
@@ -789,7 +777,7 @@ func TestListenIsNotCutByTheRequestTimeout(t *testing.T) {
 	g := NewWithT(t)
 	cfg := testConfig()
 	cfg.RequestTimeout = config.D(200 * time.Millisecond)
-	u := startScript(t, cfg, silentListenServer)
+	u := startScript(t, cfg, testutil.SilentListenServer)
 	a := newClient(t, u)
 	a.send(`{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}`)
 	a.send(`{"jsonrpc":"2.0","id":2,"method":"ping"}`)
