@@ -342,7 +342,7 @@ func (a *Authenticator) TicketHandler() http.Handler {
 				return
 			}
 		}
-		ticket, err := a.tickets.issue(p, r.Header.Get("Origin"))
+		ticket, ttl, err := a.tickets.issue(p, r.Header.Get("Origin"))
 		if err != nil {
 			a.decide(r, Decision{Outcome: OutcomeDeny, Method: p.Method, Reason: "ticket_unavailable"})
 			writeJSONError(w, http.StatusInternalServerError, "ticket_unavailable")
@@ -354,7 +354,7 @@ func (a *Authenticator) TicketHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(struct {
 			Ticket    string `json:"ticket"`
 			ExpiresIn int    `json:"expiresIn"`
-		}{ticket, int(a.tickets.ttlFor(p) / time.Second)})
+		}{ticket, int(ttl / time.Second)})
 	})
 }
 
@@ -379,10 +379,7 @@ func (a *Authenticator) FirstMessageTimeout() time.Duration {
 // FirstMessagePending: it must be {"type":"auth","token":"<JWT or API key>"}. The server
 // enforces FirstMessageTimeout and closes with 1008 on any error.
 func (a *Authenticator) FirstMessage(ctx context.Context, frame []byte) (Principal, error) {
-	var r *http.Request
-	if pd, ok := ctx.Value(pendingKey).(pending); ok {
-		r = pd.r
-	}
+	r := pendingRequest(ctx)
 	p, method, err := a.firstMessage(ctx, frame)
 	if err != nil {
 		a.decide(r, Decision{Outcome: OutcomeDeny, Method: method, Reason: Reason(err)})
@@ -403,11 +400,16 @@ const (
 // before its first frame reached FirstMessage (reason: one of the FirstMessage* codes), so
 // that every unauthenticated socket leaves an audit line.
 func (a *Authenticator) FirstMessageFailed(ctx context.Context, reason string) {
-	var r *http.Request
+	a.decide(pendingRequest(ctx), Decision{Outcome: OutcomeDeny, Method: MethodFirstMessage, Reason: reason})
+}
+
+// pendingRequest is the upgrade request of a socket awaiting first-message authentication
+// (nil if ctx is not one), which its decisions are reported with.
+func pendingRequest(ctx context.Context) *http.Request {
 	if pd, ok := ctx.Value(pendingKey).(pending); ok {
-		r = pd.r
+		return pd.r
 	}
-	a.decide(r, Decision{Outcome: OutcomeDeny, Method: MethodFirstMessage, Reason: reason})
+	return nil
 }
 
 func (a *Authenticator) firstMessage(ctx context.Context, frame []byte) (Principal, string, error) {

@@ -294,7 +294,7 @@ func TestTickets(t *testing.T) {
 		assertNoLeak(t, err.Error(), ticket)
 
 		// A ticket of another replica, refused here, is not consumed here either.
-		foreign, err := replica.tickets.issue(Principal{Subject: "alice"}, testOrigin)
+		foreign, _, err := replica.tickets.issue(Principal{Subject: "alice"}, testOrigin)
 		g.Expect(err).NotTo(HaveOccurred())
 		before := f.a.tickets.outstanding()
 		_, err = f.a.tickets.redeem(foreign, testOrigin)
@@ -319,7 +319,7 @@ func TestTickets(t *testing.T) {
 		small := handMadeTicketer(tk.key, tk.ttl, tk.opts, 2)
 		var errs []error
 		for range 3 {
-			tic, _ := small.issue(Principal{Subject: "s"}, "")
+			tic, _, _ := small.issue(Principal{Subject: "s"}, "")
 			_, err := small.redeem(tic, "")
 			errs = append(errs, err)
 		}
@@ -590,7 +590,7 @@ func TestTicketsIgnoreWallClockSteps(t *testing.T) {
 	tk.elapsed = func() time.Duration { return mono }
 	redeem := func(ticket string) error { _, err := tk.redeem(ticket, testOrigin); return err }
 	issue := func() string {
-		ticket, err := tk.issue(Principal{Subject: "alice"}, testOrigin)
+		ticket, _, err := tk.issue(Principal{Subject: "alice"}, testOrigin)
 		g.Expect(err).NotTo(HaveOccurred())
 		return ticket
 	}

@@ -121,24 +121,18 @@ func (t *ticketer) mac(payload string) []byte {
 	return m.Sum(nil)
 }
 
-// ttlFor is how long a ticket minted for p is valid: the configured TTL, but never past the
-// expiry of p's credential.
-func (t *ticketer) ttlFor(p Principal) time.Duration {
-	if p.Expires.IsZero() {
-		return t.ttl
-	}
-	return min(t.ttl, max(p.Expires.Sub(t.opts.Now()), 0))
-}
-
 // issue mints a ticket for p, bound to the Origin of the requesting page ("" for clients
-// that send none).
-func (t *ticketer) issue(p Principal, origin string) (string, error) {
+// that send none), and says how long it is valid: the configured TTL, but never past the
+// expiry of p's credential.
+func (t *ticketer) issue(p Principal, origin string) (string, time.Duration, error) {
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {
-		return "", fmt.Errorf("generating a ticket id: %w", err)
+		return "", 0, fmt.Errorf("generating a ticket id: %w", err)
 	}
+	ttl := t.ttl
 	var credExp int64
 	if !p.Expires.IsZero() {
+		ttl = min(ttl, max(p.Expires.Sub(t.opts.Now()), 0))
 		credExp = p.Expires.UnixMilli()
 	}
 	claims, err := json.Marshal(ticketClaims{
@@ -146,16 +140,16 @@ func (t *ticketer) issue(p Principal, origin string) (string, error) {
 		Issuer:           p.Issuer,
 		Scopes:           p.Scopes,
 		Origin:           origin,
-		Expiry:           t.epochMs + (t.elapsed() + t.ttlFor(p)).Milliseconds(),
+		Expiry:           t.epochMs + (t.elapsed() + ttl).Milliseconds(),
 		ID:               base64.RawURLEncoding.EncodeToString(id),
 		Replica:          t.replica,
 		CredentialExpiry: credExp,
 	})
 	if err != nil {
-		return "", fmt.Errorf("encoding a ticket: %w", err)
+		return "", 0, fmt.Errorf("encoding a ticket: %w", err)
 	}
 	payload := base64.RawURLEncoding.EncodeToString(claims)
-	return ticketPrefix + payload + "." + base64.RawURLEncoding.EncodeToString(t.mac(payload)), nil
+	return ticketPrefix + payload + "." + base64.RawURLEncoding.EncodeToString(t.mac(payload)), ttl, nil
 }
 
 // redeem verifies a ticket presented at a WebSocket upgrade from origin and consumes it.

@@ -58,13 +58,13 @@ var answerWriteTimeout = 30 * time.Second
 // connections (WebSockets) set their own.
 func writeDeadlines(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w)}, r)
+		next.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: *http.NewResponseController(w)}, r)
 	})
 }
 
 type deadlineWriter struct {
 	http.ResponseWriter
-	rc *http.ResponseController
+	rc http.ResponseController // by value: one allocation per request, not two
 }
 
 func (d *deadlineWriter) arm() { _ = d.rc.SetWriteDeadline(time.Now().Add(answerWriteTimeout)) }

@@ -137,25 +137,20 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		}
 		up, release, err := s.openUpstream(c, stateless(version))
 		if err != nil {
-			// A stateless request may be a tools/call, which is audited refused or not.
-			reason := "upstream_unavailable"
+			status, reason, msg := http.StatusServiceUnavailable, "upstream_unavailable", "upstream unavailable"
 			if errors.Is(err, errShareUsed) {
-				reason = "too_many_sessions"
+				status, reason, msg = http.StatusTooManyRequests, "too_many_sessions", "too many sessions"
+				w.Header().Set("Retry-After", "1")
+			} else {
+				s.log.Warn("Opening an upstream session failed", "error", err)
 			}
+			// A stateless request may be a tools/call, which is audited refused or not.
 			for i := range msgs {
 				if msgs[i].IsRequest() {
 					s.refusedUnadmitted(c, &msgs[i], RequestID(ctx), reason)
 				}
 			}
-		}
-		if errors.Is(err, errShareUsed) {
-			w.Header().Set("Retry-After", "1")
-			writeRPCError(w, http.StatusTooManyRequests, jsonrpc.NewError(codeUpstream, "too many sessions"))
-			return
-		}
-		if err != nil {
-			s.log.Warn("Opening an upstream session failed", "error", err)
-			writeRPCError(w, http.StatusServiceUnavailable, jsonrpc.NewError(codeUpstream, "upstream unavailable"))
+			writeRPCError(w, status, jsonrpc.NewError(codeUpstream, msg))
 			return
 		}
 		sess = newSession(s, newID(16), up, c)
