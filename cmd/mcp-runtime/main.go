@@ -22,6 +22,7 @@ import (
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/logbatch"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/server"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/sysmon"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/version"
 )
 
@@ -42,8 +43,16 @@ Usage:
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		// Before anything else starts: on success this process is replaced by the same
+		// command with the scheduler setting (see package sysmon).
+		reexecErr = sysmon.Ensure()
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
+
+// reexecErr is why serve runs without sysmon's setting (logged once the logger exists).
+var reexecErr error
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -98,6 +107,9 @@ func serve(args []string, stderr io.Writer) int {
 		_ = logOut.Close(ctx) // the last lines; a stuck stderr cannot hold the exit
 	}()
 	slog.SetDefault(log)
+	if reexecErr != nil {
+		log.Warn("Could not re-execute with GODEBUG="+sysmon.Setting+"; the scheduler's monitor thread keeps Go's default polling", "error", reexecErr)
+	}
 	cfg, err := config.Load(*cfgFile)
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "mcp-runtime serve: invalid configuration %s:\n%v\n", *cfgFile, err)

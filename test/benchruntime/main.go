@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/sysmon"
 )
 
 var nan = math.NaN()
@@ -42,6 +43,9 @@ func main() {
 		os.Exit(runStdioRelay(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "runtime-profile" {
+		if err := sysmon.Ensure(); err != nil { // as mcp-runtime serve does
+			fmt.Fprintln(os.Stderr, "runtime-profile: re-executing with GODEBUG:", err)
+		}
 		os.Exit(runProfiledRuntime(os.Args[2:]))
 	}
 	os.Exit(run())
@@ -59,7 +63,8 @@ type options struct {
 	keep                   bool
 	profileDir             string
 	execTrace              bool
-	hopProcs               int // GOMAXPROCS for the bare proxy and the runtime → HTTP; 0: Go's default
+	hopProcs               int    // GOMAXPROCS for the bare proxy and the runtime → HTTP; 0: Go's default
+	proxyGodebug           string // GODEBUG of the bare proxies ("": Go's defaults)
 }
 
 func parseFlags() (options, error) {
@@ -72,13 +77,14 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.warmup, "warmup", 0, "unmeasured time per cell before measuring (default duration/5, at most 2s)")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds; the target order alternates between rounds and medians are reported")
 	flag.StringVar(&conc, "concurrency", "1,16,64", "comma-separated worker counts")
-	flag.StringVar(&targets, "targets", "a,b,c,d,e", "targets to load: a direct, b bare proxy, c runtime→HTTP, d runtime→stdio, e bare stdio relay (the floor of d), f runtime→stdio with TLS, authentication, argument validation, audit and metrics off (not by default: a diagnostic of what the checks cost)")
+	flag.StringVar(&targets, "targets", "a,b,c,d,e", "targets to load: a direct, b bare proxy, c runtime→HTTP, d runtime→stdio, e bare stdio relay (the floor of d), f runtime→stdio with TLS, authentication, argument validation, audit and metrics off (not by default: a diagnostic of what the checks cost), g the bare stdio relay and h the bare proxy, each serving TLS with the runtime's certificate (not by default: the floors of d and c with the TLS their targets require)")
 	flag.IntVar(&o.wsConns, "ws", 10000, "idle WebSocket connections to hold (0 skips)")
 	flag.IntVar(&o.wsDialers, "ws-dialers", 32, "concurrent WebSocket dialers")
 	flag.DurationVar(&o.wsHold, "ws-hold", 3*time.Second, "how long the idle WebSockets are held before RSS is read")
 	flag.IntVar(&o.firstSamples, "first", 30, "new sessions timed for the first-response measurement")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, audit)")
 	flag.IntVar(&o.hopProcs, "hop-gomaxprocs", 0, "GOMAXPROCS of the two hops compared on CPU, the bare proxy (b) and the runtime → HTTP (c); 0 leaves Go's default (the runtime → stdio is left alone: its child would inherit it)")
+	flag.StringVar(&o.proxyGodebug, "proxy-godebug", sysmon.Setting, "GODEBUG of the bare proxies (b, h): by default the scheduler setting mcp-runtime gives itself (internal/runtime/sysmon), so that the floor runs with it too; \"\" for Go's defaults")
 	flag.StringVar(&o.profileDir, "profile", "", "run the runtime as this harness's runtime-profile subcommand (same wiring as mcp-runtime serve) and write CPU, heap and allocation profiles here, and a CPU profile of the bare proxy (not for headline numbers)")
 	flag.BoolVar(&o.execTrace, "exectrace", false, "with -profile: also write Go execution traces of the runtime and the bare stdio relay (for hack/trace-critpath.py; tracing costs the traced processes CPU, which their CPU profiles then include)")
 	flag.Parse()
@@ -182,6 +188,8 @@ var targetLabels = map[string]string{
 	"d": "(d) runtime → stdio",
 	"e": "(e) bare stdio relay",
 	"f": "(f) runtime → stdio, checks off",
+	"g": "(g) bare stdio relay over TLS",
+	"h": "(h) bare ReverseProxy over TLS",
 }
 
 // targetKeys are the keys of targetLabels in order (a, b, …).
@@ -202,6 +210,16 @@ func (b *bench) hopEnv() []string {
 		return nil
 	}
 	return []string{"GOMAXPROCS=" + strconv.Itoa(b.o.hopProcs)}
+}
+
+// proxyEnv is the extra environment of the bare proxies: hopEnv and -proxy-godebug. The
+// runtime sets its own (package sysmon).
+func (b *bench) proxyEnv() []string {
+	env := b.hopEnv()
+	if b.o.proxyGodebug != "" {
+		env = append(env, "GODEBUG="+b.o.proxyGodebug)
+	}
+	return env
 }
 
 func (b *bench) stopAll() {
@@ -251,7 +269,7 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.o.profileDir != "" { // the floor's profile, to compare the runtime's with
 		pxArgs = append(pxArgs, "-cpuprofile", filepath.Join(b.o.profileDir, "proxy.cpu.pprof"))
 	}
-	px, err := b.start("proxy", pxArgs, b.hopEnv()...)
+	px, err := b.start("proxy", pxArgs, b.proxyEnv()...)
 	if err != nil {
 		return err
 	}
@@ -290,6 +308,36 @@ func (b *bench) setup(ctx context.Context) error {
 	if err := waitTCP(ctx, re, relayAddr); err != nil {
 		return err
 	}
+	var rg *proc
+	var gAddr string
+	if slices.Contains(b.o.targets, "g") {
+		if gAddr, err = freeAddr(); err != nil {
+			return err
+		}
+		rg, err = b.start("stdio-relay-tls", []string{self, "stdio-relay", "-listen", gAddr,
+			"-tls-cert", b.pk.certFile, "-tls-key", b.pk.keyFile, "--", b.o.everything})
+		if err != nil {
+			return err
+		}
+		if err := waitTCP(ctx, rg, gAddr); err != nil {
+			return err
+		}
+	}
+	var ph *proc
+	var hAddr string
+	if slices.Contains(b.o.targets, "h") {
+		if hAddr, err = freeAddr(); err != nil {
+			return err
+		}
+		ph, err = b.start("proxy-tls", []string{self, "proxy", "-listen", hAddr, "-upstream", "http://" + esAddr,
+			"-tls-cert", b.pk.certFile, "-tls-key", b.pk.keyFile}, b.proxyEnv()...)
+		if err != nil {
+			return err
+		}
+		if err := waitTCP(ctx, ph, hAddr); err != nil {
+			return err
+		}
+	}
 	childPID := func(p *proc) func() int {
 		child := 0
 		return func() int {
@@ -310,6 +358,12 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	if rf != nil {
 		b.targets["f"] = &target{key: "f", url: "http://" + fAddr + "/mcp", proc: rf, upstream: childPID(rf)}
+	}
+	if ph != nil {
+		b.targets["h"] = &target{key: "h", url: "https://" + hAddr + "/mcp", tls: true, proc: ph, upstream: esPID}
+	}
+	if rg != nil {
+		b.targets["g"] = &target{key: "g", url: "https://" + gAddr + "/mcp", tls: true, proc: rg, upstream: childPID(rg)}
 	}
 	// One call through every target first: a broken setup stops the run here.
 	for _, k := range targetKeys {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -27,6 +28,8 @@ func runProxy(args []string) int {
 	listen := fs.String("listen", "127.0.0.1:0", "listen address")
 	upstream := fs.String("upstream", "", "upstream base URL, e.g. http://127.0.0.1:8080")
 	cpuFile := fs.String("cpuprofile", "", "CPU profile written at SIGTERM")
+	certFile := fs.String("tls-cert", "", "serve HTTPS with this certificate (and -tls-key)")
+	keyFile := fs.String("tls-key", "", "private key of -tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -65,7 +68,12 @@ func runProxy(args []string) int {
 	}
 	fmt.Println(ln.Addr().String())
 	srv := &http.Server{Handler: newBareProxy(u), ReadHeaderTimeout: 10 * time.Second}
-	if err := srv.Serve(ln); err != nil {
+	serve := func() error { return srv.Serve(ln) }
+	if *certFile != "" {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+		serve = func() error { return srv.ServeTLS(ln, *certFile, *keyFile) }
+	}
+	if err := serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "proxy: %v\n", err)
 		return 1
 	}

@@ -145,6 +145,11 @@ func (b *bench) report(env, loadEnd string) string {
 	fmt.Fprintf(w, "## mcp-runtime benchmark\n\n```\n%sloadavg at end:   %s\n", env, loadEnd)
 	fmt.Fprintf(w, "cells: %s measured after %s warmup, %d round(s), medians over rounds; tool %s\n",
 		b.o.duration, b.o.warmup, b.o.rounds, benchTool)
+	if b.o.proxyGodebug != "" {
+		fmt.Fprintf(w, "GODEBUG=%s for the bare proxies, as mcp-runtime sets for itself\n", b.o.proxyGodebug)
+	} else {
+		fmt.Fprintln(w, "bare proxies with Go's default GODEBUG (mcp-runtime sets its own)")
+	}
 	if b.o.hopProcs > 0 {
 		fmt.Fprintf(w, "GOMAXPROCS=%d for the bare proxy (b) and the runtime → HTTP (c)\n", b.o.hopProcs)
 	}
@@ -252,6 +257,17 @@ func (b *bench) report(env, loadEnd string) string {
 		if aok && fok && a.rps > 0 {
 			vs = append(vs, verdict{what: fmt.Sprintf("(f) runtime → stdio, checks off, throughput vs direct, %d conn", conc), goal: "what (d)'s checks cost",
 				measured: fmt.Sprintf("%.2f× (%.0f vs %.0f req/s, %s µs CPU/req)", f.rps/a.rps, f.rps, a.rps, fmtF(f.hopCPU)), result: "info"})
+		}
+		g, gok := get("g", conc)
+		if aok && gok && a.rps > 0 {
+			vs = append(vs, verdict{what: fmt.Sprintf("(g) bare stdio relay over TLS, throughput vs direct, %d conn", conc), goal: "floor of (d) with TLS",
+				measured: fmt.Sprintf("%.2f× (%.0f vs %.0f req/s, %s µs CPU/req)", g.rps/a.rps, g.rps, a.rps, fmtF(g.hopCPU)), result: "info"})
+		}
+		c, cok := get("c", conc)
+		h, hok := get("h", conc)
+		if cok && hok && h.hopCPU > 0 {
+			vs = append(vs, verdict{what: fmt.Sprintf("(c) CPU/request vs bare proxy over TLS (h), %d conn", conc), goal: "floor of (c) with TLS",
+				measured: fmt.Sprintf("%.2f× (%s vs %s µs)", c.hopCPU/h.hopCPU, fmtF(c.hopCPU), fmtF(h.hopCPU)), result: "info"})
 		}
 	}
 	{
