@@ -43,16 +43,8 @@ Usage:
 `
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "serve" {
-		// Before anything else starts: on success this process is replaced by the same
-		// command with the scheduler setting (see package sysmon).
-		reexecErr = sysmon.Ensure()
-	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
-
-// reexecErr is why serve runs without sysmon's setting (logged once the logger exists).
-var reexecErr error
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -107,13 +99,19 @@ func serve(args []string, stderr io.Writer) int {
 		_ = logOut.Close(ctx) // the last lines; a stuck stderr cannot hold the exit
 	}()
 	slog.SetDefault(log)
-	if reexecErr != nil {
-		log.Warn("Could not re-execute with GODEBUG="+sysmon.Setting+"; the scheduler's monitor thread keeps Go's default polling", "error", reexecErr)
-	}
 	cfg, err := config.Load(*cfgFile)
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "mcp-runtime serve: invalid configuration %s:\n%v\n", *cfgFile, err)
 		return 1
+	}
+	if cfg.Tuning.KeepSchedulerAwake {
+		// Before anything is started: on success this process is replaced by the same
+		// command with the scheduler setting, which reads the configuration again.
+		if err := sysmon.Ensure(); err != nil {
+			log.Warn("Could not re-execute with GODEBUG="+sysmon.Setting+"; tuning.keepSchedulerAwake has no effect", "error", err)
+		}
+	} else {
+		sysmon.Restore() // a marker left in the environment must not reach the upstream
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -2,12 +2,21 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/sysmon"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/testutil"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/version"
 )
 
@@ -91,4 +100,71 @@ func TestTokenFlagErrors(t *testing.T) {
 	out.Reset()
 	g.Expect(run([]string{"help"}, &out, &errOut)).To(Equal(0))
 	g.Expect(out.String()).To(ContainSubstring("mcp-runtime token --server NAME"))
+}
+
+// asMainVar makes the test binary run main() instead of the tests, so a test can start it
+// as the mcp-runtime executable.
+const asMainVar = "MCP_RUNTIME_TEST_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asMainVar) == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestKeepSchedulerAwake runs `serve` as its own process: with tuning.keepSchedulerAwake it
+// runs with sysmon's GODEBUG setting and its upstream does not; without it neither does.
+func TestKeepSchedulerAwake(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc/PID/environ")
+	}
+	for _, awake := range []bool{true, false} {
+		t.Run(fmt.Sprintf("keepSchedulerAwake=%v", awake), func(t *testing.T) {
+			g := NewWithT(t)
+			dir := t.TempDir()
+			cfg := filepath.Join(dir, "runtime.yaml")
+			g.Expect(os.WriteFile(cfg, fmt.Appendf(nil, `listen: {address: "127.0.0.1:0", healthAddress: "127.0.0.2:0"}
+tls: {insecure: true}
+auth: {anonymous: true}
+tuning: {keepSchedulerAwake: %v}
+`, awake), 0o600)).To(Succeed())
+			childEnv := filepath.Join(dir, "child.env")
+			cmd := exec.Command(os.Args[0], "serve", "--config", cfg, "--drain-timeout", "1s", "--",
+				"sh", "-c", `env > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30`, childEnv)
+			cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") }),
+				asMainVar+"=1")
+			var stderr testutil.SyncBuffer
+			cmd.Stderr = &stderr
+			g.Expect(cmd.Start()).To(Succeed())
+			t.Cleanup(func() {
+				_ = cmd.Process.Signal(syscall.SIGTERM)
+				done := make(chan struct{})
+				go func() { _ = cmd.Wait(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					_ = cmd.Process.Kill()
+					<-done
+				}
+			})
+			g.Eventually(func() error { _, err := os.Stat(childEnv); return err }, 15*time.Second, 20*time.Millisecond).Should(Succeed(),
+				func() string { return "the upstream never started; runtime stderr:\n" + stderr.String() })
+
+			raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", cmd.Process.Pid))
+			g.Expect(err).NotTo(HaveOccurred())
+			execEnv := strings.Split(string(raw), "\x00")
+			if awake {
+				g.Expect(execEnv).To(ContainElement("GODEBUG="+sysmon.Setting), "the runtime re-executed itself with the setting")
+			} else {
+				g.Expect(execEnv).NotTo(ContainElement(HavePrefix("GODEBUG=")))
+			}
+			child, err := os.ReadFile(childEnv)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(string(child)).NotTo(ContainSubstring("GODEBUG="), "the upstream gets the environment the runtime was given")
+			g.Expect(string(child)).NotTo(ContainSubstring("MCP_RUNTIME_ORIGINAL_GODEBUG"))
+			g.Expect(string(child)).To(ContainSubstring(asMainVar + "=1"))
+		})
+	}
 }

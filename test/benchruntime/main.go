@@ -43,9 +43,6 @@ func main() {
 		os.Exit(runStdioRelay(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "runtime-profile" {
-		if err := sysmon.Ensure(); err != nil { // as mcp-runtime serve does
-			fmt.Fprintln(os.Stderr, "runtime-profile: re-executing with GODEBUG:", err)
-		}
 		os.Exit(runProfiledRuntime(os.Args[2:]))
 	}
 	os.Exit(run())
@@ -63,8 +60,8 @@ type options struct {
 	keep                   bool
 	profileDir             string
 	execTrace              bool
-	hopProcs               int    // GOMAXPROCS for the bare proxy and the runtime → HTTP; 0: Go's default
-	proxyGodebug           string // GODEBUG of the bare proxies ("": Go's defaults)
+	hopProcs               int  // GOMAXPROCS for the bare proxy and the runtime → HTTP; 0: Go's default
+	schedulerAwake         bool // tuning.keepSchedulerAwake for the runtimes, its GODEBUG for the bare proxies
 }
 
 func parseFlags() (options, error) {
@@ -84,7 +81,7 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.firstSamples, "first", 30, "new sessions timed for the first-response measurement")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, audit)")
 	flag.IntVar(&o.hopProcs, "hop-gomaxprocs", 0, "GOMAXPROCS of the two hops compared on CPU, the bare proxy (b) and the runtime → HTTP (c); 0 leaves Go's default (the runtime → stdio is left alone: its child would inherit it)")
-	flag.StringVar(&o.proxyGodebug, "proxy-godebug", sysmon.Setting, "GODEBUG of the bare proxies (b, h): by default the scheduler setting mcp-runtime gives itself (internal/runtime/sysmon), so that the floor runs with it too; \"\" for Go's defaults")
+	flag.BoolVar(&o.schedulerAwake, "keep-scheduler-awake", true, "run the runtimes with tuning.keepSchedulerAwake and the bare proxies (b, h) with the same GODEBUG="+sysmon.Setting+" (internal/runtime/sysmon); false: Go's defaults for all")
 	flag.StringVar(&o.profileDir, "profile", "", "run the runtime as this harness's runtime-profile subcommand (same wiring as mcp-runtime serve) and write CPU, heap and allocation profiles here, and a CPU profile of the bare proxy (not for headline numbers)")
 	flag.BoolVar(&o.execTrace, "exectrace", false, "with -profile: also write Go execution traces of the runtime and the bare stdio relay (for hack/trace-critpath.py; tracing costs the traced processes CPU, which their CPU profiles then include)")
 	flag.Parse()
@@ -212,12 +209,12 @@ func (b *bench) hopEnv() []string {
 	return []string{"GOMAXPROCS=" + strconv.Itoa(b.o.hopProcs)}
 }
 
-// proxyEnv is the extra environment of the bare proxies: hopEnv and -proxy-godebug. The
-// runtime sets its own (package sysmon).
+// proxyEnv is the extra environment of the bare proxies: hopEnv and, with
+// -keep-scheduler-awake, the GODEBUG the runtime gives itself (package sysmon).
 func (b *bench) proxyEnv() []string {
 	env := b.hopEnv()
-	if b.o.proxyGodebug != "" {
-		env = append(env, "GODEBUG="+b.o.proxyGodebug)
+	if b.o.schedulerAwake {
+		env = append(env, "GODEBUG="+sysmon.Setting)
 	}
 	return env
 }
@@ -420,6 +417,7 @@ func (b *bench) runtimeConfig(name, addr, health, upstreamURL string, maxConns i
 		},
 		Audit:    config.Audit{File: filepath.Join(b.dir, name+"-audit.log")},
 		Upstream: config.Upstream{RequestTimeout: config.D(30 * time.Second), ShutdownGrace: config.D(2 * time.Second)},
+		Tuning:   config.Tuning{KeepSchedulerAwake: b.o.schedulerAwake},
 	}
 	if upstreamURL != "" {
 		cfg.Upstream.Transport, cfg.Upstream.URL = config.UpstreamHTTP, upstreamURL

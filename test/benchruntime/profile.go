@@ -16,6 +16,7 @@ import (
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/logbatch"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/server"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/sysmon"
 )
 
 // runProfiledRuntime is the "runtime-profile" subcommand: the same wiring as
@@ -38,6 +39,11 @@ func runProfiledRuntime(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	if cfg.Tuning.KeepSchedulerAwake { // as mcp-runtime serve does
+		if err := sysmon.Ensure(); err != nil {
+			fmt.Fprintln(os.Stderr, "runtime-profile: tuning.keepSchedulerAwake:", err)
+		}
 	}
 	if *cpuFile != "" {
 		f, err := os.Create(*cpuFile)

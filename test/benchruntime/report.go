@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/sysmon"
 )
 
 // Targets of issue #3 item 13.
@@ -145,10 +147,10 @@ func (b *bench) report(env, loadEnd string) string {
 	fmt.Fprintf(w, "## mcp-runtime benchmark\n\n```\n%sloadavg at end:   %s\n", env, loadEnd)
 	fmt.Fprintf(w, "cells: %s measured after %s warmup, %d round(s), medians over rounds; tool %s\n",
 		b.o.duration, b.o.warmup, b.o.rounds, benchTool)
-	if b.o.proxyGodebug != "" {
-		fmt.Fprintf(w, "GODEBUG=%s for the bare proxies, as mcp-runtime sets for itself\n", b.o.proxyGodebug)
+	if b.o.schedulerAwake {
+		fmt.Fprintf(w, "runtimes with tuning.keepSchedulerAwake, bare proxies with the same GODEBUG=%s\n", sysmon.Setting)
 	} else {
-		fmt.Fprintln(w, "bare proxies with Go's default GODEBUG (mcp-runtime sets its own)")
+		fmt.Fprintln(w, "runtimes and bare proxies with Go's default scheduler settings (-keep-scheduler-awake=false)")
 	}
 	if b.o.hopProcs > 0 {
 		fmt.Fprintf(w, "GOMAXPROCS=%d for the bare proxy (b) and the runtime → HTTP (c)\n", b.o.hopProcs)

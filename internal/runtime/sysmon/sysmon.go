@@ -1,6 +1,6 @@
 // Package sysmon keeps the Go scheduler's monitor thread (sysmon) from polling every 20 µs
-// each time the process wakes from idle, which costs a request/response proxy a sixth of
-// its CPU at low concurrency.
+// each time the process wakes from idle, which cost a request/response relay a sixth of its
+// CPU at low concurrency; `mcp-runtime serve` uses it under tuning.keepSchedulerAwake.
 //
 // sysmon sleeps for good while every P is idle, and the next system call wakes it with its
 // polling interval reset to 20 µs; it backs off to 10 ms only after a millisecond without
@@ -8,12 +8,13 @@
 // idle between requests, so every request restarts the fast polling: on a 2-vCPU machine
 // that was 9–15% of the runtime's CPU in `perf`, and the runtime's CPU per request at one
 // connection fell by 16–20% without it (docs/benchmarks.md). The only switch is the
-// runtime's debug variable schedtrace: while it is set, sysmon never sleeps for good (it
-// wakes every 10 ms when idle, as in any busy Go process) and prints one scheduler summary
-// line to stderr per period. Settled at process start only, so Ensure re-executes the
-// binary with GODEBUG=schedtrace=2147483647 (the longest period, ~24.8 days; the first line
-// comes at start on a host up longer than that) and Restore puts the environment back in
-// the new process, so upstream processes inherit the environment the runtime was given.
+// runtime's debug variable schedtrace: while it is set, sysmon never sleeps for good — it
+// wakes every 10 ms when idle, ~4 ms of CPU per second here, which is why the runtime does
+// not do this by default — and prints one scheduler summary line to stderr per period. It
+// is read at process start only, so Ensure re-executes the binary with
+// GODEBUG=schedtrace=2147483647 (the longest period, ~24.8 days; the first line comes at
+// start on a host up longer than that) and Restore puts the environment back in the new
+// process, so upstream processes inherit the environment the runtime was given.
 package sysmon
 
 import (
