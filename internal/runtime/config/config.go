@@ -65,7 +65,7 @@ type Config struct {
 	// Metrics configures the Prometheus endpoint on the health address.
 	Metrics Metrics `json:"metrics"`
 	// Tuning holds process settings that trade idle CPU for CPU per request.
-	Tuning Tuning `json:"tuning"`
+	Tuning Tuning `json:"tuning,omitzero"`
 }
 
 // Tuning holds process settings that trade idle CPU for CPU per request.
