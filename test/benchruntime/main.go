@@ -219,6 +219,20 @@ func (b *bench) proxyEnv() []string {
 	return env
 }
 
+// startListener starts a process listening on a free address given to argv, and waits
+// until it accepts connections.
+func (b *bench) startListener(ctx context.Context, name string, argv func(addr string) []string, env ...string) (*proc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := b.start(name, argv(addr), env...)
+	if err != nil {
+		return nil, "", err
+	}
+	return p, addr, waitTCP(ctx, p, addr)
+}
+
 func (b *bench) stopAll() {
 	for i := len(b.procs) - 1; i >= 0; i-- {
 		b.procs[i].stop()
@@ -305,33 +319,22 @@ func (b *bench) setup(ctx context.Context) error {
 	if err := waitTCP(ctx, re, relayAddr); err != nil {
 		return err
 	}
-	var rg *proc
-	var gAddr string
+	tlsFiles := []string{"-tls-cert", b.pk.certFile, "-tls-key", b.pk.keyFile}
+	var rg, ph *proc
+	var gAddr, hAddr string
 	if slices.Contains(b.o.targets, "g") {
-		if gAddr, err = freeAddr(); err != nil {
-			return err
-		}
-		rg, err = b.start("stdio-relay-tls", []string{self, "stdio-relay", "-listen", gAddr,
-			"-tls-cert", b.pk.certFile, "-tls-key", b.pk.keyFile, "--", b.o.everything})
+		rg, gAddr, err = b.startListener(ctx, "stdio-relay-tls", func(addr string) []string {
+			return append(append([]string{self, "stdio-relay", "-listen", addr}, tlsFiles...), "--", b.o.everything)
+		})
 		if err != nil {
-			return err
-		}
-		if err := waitTCP(ctx, rg, gAddr); err != nil {
 			return err
 		}
 	}
-	var ph *proc
-	var hAddr string
 	if slices.Contains(b.o.targets, "h") {
-		if hAddr, err = freeAddr(); err != nil {
-			return err
-		}
-		ph, err = b.start("proxy-tls", []string{self, "proxy", "-listen", hAddr, "-upstream", "http://" + esAddr,
-			"-tls-cert", b.pk.certFile, "-tls-key", b.pk.keyFile}, b.proxyEnv()...)
+		ph, hAddr, err = b.startListener(ctx, "proxy-tls", func(addr string) []string {
+			return append([]string{self, "proxy", "-listen", addr, "-upstream", "http://" + esAddr}, tlsFiles...)
+		}, b.proxyEnv()...)
 		if err != nil {
-			return err
-		}
-		if err := waitTCP(ctx, ph, hAddr); err != nil {
 			return err
 		}
 	}
