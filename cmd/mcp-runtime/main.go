@@ -104,14 +104,10 @@ func serve(args []string, stderr io.Writer) int {
 		_, _ = fmt.Fprintf(stderr, "mcp-runtime serve: invalid configuration %s:\n%v\n", *cfgFile, err)
 		return 1
 	}
-	if cfg.Tuning.KeepSchedulerAwake {
-		// Before anything is started: on success this process is replaced by the same
-		// command with the scheduler setting, which reads the configuration again.
-		if err := sysmon.Ensure(); err != nil {
-			log.Warn("Could not re-execute with GODEBUG="+sysmon.Setting+"; tuning.keepSchedulerAwake has no effect", "error", err)
-		}
-	} else {
-		sysmon.Restore() // a marker left in the environment must not reach the upstream
+	// Before anything is started: with the setting, this process is replaced by the same
+	// command with GODEBUG set, which reads the configuration again.
+	if err := sysmon.Apply(cfg.Tuning.KeepSchedulerAwake); err != nil {
+		log.Warn("Could not re-execute with GODEBUG="+sysmon.Setting+"; tuning.keepSchedulerAwake has no effect", "error", err)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,11 +126,15 @@ func TestKeepSchedulerAwake(t *testing.T) {
 			g := NewWithT(t)
 			dir := t.TempDir()
 			cfg := filepath.Join(dir, "runtime.yaml")
-			g.Expect(os.WriteFile(cfg, fmt.Appendf(nil, `listen: {address: "127.0.0.1:0", healthAddress: "127.0.0.2:0"}
+			ln, err := net.Listen("tcp", "127.0.0.1:0") // a free port for health: the two addresses must differ
+			g.Expect(err).NotTo(HaveOccurred())
+			health := ln.Addr().String()
+			_ = ln.Close()
+			g.Expect(os.WriteFile(cfg, fmt.Appendf(nil, `listen: {address: "127.0.0.1:0", healthAddress: %q}
 tls: {insecure: true}
 auth: {anonymous: true}
 tuning: {keepSchedulerAwake: %v}
-`, awake), 0o600)).To(Succeed())
+`, health, awake), 0o600)).To(Succeed())
 			childEnv := filepath.Join(dir, "child.env")
 			cmd := exec.Command(os.Args[0], "serve", "--config", cfg, "--drain-timeout", "1s", "--",
 				"sh", "-c", `env > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30`, childEnv)

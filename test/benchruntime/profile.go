@@ -40,10 +40,8 @@ func runProfiledRuntime(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if cfg.Tuning.KeepSchedulerAwake { // as mcp-runtime serve does
-		if err := sysmon.Ensure(); err != nil {
-			fmt.Fprintln(os.Stderr, "runtime-profile: tuning.keepSchedulerAwake:", err)
-		}
+	if err := sysmon.Apply(cfg.Tuning.KeepSchedulerAwake); err != nil { // as mcp-runtime serve does
+		fmt.Fprintln(os.Stderr, "runtime-profile: tuning.keepSchedulerAwake:", err)
 	}
 	if *cpuFile != "" {
 		f, err := os.Create(*cpuFile)

@@ -28,8 +28,7 @@ func runProxy(args []string) int {
 	listen := fs.String("listen", "127.0.0.1:0", "listen address")
 	upstream := fs.String("upstream", "", "upstream base URL, e.g. http://127.0.0.1:8080")
 	cpuFile := fs.String("cpuprofile", "", "CPU profile written at SIGTERM")
-	certFile := fs.String("tls-cert", "", "serve HTTPS with this certificate (and -tls-key)")
-	keyFile := fs.String("tls-key", "", "private key of -tls-cert")
+	tlsFiles := addTLSFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -68,12 +67,7 @@ func runProxy(args []string) int {
 	}
 	fmt.Println(ln.Addr().String())
 	srv := &http.Server{Handler: newBareProxy(u), ReadHeaderTimeout: 10 * time.Second}
-	serve := func() error { return srv.Serve(ln) }
-	if *certFile != "" {
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
-		serve = func() error { return srv.ServeTLS(ln, *certFile, *keyFile) }
-	}
-	if err := serve(); err != nil {
+	if err := tlsFiles.serve(srv, ln); err != nil {
 		fmt.Fprintf(os.Stderr, "proxy: %v\n", err)
 		return 1
 	}
@@ -107,4 +101,25 @@ func newBareProxy(upstream *url.URL) http.Handler {
 		r.ContentLength = int64(len(body))
 		rp.ServeHTTP(w, r)
 	})
+}
+
+// tlsFlags are the -tls-cert and -tls-key flags of the floors that can serve HTTPS (targets
+// g and h).
+type tlsFlags struct{ cert, key *string }
+
+func addTLSFlags(fs *flag.FlagSet) tlsFlags {
+	return tlsFlags{
+		cert: fs.String("tls-cert", "", "serve HTTPS with this certificate (and -tls-key)"),
+		key:  fs.String("tls-key", "", "private key of -tls-cert"),
+	}
+}
+
+// serve serves srv on ln, over TLS when a certificate was given: TLS 1.2 or later and
+// HTTP/1.1, which the load generator speaks to every target.
+func (f tlsFlags) serve(srv *http.Server, ln net.Listener) error {
+	if *f.cert == "" {
+		return srv.Serve(ln)
+	}
+	srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	return srv.ServeTLS(ln, *f.cert, *f.key)
 }

@@ -3,12 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,8 +32,7 @@ func runStdioRelay(args []string) int {
 	fs := flag.NewFlagSet("stdio-relay", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
 	traceFile := fs.String("exectrace", "", "execution trace written at SIGTERM")
-	certFile := fs.String("tls-cert", "", "serve HTTPS with this certificate (and -tls-key)")
-	keyFile := fs.String("tls-key", "", "private key of -tls-cert")
+	tlsFiles := addTLSFlags(fs)
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "usage: benchruntime stdio-relay -listen ADDR -- COMMAND ARGS...")
 		return 2
@@ -53,14 +52,13 @@ func runStdioRelay(args []string) int {
 		signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
 		go func() { <-term; stopTrace(); os.Exit(0) }()
 	}
-	srv := &http.Server{Addr: *listen, Handler: r, ReadHeaderTimeout: 10 * time.Second}
-	serve := srv.ListenAndServe
-	if *certFile != "" {
-		// HTTP/1.1 only, as the runtime serves its clients here.
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
-		serve = func() error { return srv.ListenAndServeTLS(*certFile, *keyFile) }
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "stdio-relay:", err)
+		return 1
 	}
-	if err := serve(); err != nil {
+	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	if err := tlsFiles.serve(srv, ln); err != nil {
 		fmt.Fprintln(os.Stderr, "stdio-relay:", err)
 		return 1
 	}

@@ -31,6 +31,16 @@ const Setting = "schedtrace=2147483647"
 // value when it was set, "" when it was not.
 const savedVar = "MCP_RUNTIME_ORIGINAL_GODEBUG"
 
+// Apply is what a process does with the setting at start, as configured: Ensure when keep,
+// else Restore (a marker left in the environment must not reach the upstream).
+func Apply(keep bool) error {
+	if keep {
+		return Ensure()
+	}
+	Restore()
+	return nil
+}
+
 // Ensure re-executes the running binary with Setting added to GODEBUG, unless this process
 // is that re-execution (then it restores the environment, see Restore) or GODEBUG already
 // names schedtrace (the operator's choice: schedtrace=0 opts out). On success it does not
