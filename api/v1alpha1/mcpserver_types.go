@@ -126,6 +126,14 @@ type MCPServerSpec struct {
 	// +optional
 	KeepSchedulerAwake bool `json:"keepSchedulerAwake,omitempty"`
 
+	// StaticProcs keeps the runtime's GOMAXPROCS at Go's default (the CPU limit, else the
+	// node's CPUs). By default the runtime runs on one P and doubles GOMAXPROCS, up to that
+	// default, while it keeps most of its Ps busy: a relay given more Ps than its load needs
+	// spends about a quarter of its CPU per request on idle threads waking to look for work.
+	// Your server process is not affected either way.
+	// +optional
+	StaticProcs bool `json:"staticProcs,omitempty"`
+
 	// NodeSelector of the pods.
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/logbatch"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/procs"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/server"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/sysmon"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/version"
@@ -112,6 +113,7 @@ func serve(args []string, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	procs.Start(ctx, log, cfg.Tuning.StaticProcs)
 	srv, err := server.Build(ctx, cfg, server.Options{Command: fs.Args(), Logger: log, LogOutput: logOut, DrainTimeout: *drain})
 	if err != nil {
 		log.Error("Cannot start", "error", err)

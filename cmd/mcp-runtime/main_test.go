@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,8 +117,56 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestKeepSchedulerAwake runs `serve` as its own process: with tuning.keepSchedulerAwake it
-// runs with sysmon's GODEBUG setting and its upstream does not; without it neither does.
+// servedRuntime is `serve` running as its own process (the test binary as main()), with an
+// upstream that writes its environment to childEnv and sleeps.
+type servedRuntime struct {
+	cmd      *exec.Cmd
+	health   string // host:port of the health and metrics listener
+	childEnv string
+	stderr   *testutil.SyncBuffer
+}
+
+// startServe runs `serve` with tuning (a YAML flow mapping) and the environment of the
+// test without GODEBUG and GOMAXPROCS, and waits until its upstream started.
+func startServe(t *testing.T, tuning string) *servedRuntime {
+	t.Helper()
+	g := NewWithT(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "runtime.yaml")
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // a free port for health: the two addresses must differ
+	g.Expect(err).NotTo(HaveOccurred())
+	r := &servedRuntime{health: ln.Addr().String(), childEnv: filepath.Join(dir, "child.env"), stderr: &testutil.SyncBuffer{}}
+	_ = ln.Close()
+	g.Expect(os.WriteFile(cfg, fmt.Appendf(nil, `listen: {address: "127.0.0.1:0", healthAddress: %q}
+tls: {insecure: true}
+auth: {anonymous: true}
+tuning: %s
+`, r.health, tuning), 0o600)).To(Succeed())
+	r.cmd = exec.Command(os.Args[0], "serve", "--config", cfg, "--drain-timeout", "1s", "--",
+		"sh", "-c", `env > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30`, r.childEnv)
+	r.cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "GODEBUG=") || strings.HasPrefix(kv, "GOMAXPROCS=")
+	}), asMainVar+"=1")
+	r.cmd.Stderr = r.stderr
+	g.Expect(r.cmd.Start()).To(Succeed())
+	t.Cleanup(func() {
+		_ = r.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = r.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = r.cmd.Process.Kill()
+			<-done
+		}
+	})
+	g.Eventually(func() error { _, err := os.Stat(r.childEnv); return err }, 15*time.Second, 20*time.Millisecond).Should(Succeed(),
+		func() string { return "the upstream never started; runtime stderr:\n" + r.stderr.String() })
+	return r
+}
+
+// TestKeepSchedulerAwake: with tuning.keepSchedulerAwake `serve` runs with sysmon's GODEBUG
+// setting and its upstream does not; without it neither does.
 func TestKeepSchedulerAwake(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("reads /proc/PID/environ")
@@ -124,40 +174,8 @@ func TestKeepSchedulerAwake(t *testing.T) {
 	for _, awake := range []bool{true, false} {
 		t.Run(fmt.Sprintf("keepSchedulerAwake=%v", awake), func(t *testing.T) {
 			g := NewWithT(t)
-			dir := t.TempDir()
-			cfg := filepath.Join(dir, "runtime.yaml")
-			ln, err := net.Listen("tcp", "127.0.0.1:0") // a free port for health: the two addresses must differ
-			g.Expect(err).NotTo(HaveOccurred())
-			health := ln.Addr().String()
-			_ = ln.Close()
-			g.Expect(os.WriteFile(cfg, fmt.Appendf(nil, `listen: {address: "127.0.0.1:0", healthAddress: %q}
-tls: {insecure: true}
-auth: {anonymous: true}
-tuning: {keepSchedulerAwake: %v}
-`, health, awake), 0o600)).To(Succeed())
-			childEnv := filepath.Join(dir, "child.env")
-			cmd := exec.Command(os.Args[0], "serve", "--config", cfg, "--drain-timeout", "1s", "--",
-				"sh", "-c", `env > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30`, childEnv)
-			cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") }),
-				asMainVar+"=1")
-			var stderr testutil.SyncBuffer
-			cmd.Stderr = &stderr
-			g.Expect(cmd.Start()).To(Succeed())
-			t.Cleanup(func() {
-				_ = cmd.Process.Signal(syscall.SIGTERM)
-				done := make(chan struct{})
-				go func() { _ = cmd.Wait(); close(done) }()
-				select {
-				case <-done:
-				case <-time.After(10 * time.Second):
-					_ = cmd.Process.Kill()
-					<-done
-				}
-			})
-			g.Eventually(func() error { _, err := os.Stat(childEnv); return err }, 15*time.Second, 20*time.Millisecond).Should(Succeed(),
-				func() string { return "the upstream never started; runtime stderr:\n" + stderr.String() })
-
-			raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", cmd.Process.Pid))
+			r := startServe(t, fmt.Sprintf("{keepSchedulerAwake: %v}", awake))
+			raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", r.cmd.Process.Pid))
 			g.Expect(err).NotTo(HaveOccurred())
 			execEnv := strings.Split(string(raw), "\x00")
 			if awake {
@@ -165,11 +183,52 @@ tuning: {keepSchedulerAwake: %v}
 			} else {
 				g.Expect(execEnv).NotTo(ContainElement(HavePrefix("GODEBUG=")))
 			}
-			child, err := os.ReadFile(childEnv)
+			child, err := os.ReadFile(r.childEnv)
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(string(child)).NotTo(ContainSubstring("GODEBUG="), "the upstream gets the environment the runtime was given")
 			g.Expect(string(child)).NotTo(ContainSubstring("MCP_RUNTIME_ORIGINAL_GODEBUG"))
 			g.Expect(string(child)).To(ContainSubstring(asMainVar + "=1"))
+		})
+	}
+}
+
+// TestGOMAXPROCSFollowsTheLoad: an idle `serve` runs on one P (package procs), with
+// tuning.staticProcs on Go's default, as its metrics show; the upstream's environment
+// has no GOMAXPROCS either way.
+func TestGOMAXPROCSFollowsTheLoad(t *testing.T) {
+	goDefault := runtime.GOMAXPROCS(0)
+	if _, set := os.LookupEnv("GOMAXPROCS"); set || goDefault < 2 {
+		t.Skip("needs Go's default GOMAXPROCS above one (GOMAXPROCS unset, two or more CPUs)")
+	}
+	for _, static := range []bool{false, true} {
+		t.Run(fmt.Sprintf("staticProcs=%v", static), func(t *testing.T) {
+			g := NewWithT(t)
+			r := startServe(t, fmt.Sprintf("{staticProcs: %v}", static))
+			want := 1
+			if static {
+				want = goDefault
+			}
+			gomaxprocs := func() string {
+				resp, err := http.Get("http://" + r.health + "/metrics")
+				if err != nil {
+					return err.Error()
+				}
+				defer func() { _ = resp.Body.Close() }()
+				b, _ := io.ReadAll(resp.Body)
+				for _, line := range strings.Split(string(b), "\n") {
+					if strings.HasPrefix(line, "go_sched_gomaxprocs_threads ") {
+						return line
+					}
+				}
+				return "no go_sched_gomaxprocs_threads in /metrics"
+			}
+			g.Eventually(gomaxprocs, 10*time.Second, 50*time.Millisecond).Should(Equal(fmt.Sprintf("go_sched_gomaxprocs_threads %d", want)),
+				func() string { return "runtime stderr:\n" + r.stderr.String() })
+			g.Consistently(gomaxprocs, 2500*time.Millisecond, 250*time.Millisecond).Should(Equal(fmt.Sprintf("go_sched_gomaxprocs_threads %d", want)),
+				"idle, it stays there")
+			child, err := os.ReadFile(r.childEnv)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(string(child)).NotTo(ContainSubstring("GOMAXPROCS="))
 		})
 	}
 }

@@ -69,6 +69,7 @@ func RuntimeConfig(s *mcpv1alpha1.MCPServer, o Options) *config.Config {
 
 	c.Auth = runtimeAuth(s, o)
 	c.Tuning.KeepSchedulerAwake = sp.KeepSchedulerAwake
+	c.Tuning.StaticProcs = sp.StaticProcs
 
 	c.Tools = config.Tools{
 		Allow:                  sp.Tools.Allow,

@@ -62,6 +62,7 @@ type options struct {
 	execTrace              bool
 	hopProcs               int  // GOMAXPROCS for the bare proxy and the runtime → HTTP; 0: Go's default
 	schedulerAwake         bool // tuning.keepSchedulerAwake for the runtimes, its GODEBUG for the bare proxies
+	staticProcs            bool // tuning.staticProcs for the runtimes; else the bare hops size GOMAXPROCS as they do
 }
 
 func parseFlags() (options, error) {
@@ -81,6 +82,7 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.firstSamples, "first", 30, "new sessions timed for the first-response measurement")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, audit)")
 	flag.IntVar(&o.hopProcs, "hop-gomaxprocs", 0, "GOMAXPROCS of the two hops compared on CPU, the bare proxy (b) and the runtime → HTTP (c); 0 leaves Go's default (the runtime → stdio is left alone: its child would inherit it)")
+	flag.BoolVar(&o.staticProcs, "static-procs", false, "run the runtimes with tuning.staticProcs and every hop with Go's default GOMAXPROCS; false (the runtime's default): the runtimes size GOMAXPROCS to the load and so do the bare hops (b, e, g, h), with the same controller (internal/runtime/procs)")
 	flag.BoolVar(&o.schedulerAwake, "keep-scheduler-awake", true, "run the runtimes with tuning.keepSchedulerAwake and the bare proxies (b, h) with the same GODEBUG="+sysmon.Setting+" (internal/runtime/sysmon); false: Go's defaults for all")
 	flag.StringVar(&o.profileDir, "profile", "", "run the runtime as this harness's runtime-profile subcommand (same wiring as mcp-runtime serve) and write CPU, heap and allocation profiles here, and a CPU profile of the bare proxy (not for headline numbers)")
 	flag.BoolVar(&o.execTrace, "exectrace", false, "with -profile: also write Go execution traces of the runtime and the bare stdio relay (for hack/trace-critpath.py; tracing costs the traced processes CPU, which their CPU profiles then include)")
@@ -219,6 +221,15 @@ func (b *bench) proxyEnv() []string {
 	return env
 }
 
+// bareFlags are the flags of the bare hops (proxy, stdio-relay) that give them the
+// runtimes' GOMAXPROCS sizing, unless -static-procs.
+func (b *bench) bareFlags() []string {
+	if b.o.staticProcs {
+		return nil
+	}
+	return []string{"-size-procs"}
+}
+
 // startListener starts a process listening on a free address given to argv, and waits
 // until it accepts connections.
 func (b *bench) startListener(ctx context.Context, name string, argv func(addr string) []string, env ...string) (*proc, string, error) {
@@ -276,7 +287,7 @@ func (b *bench) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pxArgs := []string{self, "proxy", "-listen", proxyAddr, "-upstream", "http://" + esAddr}
+	pxArgs := append([]string{self, "proxy", "-listen", proxyAddr, "-upstream", "http://" + esAddr}, b.bareFlags()...)
 	if b.o.profileDir != "" { // the floor's profile, to compare the runtime's with
 		pxArgs = append(pxArgs, "-cpuprofile", filepath.Join(b.o.profileDir, "proxy.cpu.pprof"))
 	}
@@ -308,7 +319,7 @@ func (b *bench) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	relayArgs := []string{self, "stdio-relay", "-listen", relayAddr}
+	relayArgs := append([]string{self, "stdio-relay", "-listen", relayAddr}, b.bareFlags()...)
 	if b.o.execTrace {
 		relayArgs = append(relayArgs, "-exectrace", filepath.Join(b.o.profileDir, "stdio-relay.trace"))
 	}
@@ -324,7 +335,7 @@ func (b *bench) setup(ctx context.Context) error {
 	var gAddr, hAddr string
 	if slices.Contains(b.o.targets, "g") {
 		rg, gAddr, err = b.startListener(ctx, "stdio-relay-tls", func(addr string) []string {
-			return append(append([]string{self, "stdio-relay", "-listen", addr}, tlsFiles...), "--", b.o.everything)
+			return append(append(append([]string{self, "stdio-relay", "-listen", addr}, b.bareFlags()...), tlsFiles...), "--", b.o.everything)
 		})
 		if err != nil {
 			return err
@@ -332,7 +343,7 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	if slices.Contains(b.o.targets, "h") {
 		ph, hAddr, err = b.startListener(ctx, "proxy-tls", func(addr string) []string {
-			return append([]string{self, "proxy", "-listen", addr, "-upstream", "http://" + esAddr}, tlsFiles...)
+			return append(append([]string{self, "proxy", "-listen", addr, "-upstream", "http://" + esAddr}, b.bareFlags()...), tlsFiles...)
 		}, b.proxyEnv()...)
 		if err != nil {
 			return err
@@ -420,7 +431,7 @@ func (b *bench) runtimeConfig(name, addr, health, upstreamURL string, maxConns i
 		},
 		Audit:    config.Audit{File: filepath.Join(b.dir, name+"-audit.log")},
 		Upstream: config.Upstream{RequestTimeout: config.D(30 * time.Second), ShutdownGrace: config.D(2 * time.Second)},
-		Tuning:   config.Tuning{KeepSchedulerAwake: b.o.schedulerAwake},
+		Tuning:   config.Tuning{KeepSchedulerAwake: b.o.schedulerAwake, StaticProcs: b.o.staticProcs},
 	}
 	if upstreamURL != "" {
 		cfg.Upstream.Transport, cfg.Upstream.URL = config.UpstreamHTTP, upstreamURL

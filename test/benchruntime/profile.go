@@ -15,6 +15,7 @@ import (
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/logbatch"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/procs"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/server"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/sysmon"
 )
@@ -89,6 +90,7 @@ func runProfiledRuntime(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	procs.Start(ctx, log, cfg.Tuning.StaticProcs)
 	srv, err := server.Build(ctx, cfg, server.Options{Command: fs.Args(), Logger: log, LogOutput: logOut, DrainTimeout: 2 * time.Second})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

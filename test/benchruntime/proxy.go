@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -16,6 +18,8 @@ import (
 	"runtime/pprof"
 	"syscall"
 	"time"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/procs"
 )
 
 // proxyMaxBody matches the runtime's default limits.maxMessageBytes.
@@ -29,9 +33,11 @@ func runProxy(args []string) int {
 	upstream := fs.String("upstream", "", "upstream base URL, e.g. http://127.0.0.1:8080")
 	cpuFile := fs.String("cpuprofile", "", "CPU profile written at SIGTERM")
 	tlsFiles := addTLSFlags(fs)
+	sizeProcs := addProcsFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	sizeProcs.start()
 	if *cpuFile != "" {
 		f, err := os.Create(*cpuFile)
 		if err != nil {
@@ -101,6 +107,18 @@ func newBareProxy(upstream *url.URL) http.Handler {
 		r.ContentLength = int64(len(body))
 		rp.ServeHTTP(w, r)
 	})
+}
+
+// procsFlag is the -size-procs flag of the bare hops.
+type procsFlag struct{ on *bool }
+
+func addProcsFlag(fs *flag.FlagSet) procsFlag {
+	return procsFlag{fs.Bool("size-procs", false, "size GOMAXPROCS to the load as mcp-runtime serve does (internal/runtime/procs)")}
+}
+
+// start runs the runtime's GOMAXPROCS controller for the life of the process, when on.
+func (f procsFlag) start() {
+	procs.Start(context.Background(), slog.New(slog.DiscardHandler), !*f.on)
 }
 
 // tlsFlags are the -tls-cert and -tls-key flags of the floors that can serve HTTPS (targets

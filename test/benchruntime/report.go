@@ -152,6 +152,12 @@ func (b *bench) report(env, loadEnd string) string {
 	} else {
 		fmt.Fprintln(w, "runtimes and bare proxies with Go's default scheduler settings (-keep-scheduler-awake=false)")
 	}
+	switch {
+	case b.o.staticProcs:
+		fmt.Fprintln(w, "runtimes with tuning.staticProcs, every hop with Go's default GOMAXPROCS (-static-procs)")
+	default:
+		fmt.Fprintln(w, "runtimes size GOMAXPROCS to the load (the default), and so do the bare hops (b, e, g, h)")
+	}
 	if b.o.hopProcs > 0 {
 		fmt.Fprintf(w, "GOMAXPROCS=%d for the bare proxy (b) and the runtime → HTTP (c)\n", b.o.hopProcs)
 	}

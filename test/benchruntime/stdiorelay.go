@@ -33,10 +33,12 @@ func runStdioRelay(args []string) int {
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
 	traceFile := fs.String("exectrace", "", "execution trace written at SIGTERM")
 	tlsFiles := addTLSFlags(fs)
+	sizeProcs := addProcsFlag(fs)
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "usage: benchruntime stdio-relay -listen ADDR -- COMMAND ARGS...")
 		return 2
 	}
+	sizeProcs.start()
 	r, err := startRelay(fs.Args())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "stdio-relay:", err)

@@ -64,11 +64,11 @@ type Config struct {
 	Audit Audit `json:"audit"`
 	// Metrics configures the Prometheus endpoint on the health address.
 	Metrics Metrics `json:"metrics"`
-	// Tuning holds process settings that trade idle CPU for CPU per request.
+	// Tuning holds process settings of the Go runtime: how the scheduler spends CPU.
 	Tuning Tuning `json:"tuning,omitzero"`
 }
 
-// Tuning holds process settings that trade idle CPU for CPU per request.
+// Tuning holds process settings of the Go runtime: how the scheduler spends CPU.
 type Tuning struct {
 	// KeepSchedulerAwake runs `serve` with GODEBUG=schedtrace set (see package
 	// internal/runtime/sysmon): Go's monitor thread then stops restarting its 20 µs polling
@@ -77,6 +77,12 @@ type Tuning struct {
 	// 2-vCPU VM). Worth it from some tens of requests per second; off by default, because
 	// most servers of a fleet are idle most of the time.
 	KeepSchedulerAwake bool `json:"keepSchedulerAwake,omitempty"`
+	// StaticProcs keeps GOMAXPROCS at Go's default (the CPU limit, else the node's CPUs).
+	// Off, `serve` starts on one P and doubles GOMAXPROCS, up to that default, while the
+	// process keeps most of its Ps busy (package internal/runtime/procs): more Ps than the
+	// load needs cost a relay a quarter of its CPU per request in idle threads waking to
+	// look for work. A GOMAXPROCS environment variable also keeps the setting as it is.
+	StaticProcs bool `json:"staticProcs,omitempty"`
 }
 
 // Listen holds listener addresses.

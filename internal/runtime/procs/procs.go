@@ -1,0 +1,134 @@
+// Package procs sizes GOMAXPROCS to the runtime's load: one P while one is enough, more
+// (up to Go's own default) while the process keeps the ones it has busy.
+//
+// A relay spends most of a request waiting on sockets and pipes. With more than one P,
+// every goroutine made runnable while a P is idle wakes another thread to look for work
+// (runtime.wakep), which spins, finds none or steals the goroutine from the P that was
+// about to run it, and parks again. On a 2-vCPU machine shared with the upstream, that
+// was a quarter of the runtime's CPU per request, and running on one P raised throughput
+// by 5% at one connection and 12–24% at 16 and 64 (docs/benchmarks.md). One P caps the
+// runtime at about one core of Go code, so the Controller doubles GOMAXPROCS when the
+// process used most of its Ps over a period, and halves it again after a calm spell.
+package procs
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+)
+
+// Tuning of the Controller.
+const (
+	// Period between two decisions.
+	Period = time.Second
+	// RaiseAt: GOMAXPROCS doubles when the process used at least this share of its Ps.
+	RaiseAt = 0.75
+	// LowerAt: GOMAXPROCS halves when the process would have used at most this share of
+	// half its Ps, for CalmPeriods periods in a row.
+	LowerAt = 0.5
+	// CalmPeriods is how long the load must stay low before GOMAXPROCS is halved.
+	CalmPeriods = 10
+)
+
+// Decide returns the GOMAXPROCS for the next period and the updated count of calm
+// periods, given the current setting, the ceiling (Go's default), the CPU the process
+// used per second of the last period, and the calm periods before it.
+func Decide(cur, ceiling int, used float64, calm int) (next, calmAfter int) {
+	switch {
+	case cur < ceiling && used >= RaiseAt*float64(cur):
+		return min(2*cur, ceiling), 0
+	case cur > 1 && used <= LowerAt*float64(cur/2):
+		if calm+1 >= CalmPeriods {
+			return cur / 2, 0
+		}
+		return cur, calm + 1
+	}
+	return cur, 0
+}
+
+// Enabled reports whether the Controller may run: not when GOMAXPROCS is set in the
+// environment (the operator's choice) or Go's default is a single P anyway.
+func Enabled() bool {
+	_, set := os.LookupEnv("GOMAXPROCS")
+	return !set && runtime.GOMAXPROCS(0) > 1
+}
+
+// Start runs a Controller until ctx ends, unless static (tuning.staticProcs: Go's default
+// all the time) or Enabled says no: what a process does with the setting at start.
+func Start(ctx context.Context, log *slog.Logger, static bool) {
+	if static || !Enabled() {
+		return
+	}
+	go New(log).Run(ctx)
+}
+
+// Controller applies Decide every Period.
+type Controller struct {
+	log     *slog.Logger
+	period  time.Duration
+	ceiling int
+	cur     int
+	calm    int
+	// cpu returns the process's CPU time so far (user + system); swapped in tests.
+	cpu func() (time.Duration, error)
+}
+
+// New returns a Controller whose ceiling is the current GOMAXPROCS (Go's default, which
+// follows the container's CPU limit). Call it before anything else sets GOMAXPROCS.
+func New(log *slog.Logger) *Controller {
+	return &Controller{log: log, period: Period, ceiling: runtime.GOMAXPROCS(0), cpu: processCPU}
+}
+
+// Run starts at one P and adjusts GOMAXPROCS until ctx ends, then gives back Go's default.
+func (c *Controller) Run(ctx context.Context) {
+	last, err := c.cpu()
+	if err != nil {
+		c.log.Warn("Cannot read the process's CPU time; GOMAXPROCS stays at Go's default", "error", err)
+		return
+	}
+	c.set(1)
+	defer runtime.SetDefaultGOMAXPROCS()
+	t := time.NewTicker(c.period)
+	defer t.Stop()
+	lastAt := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			total, err := c.cpu()
+			if err != nil {
+				continue
+			}
+			used := (total - last).Seconds() / now.Sub(lastAt).Seconds()
+			last, lastAt = total, now
+			c.step(used)
+		}
+	}
+}
+
+// step makes one decision for a period in which the process used `used` CPUs.
+func (c *Controller) step(used float64) {
+	next, calm := Decide(c.cur, c.ceiling, used, c.calm)
+	c.calm = calm
+	if next == c.cur {
+		return
+	}
+	c.log.Debug("Resizing GOMAXPROCS to the load", "from", c.cur, "to", next, "cpusUsed", used)
+	c.set(next)
+}
+
+// set applies n; at the ceiling it hands GOMAXPROCS back to Go's default, which keeps
+// following the CPU limit, and takes the ceiling from it again.
+func (c *Controller) set(n int) {
+	if n >= c.ceiling {
+		runtime.SetDefaultGOMAXPROCS()
+		c.ceiling = runtime.GOMAXPROCS(0)
+		c.cur = c.ceiling
+		return
+	}
+	runtime.GOMAXPROCS(n)
+	c.cur = n
+}

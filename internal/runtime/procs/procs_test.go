@@ -1,0 +1,127 @@
+package procs
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestDecide(t *testing.T) {
+	cases := []struct {
+		name              string
+		cur, ceiling      int
+		used              float64
+		calm              int
+		wantNext, wantCal int
+	}{
+		{"busy one P doubles", 1, 8, 0.8, 0, 2, 0},
+		{"busy doubles up to the ceiling only", 4, 6, 3.5, 0, 6, 0},
+		{"busy at the ceiling stays", 2, 2, 2.0, 0, 2, 0},
+		{"half busy one P stays", 1, 8, 0.6, 0, 1, 0},
+		{"idle one P stays and counts nothing", 1, 8, 0.0, 0, 1, 0},
+		{"calm period is counted", 2, 2, 0.3, 3, 2, 4},
+		{"last calm period halves", 2, 2, 0.3, CalmPeriods - 1, 1, 0},
+		{"calm at four halves to two", 4, 8, 0.9, CalmPeriods - 1, 2, 0},
+		{"between the thresholds resets the count", 2, 2, 0.6, 5, 2, 0},
+		{"a busy period resets the count and doubles", 2, 8, 1.6, 9, 4, 0},
+	}
+	for _, c := range cases {
+		next, calm := Decide(c.cur, c.ceiling, c.used, c.calm)
+		if next != c.wantNext || calm != c.wantCal {
+			t.Errorf("%s: Decide(%d, %d, %.2f, %d) = %d, %d; want %d, %d",
+				c.name, c.cur, c.ceiling, c.used, c.calm, next, calm, c.wantNext, c.wantCal)
+		}
+	}
+}
+
+// fakeCPU reports CPU time that grows by load × wall time: the load the test sets.
+type fakeCPU struct {
+	mu    sync.Mutex
+	total time.Duration
+	at    time.Time
+	load  float64
+}
+
+func (f *fakeCPU) read() (time.Duration, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	if !f.at.IsZero() {
+		f.total += time.Duration(f.load * float64(now.Sub(f.at)))
+	}
+	f.at = now
+	return f.total, nil
+}
+
+func (f *fakeCPU) set(load float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.load = load
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s (GOMAXPROCS %d)", what, runtime.GOMAXPROCS(0))
+}
+
+func TestRunStartsAtOneGrowsUnderLoadShrinksWhenCalmAndRestoresTheDefault(t *testing.T) {
+	ceiling := runtime.GOMAXPROCS(0)
+	if ceiling < 2 {
+		t.Skip("Go's default is one P here: nothing to resize")
+	}
+	defer runtime.SetDefaultGOMAXPROCS()
+	cpu := &fakeCPU{}
+	c := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c.period, c.cpu = 10*time.Millisecond, cpu.read
+	ctx, cancel := context.WithCancel(context.Background())
+	var done atomic.Bool
+	go func() { c.Run(ctx); done.Store(true) }()
+
+	waitFor(t, "one P at start", func() bool { return runtime.GOMAXPROCS(0) == 1 })
+	cpu.set(float64(ceiling)) // every P busy: doubles each period up to the ceiling
+	waitFor(t, "the ceiling under load", func() bool { return runtime.GOMAXPROCS(0) == ceiling })
+	cpu.set(0) // idle: halves after each calm spell, down to one
+	waitFor(t, "one P when calm", func() bool { return runtime.GOMAXPROCS(0) == 1 })
+	cancel()
+	waitFor(t, "Run to return", done.Load)
+	if got := runtime.GOMAXPROCS(0); got != ceiling {
+		t.Errorf("GOMAXPROCS after Run = %d, want Go's default %d", got, ceiling)
+	}
+}
+
+func TestEnabledRespectsTheEnvironment(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "3")
+	if Enabled() {
+		t.Error("Enabled() with GOMAXPROCS set in the environment = true, want false")
+	}
+}
+
+func TestProcessCPUCountsWorkDone(t *testing.T) {
+	before, err := processCPU()
+	if err != nil {
+		t.Skip("no getrusage here:", err)
+	}
+	spin := 100 * time.Millisecond
+	x := 0
+	for end := time.Now().Add(spin); time.Now().Before(end); {
+		x++
+	}
+	after, err := processCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The loop ran on the CPU for most of its wall time (less on a loaded machine).
+	if d := after - before; d < spin/10 {
+		t.Errorf("processCPU grew by %v over a %v busy loop (%d iterations), want most of it", d, spin, x)
+	}
+}
