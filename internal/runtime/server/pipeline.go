@@ -87,7 +87,7 @@ type admitOptions struct {
 	// streams see one HTTP request for many messages.
 	perMessageLimit bool
 	// reply is where responses to the admitted requests go (streamable POST); nil: stream.
-	reply     chan<- []byte
+	reply     *replyTo
 	requestID string
 	// from is the sender when it differs per request (HTTP transports: the session's
 	// creator may be on another connection); nil: the session's caller.
@@ -332,6 +332,15 @@ func joinBatch(parts [][]byte) []byte {
 		out = append(out, p...)
 	}
 	return append(out, ']')
+}
+
+// finishAnswer runs the bookkeeping an answer carries (see answer).
+func (s *Server) finishAnswer(sess *session, a answer) {
+	if a.call == nil {
+		return
+	}
+	s.finish(sess, a.call, a.outcome, len(a.out))
+	s.bookkeeping.Done()
 }
 
 // finish records the end of a relayed request in metrics and, for tool calls, the audit log.

@@ -53,7 +53,7 @@ type pendingCall struct {
 	bytesIn   int
 	timer     *time.Timer
 	// reply receives the response (streamable POST); nil: the session's stream gets it.
-	reply chan<- []byte
+	reply *replyTo
 	from  caller // who sent it
 }
 
@@ -163,20 +163,67 @@ func (s *session) deliver(raw []byte) {
 	if out == nil {
 		return
 	}
-	if p != nil {
-		// Counted before the answer is handed on, so that Close waits for its audit line
-		// even when the client has its answer and the server is shutting down.
-		s.srv.bookkeeping.Add(1)
-		defer func() {
-			s.srv.finish(s, p, outcome, len(out))
-			s.srv.bookkeeping.Done()
-		}()
-	}
-	if p != nil && p.reply != nil {
-		p.reply <- out // buffered for the POST's requests: never blocks
+	if p == nil {
+		s.toStream(out)
 		return
 	}
-	s.toStream(out)
+	// Counted before the answer is handed on, so that Close waits for its audit line
+	// even when the client has its answer and the server is shutting down.
+	s.srv.bookkeeping.Add(1)
+	a := answer{out: out, call: p, outcome: outcome}
+	if p.reply != nil && p.reply.offer(s, a) {
+		return // the POST's handler finishes it once the answer is written
+	}
+	defer s.srv.finishAnswer(s, a)
+	if p.reply == nil {
+		s.toStream(out)
+	}
+}
+
+// answer is a response for a POST waiting on its replyTo. With call set it carries the
+// request's bookkeeping (metrics, audit: Server.finishAnswer), which whoever takes the
+// answer runs once it is on its way to the client.
+type answer struct {
+	out     []byte
+	call    *pendingCall
+	outcome string
+}
+
+// replyTo is where the responses to one streamable POST's requests go: a channel with room
+// for all of them, so that offering never blocks, and whether the POST's handler is gone.
+type replyTo struct {
+	ch   chan answer
+	gone bool // guarded by the session's mu
+}
+
+func newReplyTo(requests int) *replyTo { return &replyTo{ch: make(chan answer, requests)} }
+
+// offer queues a for the POST's handler; false once the handler is gone (the caller then
+// finishes the answer itself).
+func (r *replyTo) offer(sess *session, a answer) bool {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if r.gone {
+		return false
+	}
+	r.ch <- a
+	return true
+}
+
+// leave is the handler's last word: nothing is offered any more, and the answers it did not
+// take are finished here, so no request misses its audit line.
+func (r *replyTo) leave(sess *session) {
+	sess.mu.Lock()
+	r.gone = true
+	sess.mu.Unlock()
+	for {
+		select {
+		case a := <-r.ch:
+			sess.srv.finishAnswer(sess, a)
+		default:
+			return
+		}
+	}
 }
 
 // toStream hands a message to the newest POST that streams, else the session's stream;
@@ -266,7 +313,7 @@ func (s *session) fail(p *pendingCall, e *jsonrpc.Error, outcome string) {
 	s.srv.finish(s, p, outcome, 0)
 	out := jsonrpc.ErrorResponse(p.id, e)
 	if p.reply != nil {
-		p.reply <- out
+		p.reply.offer(s, answer{out: out}) // dropped when the POST's handler is gone
 		return
 	}
 	s.toStream(out)

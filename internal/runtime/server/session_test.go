@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -135,4 +136,55 @@ func TestSessionsBelongToIssuerAndSubject(t *testing.T) {
 	g.Expect(r.get("s1", owner)).To(BeIdenticalTo(s))
 	g.Expect(r.get("s1", who("https://idp-b.example", auth.MethodJWT))).To(BeNil(), "another issuer's alice")
 	g.Expect(r.get("s1", who("", auth.MethodAPIKey))).To(BeNil(), "an API key named alice")
+}
+
+// A POST's handler writes its answers and then runs their bookkeeping; answers it never
+// takes (it left first) are finished by replyTo.leave, and one offered after it left by
+// the deliverer itself: every relayed tools/call gets its audit line either way.
+func TestAnswersThePOSTDidNotTakeAreStillAudited(t *testing.T) {
+	g := NewWithT(t)
+	dir := t.TempDir()
+	cfg := &config.Config{
+		Listen:   config.Listen{Address: "127.0.0.1:0", HealthAddress: "localhost:0"},
+		TLS:      config.TLS{Insecure: true},
+		Endpoint: config.Endpoint{PublicURL: "http://127.0.0.1/mcp", Transports: []string{config.TransportStreamableHTTP}},
+		Auth:     config.Auth{Anonymous: true},
+		Audit:    config.Audit{File: filepath.Join(dir, "audit.log")},
+	}
+	cfg.Default()
+	g.Expect(cfg.Validate()).To(Succeed())
+	srv, err := Build(context.Background(), cfg, Options{Command: []string{"/bin/true"}, Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Second})
+	g.Expect(err).NotTo(HaveOccurred())
+	sess := openSession(srv, "s", nil, caller{transport: config.TransportStreamableHTTP, remote: "127.0.0.1:1"})
+	reply := newReplyTo(2)
+	relay := func(id string) {
+		p := &pendingCall{id: json.RawMessage(id), method: "tools/call", tool: "echo", start: time.Now(), reply: reply, from: sess.caller}
+		g.Expect(sess.track(p)).To(BeNil())
+		sess.deliver([]byte(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[]}}`))
+	}
+
+	relay("1") // offered: waits on the reply channel for a handler that never takes it
+	g.Expect(reply.ch).To(HaveLen(1))
+	reply.leave(sess) // the handler leaves: the answer it left behind is finished here
+	g.Expect(reply.ch).To(BeEmpty())
+	relay("2") // after the handler left: finished by the deliverer, not queued
+	g.Expect(reply.ch).To(BeEmpty())
+
+	waited := make(chan struct{})
+	go func() { srv.bookkeeping.Wait(); close(waited) }()
+	g.Eventually(waited, 5*time.Second).Should(BeClosed(), "every answer's bookkeeping ran")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	g.Expect(srv.Close(ctx)).To(Succeed())
+	b, err := os.ReadFile(cfg.Audit.File)
+	g.Expect(err).NotTo(HaveOccurred())
+	var ids []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var rec map[string]any
+		g.Expect(json.Unmarshal([]byte(line), &rec)).To(Succeed(), line)
+		if rec["kind"] == "tool_call" && rec["outcome"] == "ok" && rec["tool"] == "echo" {
+			ids = append(ids, line)
+		}
+	}
+	g.Expect(ids).To(HaveLen(2), "one audit line per relayed call:\n%s", b)
 }

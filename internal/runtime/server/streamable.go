@@ -174,7 +174,7 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 			requests++
 		}
 	}
-	reply := make(chan []byte, requests)
+	reply := newReplyTo(requests)
 	ex, inline := sess.up.(upstream.Exchanger)
 	inline = inline && len(msgs) == 1 && requests == 1
 	var sink *streamSink
@@ -231,7 +231,7 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 // going to the session's streams. Anything that ends the exchange unanswered (the client
 // leaving, a write failing, the server shutting down during a stream, the session
 // closing) continues as awaitResponses would.
-func (s *Server) exchangePost(w http.ResponseWriter, r *http.Request, sess *session, ex upstream.Exchanger, msgs []jsonrpc.Message, reply chan []byte, opened bool) {
+func (s *Server) exchangePost(w http.ResponseWriter, r *http.Request, sess *session, ex upstream.Exchanger, msgs []jsonrpc.Message, reply *replyTo, opened bool) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	streamOK := acceptsStream(r)
@@ -258,7 +258,7 @@ func (s *Server) exchangePost(w http.ResponseWriter, r *http.Request, sess *sess
 				return
 			}
 		case p != nil && p.reply != nil:
-			p.reply <- out // another POST's response (buffered: never blocks)
+			p.reply.offer(sess, answer{out: out}) // another POST's response (never blocks)
 			return
 		case !streamOK || answered:
 			sess.toStream(out)
@@ -304,13 +304,21 @@ func (s *Server) exchangePost(w http.ResponseWriter, r *http.Request, sess *sess
 
 // awaitResponses answers a POST: one JSON body when the response comes first, else an SSE
 // stream that carries the server's notifications and requests before the response(s).
-// sse is the stream already started for it, if any.
-func (s *Server) awaitResponses(w http.ResponseWriter, r *http.Request, sess *session, msgs []jsonrpc.Message, batch bool, want int, reply <-chan []byte, sink *streamSink, sse *sseWriter) {
+// sse is the stream already started for it, if any. The answers' bookkeeping (metrics,
+// audit) runs here once they are written, after the client has them; what this POST does
+// not take is finished when it returns (replyTo.leave).
+func (s *Server) awaitResponses(w http.ResponseWriter, r *http.Request, sess *session, msgs []jsonrpc.Message, batch bool, want int, reply *replyTo, sink *streamSink, sse *sseWriter) {
+	defer reply.leave(sess)
 	var sinkCh chan []byte
 	if sink != nil {
 		sinkCh = sink.ch
 	}
-	var responses [][]byte
+	var held []answer // taken from reply: finished once written (or when this returns)
+	defer func() {
+		for _, a := range held {
+			s.finishAnswer(sess, a)
+		}
+	}()
 	stopping := s.stopping
 	if sse != nil {
 		select {
@@ -323,22 +331,27 @@ func (s *Server) awaitResponses(w http.ResponseWriter, r *http.Request, sess *se
 	got := 0
 	for got < want {
 		select {
-		case out := <-reply:
+		case a := <-reply.ch:
 			got++
+			held = append(held, a)
 			if sse == nil {
-				responses = append(responses, out)
 				continue
 			}
-			if sse.event("message", out) != nil {
+			err := sse.event("message", a.out)
+			s.finishAnswer(sess, a)
+			held = held[:0]
+			if err != nil {
 				s.abandonRequests(sess, msgs)
 				return
 			}
 		case out := <-sinkCh:
 			if sse == nil {
 				sse = startSSE(w)
-				for _, resp := range responses {
-					_ = sse.event("message", resp)
+				for _, a := range held {
+					_ = sse.event("message", a.out)
+					s.finishAnswer(sess, a)
 				}
+				held = held[:0]
 			}
 			if sse.event("message", out) != nil {
 				s.abandonRequests(sess, msgs)
@@ -360,10 +373,14 @@ func (s *Server) awaitResponses(w http.ResponseWriter, r *http.Request, sess *se
 	}
 	if batch {
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(joinBatch(responses))
+		outs := make([][]byte, len(held))
+		for i, a := range held {
+			outs[i] = a.out
+		}
+		_, _ = w.Write(joinBatch(outs))
 		return
 	}
-	writeResponse(w, responses[0], sess.stateless)
+	writeResponse(w, held[0].out, sess.stateless)
 }
 
 // writeResponse writes one JSON-RPC response as a POST's body. Under the stateless revision
