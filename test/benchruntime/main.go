@@ -63,6 +63,7 @@ type options struct {
 	hopProcs               int  // GOMAXPROCS for the bare proxy and the runtime → HTTP; 0: Go's default
 	schedulerAwake         bool // tuning.keepSchedulerAwake for the runtimes, its GODEBUG for the bare proxies
 	staticProcs            bool // tuning.staticProcs for the runtimes; else the bare hops size GOMAXPROCS as they do
+	bareGoDefaults         bool // the bare hops with Go's defaults whatever the runtimes' tuning
 }
 
 func parseFlags() (options, error) {
@@ -83,6 +84,7 @@ func parseFlags() (options, error) {
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, audit)")
 	flag.IntVar(&o.hopProcs, "hop-gomaxprocs", 0, "GOMAXPROCS of the two hops compared on CPU, the bare proxy (b) and the runtime → HTTP (c); 0 leaves Go's default (the runtime → stdio is left alone: its child would inherit it)")
 	flag.BoolVar(&o.staticProcs, "static-procs", false, "run the runtimes with tuning.staticProcs and every hop with Go's default GOMAXPROCS; false (the runtime's default): the runtimes size GOMAXPROCS to the load and so do the bare hops (b, e, g, h), with the same controller (internal/runtime/procs)")
+	flag.BoolVar(&o.bareGoDefaults, "bare-go-defaults", false, "run the bare hops (b, e, g, h) with Go's default scheduler settings whatever the runtimes run with: a plain ReverseProxy as anyone would deploy it, instead of one with the runtimes' tuning")
 	flag.BoolVar(&o.schedulerAwake, "keep-scheduler-awake", true, "run the runtimes with tuning.keepSchedulerAwake and the bare proxies (b, h) with the same GODEBUG="+sysmon.Setting+" (internal/runtime/sysmon); false: Go's defaults for all")
 	flag.StringVar(&o.profileDir, "profile", "", "run the runtime as this harness's runtime-profile subcommand (same wiring as mcp-runtime serve) and write CPU, heap and allocation profiles here, and a CPU profile of the bare proxy (not for headline numbers)")
 	flag.BoolVar(&o.execTrace, "exectrace", false, "with -profile: also write Go execution traces of the runtime and the bare stdio relay (for hack/trace-critpath.py; tracing costs the traced processes CPU, which their CPU profiles then include)")
@@ -215,7 +217,7 @@ func (b *bench) hopEnv() []string {
 // -keep-scheduler-awake, the GODEBUG the runtime gives itself (package sysmon).
 func (b *bench) proxyEnv() []string {
 	env := b.hopEnv()
-	if b.o.schedulerAwake {
+	if b.o.schedulerAwake && !b.o.bareGoDefaults {
 		env = append(env, "GODEBUG="+sysmon.Setting)
 	}
 	return env
@@ -224,7 +226,7 @@ func (b *bench) proxyEnv() []string {
 // bareFlags are the flags of the bare hops (proxy, stdio-relay) that give them the
 // runtimes' GOMAXPROCS sizing, unless -static-procs.
 func (b *bench) bareFlags() []string {
-	if b.o.staticProcs {
+	if b.o.staticProcs || b.o.bareGoDefaults {
 		return nil
 	}
 	return []string{"-size-procs"}

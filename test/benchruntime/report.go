@@ -147,16 +147,20 @@ func (b *bench) report(env, loadEnd string) string {
 	fmt.Fprintf(w, "## mcp-runtime benchmark\n\n```\n%sloadavg at end:   %s\n", env, loadEnd)
 	fmt.Fprintf(w, "cells: %s measured after %s warmup, %d round(s), medians over rounds; tool %s\n",
 		b.o.duration, b.o.warmup, b.o.rounds, benchTool)
+	bare := "the bare hops with the same"
+	if b.o.bareGoDefaults {
+		bare = "the bare hops with Go's defaults (-bare-go-defaults), not"
+	}
 	if b.o.schedulerAwake {
-		fmt.Fprintf(w, "runtimes with tuning.keepSchedulerAwake, bare proxies with the same GODEBUG=%s\n", sysmon.Setting)
+		fmt.Fprintf(w, "runtimes with tuning.keepSchedulerAwake, %s GODEBUG=%s\n", bare, sysmon.Setting)
 	} else {
-		fmt.Fprintln(w, "runtimes and bare proxies with Go's default scheduler settings (-keep-scheduler-awake=false)")
+		fmt.Fprintln(w, "runtimes and bare hops with Go's default scheduler settings (-keep-scheduler-awake=false)")
 	}
 	switch {
 	case b.o.staticProcs:
 		fmt.Fprintln(w, "runtimes with tuning.staticProcs, every hop with Go's default GOMAXPROCS (-static-procs)")
 	default:
-		fmt.Fprintln(w, "runtimes size GOMAXPROCS to the load (the default), and so do the bare hops (b, e, g, h)")
+		fmt.Fprintf(w, "runtimes size GOMAXPROCS to the load (the default), %s controller\n", bare)
 	}
 	if b.o.hopProcs > 0 {
 		fmt.Fprintf(w, "GOMAXPROCS=%d for the bare proxy (b) and the runtime → HTTP (c)\n", b.o.hopProcs)
