@@ -550,7 +550,16 @@ func (s *Server) relay(ctx context.Context, sess *session, msgs []jsonrpc.Messag
 
 // readBody reads the whole (size-limited) body: the relay buffers before it forwards.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	body, err := io.ReadAll(r.Body)
+	var body []byte
+	var err error
+	if n := r.ContentLength; n > 0 && n <= s.cfg.Limits.MaxMessageBytes {
+		// One allocation of the announced size instead of ReadAll's growing buffer (net/http
+		// ends the body after n bytes, and a shorter one fails).
+		body = make([]byte, n)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(r.Body)
+	}
 	if err != nil {
 		if isTooLarge(err) {
 			s.obs.refused("", "", "message_too_large")
