@@ -116,7 +116,7 @@ func (c *Controller) step(used float64) {
 	if next == c.cur {
 		return
 	}
-	c.log.Debug("Resizing GOMAXPROCS to the load", "from", c.cur, "to", next, "cpusUsed", used)
+	c.log.Info("Resizing GOMAXPROCS to the load", "from", c.cur, "to", next, "cpusUsed", used)
 	c.set(next)
 }
 
