@@ -94,12 +94,10 @@ func startHTTPRuntime(t *testing.T) *httpRuntime {
 	}, nil)
 }
 
-// startTestRuntime serves the runtime on plain HTTP, anonymous, in front of the upstream
-// edit configures (default: the stdio everything-server, command).
-func startTestRuntime(t *testing.T, edit func(*config.Config), command []string) *httpRuntime {
-	t.Helper()
-	dir := t.TempDir()
-	cfg := &config.Config{
+// testConfig is the tests' runtime configuration: plain HTTP on 127.0.0.1, anonymous,
+// the audit log in dir (before Default).
+func testConfig(dir string) *config.Config {
+	return &config.Config{
 		Listen:   config.Listen{Address: "127.0.0.1:0", HealthAddress: "localhost:0"},
 		TLS:      config.TLS{Insecure: true},
 		Endpoint: config.Endpoint{PublicURL: "http://127.0.0.1/mcp", Transports: []string{config.TransportStreamableHTTP}},
@@ -107,6 +105,13 @@ func startTestRuntime(t *testing.T, edit func(*config.Config), command []string)
 		Audit:    config.Audit{File: filepath.Join(dir, "audit.log")},
 		Upstream: config.Upstream{RequestTimeout: config.D(3 * time.Second), ShutdownGrace: config.D(time.Second)},
 	}
+}
+
+// startTestRuntime serves the runtime on plain HTTP, anonymous, in front of the upstream
+// edit configures (default: the stdio everything-server, command).
+func startTestRuntime(t *testing.T, edit func(*config.Config), command []string) *httpRuntime {
+	t.Helper()
+	cfg := testConfig(t.TempDir())
 	if edit != nil {
 		edit(cfg)
 	}

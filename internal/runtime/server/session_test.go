@@ -143,14 +143,7 @@ func TestSessionsBelongToIssuerAndSubject(t *testing.T) {
 // the deliverer itself: every relayed tools/call gets its audit line either way.
 func TestAnswersThePOSTDidNotTakeAreStillAudited(t *testing.T) {
 	g := NewWithT(t)
-	dir := t.TempDir()
-	cfg := &config.Config{
-		Listen:   config.Listen{Address: "127.0.0.1:0", HealthAddress: "localhost:0"},
-		TLS:      config.TLS{Insecure: true},
-		Endpoint: config.Endpoint{PublicURL: "http://127.0.0.1/mcp", Transports: []string{config.TransportStreamableHTTP}},
-		Auth:     config.Auth{Anonymous: true},
-		Audit:    config.Audit{File: filepath.Join(dir, "audit.log")},
-	}
+	cfg := testConfig(t.TempDir())
 	cfg.Default()
 	g.Expect(cfg.Validate()).To(Succeed())
 	srv, err := Build(context.Background(), cfg, Options{Command: []string{"/bin/true"}, Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Second})
