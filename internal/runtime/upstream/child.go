@@ -303,6 +303,12 @@ func (c *child) stop(grace time.Duration, abort <-chan struct{}) {
 	if !c.groupGone() {
 		c.log.Warn("upstream did not exit after SIGTERM; killing it", "grace", grace)
 		c.signal(syscall.SIGKILL)
+		// SIGKILL is delivered asynchronously: the group's other processes may still be
+		// running for a moment after the child itself was reaped. Bounded: a process stuck
+		// in uninterruptible I/O dies only when the I/O ends.
+		for end := time.Now().Add(time.Second); !c.groupGone() && time.Now().Before(end); {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	<-c.done
 }
