@@ -66,19 +66,41 @@ func Start(ctx context.Context, log *slog.Logger, static bool) {
 
 // Controller applies Decide every Period.
 type Controller struct {
-	log     *slog.Logger
-	period  time.Duration
-	ceiling int
-	cur     int
-	calm    int
-	// cpu returns the process's CPU time so far (user + system); swapped in tests.
+	log    *slog.Logger
+	period time.Duration
+	// cpu returns the process's CPU time so far (user + system); rt drives GOMAXPROCS.
+	// Both are swapped in tests.
 	cpu func() (time.Duration, error)
+	rt  goRuntime
+
+	ceiling   int  // Go's default when last read
+	cur       int  // GOMAXPROCS now
+	atDefault bool // cur is Go's default, which follows the CPU limit by itself
+	calm      int  // calm periods in a row (see Decide)
+	periods   int  // periods since the ceiling was last read
 }
+
+// CeilingPeriods: below the ceiling, Go's default is read again this often, so that a CPU
+// limit lowered in place (a pod resized) lowers GOMAXPROCS too.
+const CeilingPeriods = 30
+
+// goRuntime is what the Controller does with package runtime.
+type goRuntime interface {
+	get() int    // GOMAXPROCS now
+	set(n int)   // GOMAXPROCS = n (Go stops following the CPU limit)
+	useDefault() // back to Go's default, which follows the CPU limit again
+}
+
+type realRuntime struct{}
+
+func (realRuntime) get() int    { return runtime.GOMAXPROCS(0) }
+func (realRuntime) set(n int)   { runtime.GOMAXPROCS(n) }
+func (realRuntime) useDefault() { runtime.SetDefaultGOMAXPROCS() }
 
 // New returns a Controller whose ceiling is the current GOMAXPROCS (Go's default, which
 // follows the container's CPU limit). Call it before anything else sets GOMAXPROCS.
 func New(log *slog.Logger) *Controller {
-	return &Controller{log: log, period: Period, ceiling: runtime.GOMAXPROCS(0), cpu: processCPU}
+	return &Controller{log: log, period: Period, cpu: processCPU, rt: realRuntime{}}
 }
 
 // Run starts at one P and adjusts GOMAXPROCS until ctx ends, then gives back Go's default.
@@ -88,11 +110,13 @@ func (c *Controller) Run(ctx context.Context) {
 		c.log.Warn("Cannot read the process's CPU time; GOMAXPROCS stays at Go's default", "error", err)
 		return
 	}
-	c.set(1)
-	defer runtime.SetDefaultGOMAXPROCS()
+	c.ceiling, c.cur, c.atDefault = c.rt.get(), c.rt.get(), true
+	c.apply(1)
+	defer c.rt.useDefault()
 	t := time.NewTicker(c.period)
 	defer t.Stop()
 	lastAt := time.Now()
+	first := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -104,6 +128,10 @@ func (c *Controller) Run(ctx context.Context) {
 			}
 			used := (total - last).Seconds() / now.Sub(lastAt).Seconds()
 			last, lastAt = total, now
+			if first { // start-up work (configuration, keys, the upstream) is not load
+				first = false
+				continue
+			}
 			c.step(used)
 		}
 	}
@@ -111,24 +139,50 @@ func (c *Controller) Run(ctx context.Context) {
 
 // step makes one decision for a period in which the process used `used` CPUs.
 func (c *Controller) step(used float64) {
+	c.periods++
+	fresh := c.atDefault || c.periods >= CeilingPeriods
+	if fresh {
+		c.readCeiling()
+	}
 	next, calm := Decide(c.cur, c.ceiling, used, c.calm)
+	if next > c.cur && !fresh { // about to add Ps: the limit may have been lowered meanwhile
+		c.readCeiling()
+		next, calm = Decide(c.cur, c.ceiling, used, c.calm)
+	}
 	c.calm = calm
 	if next == c.cur {
 		return
 	}
 	c.log.Info("Resizing GOMAXPROCS to the load", "from", c.cur, "to", next, "cpusUsed", used)
-	c.set(next)
+	c.apply(next)
 }
 
-// set applies n; at the ceiling it hands GOMAXPROCS back to Go's default, which keeps
-// following the CPU limit, and takes the ceiling from it again.
-func (c *Controller) set(n int) {
-	if n >= c.ceiling {
-		runtime.SetDefaultGOMAXPROCS()
-		c.ceiling = runtime.GOMAXPROCS(0)
+// readCeiling takes Go's default again. At the default, GOMAXPROCS is it; below, the only
+// way to learn it is to go back to it for a moment (two brief stops of the world).
+func (c *Controller) readCeiling() {
+	c.periods = 0
+	if c.atDefault {
+		c.ceiling = c.rt.get()
 		c.cur = c.ceiling
 		return
 	}
-	runtime.GOMAXPROCS(n)
-	c.cur = n
+	c.rt.useDefault()
+	c.ceiling = c.rt.get()
+	if c.cur >= c.ceiling {
+		c.cur, c.atDefault = c.ceiling, true
+		return
+	}
+	c.rt.set(c.cur)
+}
+
+// apply sets GOMAXPROCS to n; at the ceiling it hands it back to Go's default.
+func (c *Controller) apply(n int) {
+	if n >= c.ceiling {
+		c.rt.useDefault()
+		c.ceiling = c.rt.get()
+		c.cur, c.atDefault = c.ceiling, true
+		return
+	}
+	c.rt.set(n)
+	c.cur, c.atDefault = n, false
 }

@@ -76,8 +76,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestRunStartsAtOneGrowsUnderLoadShrinksWhenCalmAndRestoresTheDefault(t *testing.T) {
 	ceiling := runtime.GOMAXPROCS(0)
-	if ceiling < 2 {
-		t.Skip("Go's default is one P here: nothing to resize")
+	if !Enabled() {
+		t.Skip("GOMAXPROCS is set in the environment or Go's default is one P: nothing to resize")
 	}
 	defer runtime.SetDefaultGOMAXPROCS()
 	cpu := &fakeCPU{}
@@ -123,5 +123,65 @@ func TestProcessCPUCountsWorkDone(t *testing.T) {
 	// The loop ran on the CPU for most of its wall time (less on a loaded machine).
 	if d := after - before; d < spin/10 {
 		t.Errorf("processCPU grew by %v over a %v busy loop (%d iterations), want most of it", d, spin, x)
+	}
+}
+
+// fakeRuntime stands for package runtime: Go's default (the CPU limit) is what the test says.
+type fakeRuntime struct {
+	goDefault int
+	procs     int
+	following bool // at the default, following the limit as Go does
+	sets      int  // explicit GOMAXPROCS(n) calls
+}
+
+func (f *fakeRuntime) get() int {
+	if f.following {
+		f.procs = f.goDefault
+	}
+	return f.procs
+}
+func (f *fakeRuntime) set(n int)   { f.procs, f.following = n, false; f.sets++ }
+func (f *fakeRuntime) useDefault() { f.procs, f.following = f.goDefault, true }
+
+// A CPU limit changed in place (a pod resized) moves the ceiling: the Controller never adds
+// Ps above a lowered limit, notices one lowered below its setting, and follows Go's default
+// while at it.
+func TestTheCeilingFollowsACPULimitChangedInPlace(t *testing.T) {
+	rt := &fakeRuntime{goDefault: 8, procs: 8, following: true}
+	c := &Controller{log: slog.New(slog.DiscardHandler), rt: rt}
+	c.ceiling, c.cur, c.atDefault = rt.get(), rt.get(), true
+	c.apply(1)
+	if rt.procs != 1 {
+		t.Fatalf("start: GOMAXPROCS %d, want 1", rt.procs)
+	}
+
+	rt.goDefault = 2 // the limit drops to 2 CPUs while the runtime is on one P
+	c.step(0.9)      // busy: would double to 2, and 2 is now the whole default
+	if rt.procs != 2 || !rt.following {
+		t.Fatalf("after a busy period under a 2-CPU limit: GOMAXPROCS %d (following the default: %v), want 2, following", rt.procs, rt.following)
+	}
+	c.step(1.9) // busy at the ceiling: stays
+	if rt.procs != 2 {
+		t.Fatalf("busy at the ceiling: GOMAXPROCS %d, want 2", rt.procs)
+	}
+
+	rt.goDefault = 16 // the limit rises: Go's default follows, and so does the Controller
+	c.step(2.0)
+	if c.ceiling != 16 || rt.procs != 16 {
+		t.Fatalf("after the limit rose: ceiling %d, GOMAXPROCS %d, want 16 and 16", c.ceiling, rt.procs)
+	}
+	for range CalmPeriods { // calm: halves to 8
+		c.step(0)
+	}
+	if rt.procs != 8 || rt.following {
+		t.Fatalf("after a calm spell: GOMAXPROCS %d (following: %v), want 8, not following", rt.procs, rt.following)
+	}
+
+	rt.goDefault = 4 // lowered below the setting while the Controller holds 8
+	for range CeilingPeriods {
+		c.step(5.0) // busy, so no halving: only the periodic read can bring it down
+	}
+	if rt.procs != 4 || !rt.following {
+		t.Fatalf("%d periods after the limit fell below the setting: GOMAXPROCS %d (following: %v), want 4, following", CeilingPeriods, rt.procs, rt.following)
 	}
 }

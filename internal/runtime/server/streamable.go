@@ -175,6 +175,9 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	reply := newReplyTo(requests)
+	// Whichever way this POST ends (a failed relay of a batch included), answers that come
+	// for it later are finished by their deliverer, not left in a channel nobody reads.
+	defer reply.leave(sess)
 	ex, inline := sess.up.(upstream.Exchanger)
 	inline = inline && len(msgs) == 1 && requests == 1
 	var sink *streamSink
@@ -548,13 +551,17 @@ func (s *Server) relay(ctx context.Context, sess *session, msgs []jsonrpc.Messag
 	return true
 }
 
+// presizedBody is the largest announced body readBody allocates whole before it arrives.
+const presizedBody = 64 << 10
+
 // readBody reads the whole (size-limited) body: the relay buffers before it forwards.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	var body []byte
 	var err error
-	if n := r.ContentLength; n > 0 && n <= s.cfg.Limits.MaxMessageBytes {
+	if n := r.ContentLength; n > 0 && n <= presizedBody {
 		// One allocation of the announced size instead of ReadAll's growing buffer (net/http
-		// ends the body after n bytes, and a shorter one fails).
+		// ends the body after n bytes, and a shorter one fails). Only for small bodies: a
+		// client announcing a large one and sending it slowly must not pin its full size.
 		body = make([]byte, n)
 		_, err = io.ReadFull(r.Body, body)
 	} else {

@@ -306,8 +306,17 @@ func (c *child) stop(grace time.Duration, abort <-chan struct{}) {
 		// SIGKILL is delivered asynchronously: the group's other processes may still be
 		// running for a moment after the child itself was reaped. Bounded: a process stuck
 		// in uninterruptible I/O dies only when the I/O ends.
-		for end := time.Now().Add(time.Second); !c.groupGone() && time.Now().Before(end); {
-			time.Sleep(5 * time.Millisecond)
+		wait := time.NewTimer(time.Second)
+		defer wait.Stop()
+	gone:
+		for !c.groupGone() {
+			select {
+			case <-poll.C:
+			case <-wait.C:
+				break gone
+			case <-abort:
+				break gone
+			}
 		}
 	}
 	<-c.done
