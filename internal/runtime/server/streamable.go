@@ -563,7 +563,14 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 		// ends the body after n bytes, and a shorter one fails). Only for small bodies: a
 		// client announcing a large one and sending it slowly must not pin its full size.
 		body = make([]byte, n)
-		_, err = io.ReadFull(r.Body, body)
+		if _, err = io.ReadFull(r.Body, body); err == nil {
+			// Read on to the end as ReadAll would: the body's read deadline is lifted there
+			// (HTTP/2 reports the end only on a read after the last byte).
+			var one [1]byte
+			if _, rerr := r.Body.Read(one[:]); rerr != nil && rerr != io.EOF {
+				err = rerr
+			}
+		}
 	} else {
 		body, err = io.ReadAll(r.Body)
 	}
