@@ -30,7 +30,23 @@ const (
 	LowerAt = 0.5
 	// CalmPeriods is how long the load must stay low before GOMAXPROCS is halved.
 	CalmPeriods = 10
+	// IdlePeriod replaces Period while the process is idle on one P (under IdleBelow
+	// CPUs): every wake-up of an idle Go process costs CPU (4–7 ms on a 2-vCPU VM, the
+	// scheduler's monitor thread polling every 20 µs for a while after it; ~1 ms of CPU
+	// per second at one check a second), which a fleet of idle servers would pay for
+	// nothing. A load that starts is noticed within IdlePeriod; one P serves it meanwhile.
+	IdlePeriod = 30 * time.Second
+	IdleBelow  = 0.05
 )
+
+// Wait is how long the Controller sleeps before its next decision, given the setting it
+// just made and the CPUs used over the last period.
+func Wait(cur int, used float64) time.Duration {
+	if cur == 1 && used < IdleBelow {
+		return IdlePeriod
+	}
+	return Period
+}
 
 // Decide returns the GOMAXPROCS for the next period and the updated count of calm
 // periods, given the current setting, the ceiling (Go's default), the CPU the process
@@ -66,8 +82,9 @@ func Start(ctx context.Context, log *slog.Logger, static bool) {
 
 // Controller applies Decide every Period.
 type Controller struct {
-	log    *slog.Logger
-	period time.Duration
+	log        *slog.Logger
+	period     time.Duration // Period; IdlePeriod is idlePeriod (shorter in tests)
+	idlePeriod time.Duration
 	// cpu returns the process's CPU time so far (user + system); rt drives GOMAXPROCS.
 	// Both are swapped in tests.
 	cpu func() (time.Duration, error)
@@ -100,7 +117,7 @@ func (realRuntime) useDefault() { runtime.SetDefaultGOMAXPROCS() }
 // New returns a Controller whose ceiling is the current GOMAXPROCS (Go's default, which
 // follows the container's CPU limit). Call it before anything else sets GOMAXPROCS.
 func New(log *slog.Logger) *Controller {
-	return &Controller{log: log, period: Period, cpu: processCPU, rt: realRuntime{}}
+	return &Controller{log: log, period: Period, idlePeriod: IdlePeriod, cpu: processCPU, rt: realRuntime{}}
 }
 
 // Run starts at one P and adjusts GOMAXPROCS until ctx ends, then gives back Go's default.
@@ -113,7 +130,7 @@ func (c *Controller) Run(ctx context.Context) {
 	c.ceiling, c.cur, c.atDefault = c.rt.get(), c.rt.get(), true
 	c.apply(1)
 	defer c.rt.useDefault()
-	t := time.NewTicker(c.period)
+	t := time.NewTimer(c.period)
 	defer t.Stop()
 	lastAt := time.Now()
 	first := true
@@ -124,15 +141,22 @@ func (c *Controller) Run(ctx context.Context) {
 		case now := <-t.C:
 			total, err := c.cpu()
 			if err != nil {
+				t.Reset(c.period)
 				continue
 			}
 			used := (total - last).Seconds() / now.Sub(lastAt).Seconds()
 			last, lastAt = total, now
 			if first { // start-up work (configuration, keys, the upstream) is not load
 				first = false
+				t.Reset(c.period)
 				continue
 			}
 			c.step(used)
+			if Wait(c.cur, used) == IdlePeriod {
+				t.Reset(c.idlePeriod)
+			} else {
+				t.Reset(c.period)
+			}
 		}
 	}
 }

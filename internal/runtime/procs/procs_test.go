@@ -82,7 +82,7 @@ func TestRunStartsAtOneGrowsUnderLoadShrinksWhenCalmAndRestoresTheDefault(t *tes
 	defer runtime.SetDefaultGOMAXPROCS()
 	cpu := &fakeCPU{}
 	c := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	c.period, c.cpu = 10*time.Millisecond, cpu.read
+	c.period, c.idlePeriod, c.cpu = 10*time.Millisecond, 50*time.Millisecond, cpu.read
 	ctx, cancel := context.WithCancel(context.Background())
 	var done atomic.Bool
 	go func() { c.Run(ctx); done.Store(true) }()
@@ -96,6 +96,47 @@ func TestRunStartsAtOneGrowsUnderLoadShrinksWhenCalmAndRestoresTheDefault(t *tes
 	waitFor(t, "Run to return", done.Load)
 	if got := runtime.GOMAXPROCS(0); got != ceiling {
 		t.Errorf("GOMAXPROCS after Run = %d, want Go's default %d", got, ceiling)
+	}
+}
+
+func TestWait(t *testing.T) {
+	for _, c := range []struct {
+		cur  int
+		used float64
+		want time.Duration
+	}{
+		{1, 0, IdlePeriod},
+		{1, IdleBelow / 2, IdlePeriod},
+		{1, IdleBelow, Period},
+		{1, 0.5, Period},
+		{2, 0, Period}, // above one P the calm spell is counted every Period
+	} {
+		if got := Wait(c.cur, c.used); got != c.want {
+			t.Errorf("Wait(%d, %.3f) = %v, want %v", c.cur, c.used, got, c.want)
+		}
+	}
+}
+
+// An idle process on one P is not woken every Period: the CPU clock is read at the start,
+// after the start-up period and once per IdlePeriod.
+func TestAnIdleControllerSleepsLonger(t *testing.T) {
+	if !Enabled() {
+		t.Skip("GOMAXPROCS is set in the environment or Go's default is one P: nothing to resize")
+	}
+	defer runtime.SetDefaultGOMAXPROCS()
+	var reads atomic.Int32
+	cpu := &fakeCPU{}
+	c := New(slog.New(slog.DiscardHandler))
+	c.period, c.idlePeriod = 5*time.Millisecond, time.Hour
+	c.cpu = func() (time.Duration, error) { reads.Add(1); return cpu.read() }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	time.Sleep(300 * time.Millisecond) // 60 periods
+	cancel()
+	<-done
+	if n := reads.Load(); n != 3 {
+		t.Errorf("the CPU clock was read %d times in 60 idle periods, want 3 (start, start-up period, first decision)", n)
 	}
 }
 
