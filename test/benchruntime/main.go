@@ -224,7 +224,7 @@ func (b *bench) proxyEnv() []string {
 }
 
 // bareFlags are the flags of the bare hops (proxy, stdio-relay) that give them the
-// runtimes' GOMAXPROCS sizing, unless -static-procs.
+// runtimes' GOMAXPROCS sizing, unless -static-procs or -bare-go-defaults.
 func (b *bench) bareFlags() []string {
 	if b.o.staticProcs || b.o.bareGoDefaults {
 		return nil
@@ -285,19 +285,14 @@ func (b *bench) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	proxyAddr, err := freeAddr()
+	px, proxyAddr, err := b.startListener(ctx, "proxy", func(addr string) []string {
+		args := append([]string{self, "proxy", "-listen", addr, "-upstream", "http://" + esAddr}, b.bareFlags()...)
+		if b.o.profileDir != "" { // the floor's profile, to compare the runtime's with
+			args = append(args, "-cpuprofile", filepath.Join(b.o.profileDir, "proxy.cpu.pprof"))
+		}
+		return args
+	}, b.proxyEnv()...)
 	if err != nil {
-		return err
-	}
-	pxArgs := append([]string{self, "proxy", "-listen", proxyAddr, "-upstream", "http://" + esAddr}, b.bareFlags()...)
-	if b.o.profileDir != "" { // the floor's profile, to compare the runtime's with
-		pxArgs = append(pxArgs, "-cpuprofile", filepath.Join(b.o.profileDir, "proxy.cpu.pprof"))
-	}
-	px, err := b.start("proxy", pxArgs, b.proxyEnv()...)
-	if err != nil {
-		return err
-	}
-	if err := waitTCP(ctx, px, proxyAddr); err != nil {
 		return err
 	}
 
@@ -317,19 +312,14 @@ func (b *bench) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	relayAddr, err := freeAddr()
+	re, relayAddr, err := b.startListener(ctx, "stdio-relay", func(addr string) []string {
+		args := append([]string{self, "stdio-relay", "-listen", addr}, b.bareFlags()...)
+		if b.o.execTrace {
+			args = append(args, "-exectrace", filepath.Join(b.o.profileDir, "stdio-relay.trace"))
+		}
+		return append(args, "--", b.o.everything)
+	})
 	if err != nil {
-		return err
-	}
-	relayArgs := append([]string{self, "stdio-relay", "-listen", relayAddr}, b.bareFlags()...)
-	if b.o.execTrace {
-		relayArgs = append(relayArgs, "-exectrace", filepath.Join(b.o.profileDir, "stdio-relay.trace"))
-	}
-	re, err := b.start("stdio-relay", append(relayArgs, "--", b.o.everything))
-	if err != nil {
-		return err
-	}
-	if err := waitTCP(ctx, re, relayAddr); err != nil {
 		return err
 	}
 	tlsFiles := []string{"-tls-cert", b.pk.certFile, "-tls-key", b.pk.keyFile}

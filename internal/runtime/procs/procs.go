@@ -139,24 +139,20 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			total, err := c.cpu()
-			if err != nil {
-				t.Reset(c.period)
-				continue
-			}
-			used := (total - last).Seconds() / now.Sub(lastAt).Seconds()
-			last, lastAt = total, now
-			if first { // start-up work (configuration, keys, the upstream) is not load
+			wait := c.period
+			if total, err := c.cpu(); err == nil {
+				used := (total - last).Seconds() / now.Sub(lastAt).Seconds()
+				last, lastAt = total, now
+				// The first period's start-up work (configuration, keys, the upstream) is not load.
+				if !first {
+					c.step(used)
+					if Wait(c.cur, used) == IdlePeriod {
+						wait = c.idlePeriod
+					}
+				}
 				first = false
-				t.Reset(c.period)
-				continue
 			}
-			c.step(used)
-			if Wait(c.cur, used) == IdlePeriod {
-				t.Reset(c.idlePeriod)
-			} else {
-				t.Reset(c.period)
-			}
+			t.Reset(wait)
 		}
 	}
 }

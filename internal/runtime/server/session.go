@@ -174,10 +174,10 @@ func (s *session) deliver(raw []byte) {
 	if p.reply != nil && p.reply.offer(s, a) {
 		return // the POST's handler finishes it once the answer is written
 	}
-	defer s.srv.finishAnswer(s, a)
 	if p.reply == nil {
 		s.toStream(out)
 	}
+	s.srv.finishAnswer(s, a)
 }
 
 // answer is a response for a POST waiting on its replyTo. With call set it carries the

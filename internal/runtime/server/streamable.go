@@ -309,9 +309,8 @@ func (s *Server) exchangePost(w http.ResponseWriter, r *http.Request, sess *sess
 // stream that carries the server's notifications and requests before the response(s).
 // sse is the stream already started for it, if any. The answers' bookkeeping (metrics,
 // audit) runs here once they are written, after the client has them; what this POST does
-// not take is finished when it returns (replyTo.leave).
+// not take is finished when streamablePost returns (replyTo.leave).
 func (s *Server) awaitResponses(w http.ResponseWriter, r *http.Request, sess *session, msgs []jsonrpc.Message, batch bool, want int, reply *replyTo, sink *streamSink, sse *sseWriter) {
-	defer reply.leave(sess)
 	var sinkCh chan []byte
 	if sink != nil {
 		sinkCh = sink.ch

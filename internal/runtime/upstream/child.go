@@ -277,28 +277,14 @@ func (c *child) stop(grace time.Duration, abort <-chan struct{}) {
 	defer deadline.Stop()
 	poll := time.NewTicker(25 * time.Millisecond)
 	defer poll.Stop()
-	for exited := false; ; {
-		if !exited {
-			select {
-			case <-c.exited:
-				exited = true
-				continue
-			case <-deadline.C:
-			case <-abort:
-			}
-		} else {
-			if c.groupGone() {
-				<-c.done
-				return
-			}
-			select {
-			case <-poll.C:
-				continue
-			case <-deadline.C:
-			case <-abort:
-			}
+	select {
+	case <-c.exited:
+		if c.awaitGroupGone(poll.C, deadline.C, abort) {
+			<-c.done
+			return
 		}
-		break
+	case <-deadline.C:
+	case <-abort:
 	}
 	if !c.groupGone() {
 		c.log.Warn("upstream did not exit after SIGTERM; killing it", "grace", grace)
@@ -308,18 +294,24 @@ func (c *child) stop(grace time.Duration, abort <-chan struct{}) {
 		// in uninterruptible I/O dies only when the I/O ends.
 		wait := time.NewTimer(time.Second)
 		defer wait.Stop()
-	gone:
-		for !c.groupGone() {
-			select {
-			case <-poll.C:
-			case <-wait.C:
-				break gone
-			case <-abort:
-				break gone
-			}
-		}
+		c.awaitGroupGone(poll.C, wait.C, abort)
 	}
 	<-c.done
+}
+
+// awaitGroupGone checks on every poll tick whether anything of the child's group still
+// runs: true once nothing does, false when until fires or abort is closed first.
+func (c *child) awaitGroupGone(poll <-chan time.Time, until <-chan time.Time, abort <-chan struct{}) bool {
+	for !c.groupGone() {
+		select {
+		case <-poll:
+		case <-until:
+			return false
+		case <-abort:
+			return false
+		}
+	}
+	return true
 }
 
 // kill ends the child at once (failed initialization, session closed in per-session mode).
