@@ -93,7 +93,7 @@ func (d *strictDecoder) object(raw []byte) (any, error) {
 		}
 		if folded == nil {
 			for _, prev := range keys {
-				if strings.EqualFold(prev, k) || foldKey(prev) == foldKey(k) {
+				if strings.EqualFold(prev, k) || FoldKey(prev) == FoldKey(k) {
 					return d.fail("key %q differs from key %q only in letter case", k, prev)
 				}
 			}
@@ -101,15 +101,15 @@ func (d *strictDecoder) object(raw []byte) (any, error) {
 			if len(keys) > 8 {
 				folded = make(map[string]string, 2*len(keys))
 				for _, prev := range keys[:len(keys)-1] {
-					folded[foldKey(prev)] = prev
+					folded[FoldKey(prev)] = prev
 				}
 			}
 		}
 		if folded != nil {
-			if prev, clash := folded[foldKey(k)]; clash {
+			if prev, clash := folded[FoldKey(k)]; clash {
 				return d.fail("key %q differs from key %q only in letter case", k, prev)
 			}
-			folded[foldKey(k)] = k
+			folded[FoldKey(k)] = k
 		}
 		v, err := d.value(val)
 		if err != nil {
@@ -122,9 +122,9 @@ func (d *strictDecoder) object(raw []byte) (any, error) {
 	return obj, err
 }
 
-// foldKey maps keys that strings.EqualFold (and encoding/json's field matching) treat as
+// FoldKey maps keys that strings.EqualFold (and encoding/json's field matching) treat as
 // equal to one form; upper-then-lower also folds the Kelvin sign and the long s.
-func foldKey(k string) string {
+func FoldKey(k string) string {
 	simple := true
 	for i := 0; i < len(k); i++ {
 		if c := k[i]; c >= 0x80 || (c >= 'A' && c <= 'Z') {

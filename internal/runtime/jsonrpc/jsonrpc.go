@@ -146,6 +146,9 @@ func parseOne(raw []byte) (Message, *Error) {
 	}
 	// Read the id first so a refusal can still name the request.
 	idKind := idKindOf(id)
+	if idKind == idInteger && !safeInteger(id) {
+		return m, InvalidRequest(`"id" must be a string or an integer from -9007199254740991 to 9007199254740991 (2^53-1): peers that read JSON numbers as doubles, as JavaScript and the MCP SDKs do, cannot tell larger ones apart`)
+	}
 	fail := func(msg string) (Message, *Error) {
 		e := InvalidRequest(msg)
 		if idKind == idString || idKind == idInteger {
@@ -274,6 +277,17 @@ func idKindOf(raw []byte) idKind {
 		return idInteger
 	}
 	return idOther
+}
+
+// maxSafeInteger is 2^53-1, the largest integer a double holds exactly.
+const maxSafeInteger = 1<<53 - 1
+
+// safeInteger reports whether a JSON integer is within ±maxSafeInteger: two ids beyond it
+// can read as one (2^53 and 2^53+1 are the same double), so a peer could answer one
+// request with the other's id.
+func safeInteger(raw []byte) bool {
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	return err == nil && -maxSafeInteger <= n && n <= maxSafeInteger
 }
 
 func firstByte(raw []byte) byte {

@@ -35,6 +35,13 @@ func TestParseEnvelope(t *testing.T) {
 		{"request int id", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, Options{}, want{kind: "request", count: 1}},
 		{"request string id", `{"jsonrpc":"2.0","id":"a-1","method":"tools/call","params":{"name":"add"}}`, Options{}, want{kind: "request", count: 1}},
 		{"negative int id", `{"jsonrpc":"2.0","id":-7,"method":"ping"}`, Options{}, want{kind: "request", count: 1}},
+		{"largest safe int id", `{"jsonrpc":"2.0","id":9007199254740991,"method":"ping"}`, Options{}, want{kind: "request", count: 1}},
+		{"smallest safe int id", `{"jsonrpc":"2.0","id":-9007199254740991,"method":"ping"}`, Options{}, want{kind: "request", count: 1}},
+		// 2^53 and 2^53+1 are one double: a peer could answer one request with the other's id.
+		{"int id 2^53 refused", `{"jsonrpc":"2.0","id":9007199254740992,"method":"ping"}`, Options{}, want{code: CodeInvalidRequest, msg: "2^53-1", errorID: "none"}},
+		{"int id -2^53 refused", `{"jsonrpc":"2.0","id":-9007199254740992,"method":"ping"}`, Options{}, want{code: CodeInvalidRequest, msg: "2^53-1", errorID: "none"}},
+		{"int id beyond int64 refused", `{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}`, Options{}, want{code: CodeInvalidRequest, msg: "2^53-1", errorID: "none"}},
+		{"response id 2^53+1 refused", `{"jsonrpc":"2.0","id":9007199254740993,"result":{}}`, Options{}, want{code: CodeInvalidRequest, msg: "2^53-1", errorID: "none"}},
 		{"notification", `{"jsonrpc":"2.0","method":"notifications/initialized"}`, Options{}, want{kind: "notification", count: 1}},
 		{"params array", `{"jsonrpc":"2.0","id":1,"method":"m","params":[1,2]}`, Options{}, want{kind: "request", count: 1}},
 		{"result response", `{"jsonrpc":"2.0","id":3,"result":{}}`, Options{}, want{kind: "response", count: 1}},

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -52,4 +53,20 @@ func TestSchemasChangedWhileNoSessionIsOpen(t *testing.T) {
 	b := h.open(t)
 	g.Expect(call(b, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"n":7}}}`)).
 		To(And(ContainSubstring("-32602"), Not(ContainSubstring("relayed"))), "validated against maximum 5")
+}
+
+// A lone case variant of a declared argument ({"N":999} where the schema constrains "n")
+// is one more allowed property to JSON Schema, but a Go upstream decoding into a struct
+// reads it as n: it is refused and never reaches the upstream.
+func TestACaseVariantOfADeclaredArgumentNeverReachesTheUpstream(t *testing.T) {
+	g := NewWithT(t)
+	t.Setenv("STATE", filepath.Join(t.TempDir(), "never"))
+	h := startTestRuntime(t, nil, []string{"/bin/sh", "-c", tighteningServer})
+	sid := h.open(t)
+	_, body := h.call(t, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"n":7}}}`)
+	g.Expect(body).To(ContainSubstring("relayed"))
+	for id, args := range map[int]string{3: `{"N":999}`, 4: `{"n":1,"N":999}`} {
+		_, body = h.call(t, sid, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":%s}}`, id, args))
+		g.Expect(body).To(And(ContainSubstring("-32602"), ContainSubstring(`at /N: key \"N\"`), Not(ContainSubstring("relayed"))), args)
+	}
 }

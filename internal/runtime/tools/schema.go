@@ -263,6 +263,9 @@ func (p *Policy) store(listed map[string]*entry) {
 		}
 		if !p.skipArgs {
 			e.schema, e.err = compile([]byte(e.raw))
+			if e.err == nil {
+				e.cases, e.err = newCaseGuard(e.schema)
+			}
 		}
 		next[name] = e
 	}

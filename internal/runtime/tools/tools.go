@@ -90,6 +90,7 @@ type entry struct {
 	schema *jsonschema.Schema
 	err    error         // why the schema was refused; calls are then refused
 	params []ParamHeader // x-mcp-header annotations, checked even when arguments are not
+	cases  *caseGuard    // nil: the schema declares no property names
 }
 
 // Policy is safe for concurrent use. Calls read an immutable schema map through an atomic
@@ -201,7 +202,8 @@ func (p *Policy) CheckCall(pr auth.Principal, params json.RawMessage) (string, *
 // object (-32602), a hidden tool (-32602 "unknown tool", as if it did not exist), missing
 // scopes (InsufficientScope), an unknown schema (SchemaUnknown), a schema the runtime
 // refused (-32603), arguments not matching the schema (-32602 naming the JSON pointer and
-// keyword).
+// keyword), a key that differs from a property the schema declares there only in letter
+// case (-32602, see caseGuard).
 func (p *Policy) CheckArguments(pr auth.Principal, name string, args json.RawMessage) *CallError {
 	switch {
 	case args == nil || string(args) == "null":
@@ -249,6 +251,12 @@ func (p *Policy) CheckArguments(pr auth.Principal, name string, args json.RawMes
 		ptr, keyword, msg := describe(ve)
 		return invalidArgs(name, fmt.Sprintf("at %s: %s (keyword %q)", pointerOrRoot(ptr), msg, keyword),
 			map[string]any{"tool": name, "path": ptr, "keyword": keyword})
+	}
+	if e.cases != nil {
+		if ptr, msg := e.cases.check(e.schema, v); msg != "" {
+			return invalidArgs(name, fmt.Sprintf("at %s: %s", pointerOrRoot(ptr), msg),
+				map[string]any{"tool": name, "path": ptr, "keyword": "properties"})
+		}
 	}
 	return nil
 }

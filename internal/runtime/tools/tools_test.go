@@ -235,6 +235,62 @@ func TestCheckCallArguments(t *testing.T) {
 	}
 }
 
+// A key that differs from a declared property only in letter case is one more allowed
+// property to JSON Schema, so the declared property's constraints never run; a Go upstream
+// decoding into a struct reads it as the declared property. Such keys are refused where the
+// schema declares the property, through $ref, allOf, if/then and items, and left alone
+// where the schema names no properties (a free-form map).
+func TestCaseVariantsOfDeclaredPropertiesAreRefused(t *testing.T) {
+	p := newPolicy(t, config.Tools{},
+		`{"name":"read_file","inputSchema":{"type":"object","properties":{"path":{"type":"string","pattern":"^/srv/safe/"},"limit":{"type":"integer","maximum":100},"kind":{"enum":["text"]}}}}`,
+		`{"name":"nested","inputSchema":{"type":"object","$defs":{"opts":{"type":"object","properties":{"depth":{"type":"integer","maximum":3}}}},`+
+			`"properties":{"opts":{"$ref":"#/$defs/opts"},"env":{"type":"object","additionalProperties":{"type":"string"}},`+
+			`"rows":{"type":"array","items":{"allOf":[{"properties":{"id":{"type":"integer"}}}]}}},`+
+			`"if":{"required":["mode"]},"then":{"properties":{"mode":{"const":"safe"}}}}}`)
+	cases := []struct {
+		name, tool, args string
+		wantPath         string // "" = accepted
+	}{
+		{"declared spelling checked as before", "read_file", `{"path":"/srv/safe/a","limit":5}`, ""},
+		{"lone upper-case variant", "read_file", `{"PATH":"/etc/shadow"}`, "/PATH"},
+		{"mixed-case variant", "read_file", `{"path":"/srv/safe/a","Limit":1000000}`, "/Limit"},
+		{"Kelvin sign folds to k", "read_file", `{"\u212aind":"binary"}`, "/\u212aind"},
+		{"through $ref", "nested", `{"opts":{"Depth":9}}`, "/opts/Depth"},
+		{"through items and allOf", "nested", `{"rows":[{"id":1},{"ID":2}]}`, "/rows/1/ID"},
+		{"through if/then", "nested", `{"MODE":"unsafe"}`, "/MODE"},
+		{"free-form map keeps any key", "nested", `{"env":{"PATH":"/usr/bin","Path":"x"}}`, "!dup"},
+		{"free-form map, one spelling", "nested", `{"env":{"PATH":"/usr/bin"}}`, ""},
+		{"undeclared names are not variants", "read_file", `{"paths":["/etc"]}`, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			cerr := p.CheckArguments(auth.Principal{}, tc.tool, json.RawMessage(tc.args))
+			switch tc.wantPath {
+			case "":
+				g.Expect(cerr).To(BeNil())
+			case "!dup": // two spellings of one key in one object: DecodeStrict's refusal
+				g.Expect(cerr).NotTo(BeNil())
+				g.Expect(cerr.RPC.Message).To(ContainSubstring("only in letter case"))
+			default:
+				g.Expect(cerr).NotTo(BeNil())
+				g.Expect(cerr.RPC.Code).To(Equal(jsonrpc.CodeInvalidParams))
+				g.Expect(cerr.RPC.Message).To(ContainSubstring("at " + tc.wantPath + ": key "))
+				g.Expect(cerr.RPC.Message).To(ContainSubstring("differs from the declared property"))
+				g.Expect(cerr.RPC.Data).To(HaveKeyWithValue("path", tc.wantPath))
+			}
+		})
+	}
+
+	// What a Go upstream would have read from the first refused call: the check guards
+	// exactly that difference.
+	var up struct {
+		Path string `json:"path"`
+	}
+	NewWithT(t).Expect(json.Unmarshal([]byte(`{"PATH":"/etc/shadow"}`), &up)).To(Succeed())
+	NewWithT(t).Expect(up.Path).To(Equal("/etc/shadow"))
+}
+
 func TestCheckCallMalformedParams(t *testing.T) {
 	p := newPolicy(t, config.Tools{}, addTool)
 	for in, want := range map[string]string{
