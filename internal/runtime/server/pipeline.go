@@ -68,17 +68,39 @@ func rateLimitError(retry time.Duration, what string) *jsonrpc.Error {
 }
 
 // parse is the first pipeline step: strict JSON-RPC with the configured depth; batches
-// only for the protocol revisions that had them.
-func (s *Server) parse(raw []byte, version string) ([]jsonrpc.Message, bool, *refusal) {
+// only for the protocol revisions that had them. A batch refused for its revision still
+// has its tools/calls audited (refused:batch_not_allowed); c sent it.
+func (s *Server) parse(raw []byte, version string, c caller, requestID string) ([]jsonrpc.Message, bool, *refusal) {
+	allowBatch := jsonrpc.BatchAllowed(version)
 	msgs, batch, err := jsonrpc.Parse(raw, jsonrpc.Options{
 		MaxDepth:   s.cfg.Limits.MaxDepth,
-		AllowBatch: jsonrpc.BatchAllowed(version),
+		AllowBatch: allowBatch,
 	})
 	if err != nil {
+		if !allowBatch && s.refusedBeforeAdmission(c, raw, requestID, "batch_not_allowed") {
+			return nil, batch, refuse(http.StatusBadRequest, nil, err, "batch_not_allowed")
+		}
 		s.obs.refused("", "", "invalid_message")
 		return nil, batch, refuse(http.StatusBadRequest, nil, err, "invalid_message")
 	}
 	return msgs, batch, nil
+}
+
+// refusedBeforeAdmission records the requests of a body refused before its messages were
+// admitted (unknown session or protocol version, a batch its revision does not allow) in
+// metrics, and its tools/calls in the audit log: every tools/call attempt has its line. It
+// reports false, recording nothing, when the body is no well-formed message or batch.
+func (s *Server) refusedBeforeAdmission(c caller, raw []byte, requestID, reason string) bool {
+	msgs, _, err := jsonrpc.Parse(raw, jsonrpc.Options{MaxDepth: s.cfg.Limits.MaxDepth, AllowBatch: true})
+	if err != nil {
+		return false
+	}
+	for i := range msgs {
+		if msgs[i].IsRequest() {
+			s.refusedUnadmitted(c, &msgs[i], requestID, reason)
+		}
+	}
+	return true
 }
 
 // admitOptions say what the transport already enforced.

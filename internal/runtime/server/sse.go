@@ -84,7 +84,7 @@ func (s *Server) sseMessage(w http.ResponseWriter, r *http.Request) {
 	if version == "" {
 		version = legacySSEVersion
 	}
-	msgs, batch, ref := s.parse(body, version)
+	msgs, batch, ref := s.parse(body, version, c, RequestID(r.Context()))
 	if ref != nil {
 		ref.write(w, r, s.deps.Auth)
 		return

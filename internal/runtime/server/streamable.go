@@ -76,12 +76,14 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		slices.Reverse(supported) // newest first, as servers list them
 		e := jsonrpc.NewError(codeUnsupportedVersion, "unsupported Mcp-Protocol-Version "+strconv.Quote(version)+"; supported: "+strings.Join(supported, ", "))
 		e.Data = map[string]any{"supported": supported, "requested": version}
+		s.refusedBeforeAdmission(c, body, RequestID(r.Context()), "unsupported_version")
 		writeRPCError(w, http.StatusBadRequest, withID(e, s.requestIDOf(body)))
 		return
 	}
 	var sess *session
 	if sid := r.Header.Get(hdrSessionID); sid != "" && !stateless(version) {
 		if sess = s.sessions.get(sid, c); sess == nil {
+			s.refusedBeforeAdmission(c, body, RequestID(r.Context()), "session_not_found")
 			writeRPCError(w, http.StatusNotFound, jsonrpc.InvalidRequest("session not found: start a new one with initialize"))
 			return
 		}
@@ -97,7 +99,7 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 			version = neg
 		}
 	}
-	msgs, batch, ref := s.parse(body, version)
+	msgs, batch, ref := s.parse(body, version, c, RequestID(r.Context()))
 	if ref != nil {
 		ref.write(w, r, s.deps.Auth)
 		return
@@ -132,6 +134,7 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		default:
+			s.refusedBeforeAdmission(c, body, RequestID(ctx), "session_required")
 			writeRPCError(w, http.StatusBadRequest, jsonrpc.InvalidRequest("Mcp-Session-Id header required: send initialize first"))
 			return
 		}

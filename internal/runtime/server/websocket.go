@@ -529,7 +529,7 @@ func (s *Server) readWebSocket(ctx context.Context, c *wsConn, sess *session) {
 			c.drainClose()
 			return
 		}
-		msgs, batch, ref := s.parse(data, sess.negotiated())
+		msgs, batch, ref := s.parse(data, sess.negotiated(), sess.caller, c.requestID)
 		if ref == nil {
 			ref = s.admit(ctx, sess, msgs, batch, admitOptions{perMessageLimit: true, requestID: c.requestID})
 		}
