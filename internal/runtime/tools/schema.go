@@ -191,9 +191,11 @@ func firstLine(s string) string {
 // inputSchema of every visible tool into the cache (merging: a paginated list adds to what
 // earlier pages cached; Invalidate starts over). An unchanged schema is not recompiled.
 // A schema that fails to compile makes calls of that tool fail, not FilterList.
-// An error means the result is not a tools/list result; do not relay it unfiltered.
+// An error means the result is not a tools/list result; do not relay it unfiltered. A
+// result with a second spelling of "tools" ("Tools") is one: a Go client would read the
+// unfiltered one.
 func (p *Policy) FilterList(result json.RawMessage) (json.RawMessage, error) {
-	members, err := jsonrpc.Members(result)
+	members, err := jsonrpc.Members(result, "tools")
 	if err != nil {
 		return nil, fmt.Errorf("tools/list result: %w", err)
 	}

@@ -151,7 +151,9 @@ func TestFilterListDropsHiddenTools(t *testing.T) {
 	g.Expect(hidden.SchemaUnknown).To(BeFalse(), "a hidden tool never asks for a refresh")
 	g.Expect(missing.SchemaUnknown).To(BeTrue())
 
-	for _, bad := range []string{`[]`, `{"tools":{}}`, `{"nextCursor":"x"}`, `{"tools":[],"tools":[]}`, `nope`} {
+	// A second spelling of "tools" would reach a Go client unfiltered (it reads the last).
+	for _, bad := range []string{`[]`, `{"tools":{}}`, `{"nextCursor":"x"}`, `{"tools":[],"tools":[]}`, `nope`,
+		`{"tools":[],"Tools":[` + deleteTool + `]}`} {
 		_, err := p.FilterList(json.RawMessage(bad))
 		g.Expect(err).To(HaveOccurred(), bad)
 	}
