@@ -803,6 +803,40 @@ func TestRateLimitBurst(t *testing.T) {
 	g.Expect(retryAfter).To(MatchRegexp(`^[1-9][0-9]*$`))
 }
 
+// Guessing credentials is bounded per client: failed authentications are charged to the
+// client IP's bucket, and once it is empty the runtime answers 429 without verifying
+// anything (no signature check, no key lookup) — but a token it verified earlier still works.
+func TestFailedAuthenticationsAreRateLimitedPerClient(t *testing.T) {
+	g := NewWithT(t)
+	k := newKeys(t)
+	r := start(t, k, func(c *config.Config) { c.Limits.RequestsPerSecond, c.Limits.Burst = 0.5, 3 })
+	alice := k.token(t, "alice", nil)
+	resp, _ := r.post(t, initBody, map[string]string{"Authorization": "Bearer " + alice})
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+
+	forged, _ := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"iss": issuer, "sub": "mallory", "aud": publicURL, "exp": time.Now().Add(time.Hour).Unix()}).SignedString(k.otherKey)
+	for range 3 {
+		resp, _ = r.post(t, initBody, map[string]string{"Authorization": "Bearer " + forged})
+		g.Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
+	}
+	resp, body := r.post(t, initBody, map[string]string{"Authorization": "Bearer " + forged})
+	g.Expect(resp.StatusCode).To(Equal(http.StatusTooManyRequests), body)
+	g.Expect(resp.Header.Get("Retry-After")).To(MatchRegexp(`^[1-9][0-9]*$`))
+	g.Expect(body).To(ContainSubstring("too_many_failed_authentications"))
+
+	resp, _ = r.post(t, initBody, map[string]string{"Authorization": "Bearer " + alice})
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK), "alice's token, verified before, is not held up")
+	g.Eventually(func() []string {
+		var reasons []string
+		for _, l := range r.auditLines(t) {
+			if l["kind"] == "auth" && l["outcome"] == "deny" {
+				reasons = append(reasons, fmt.Sprint(l["reason"]))
+			}
+		}
+		return reasons
+	}, 5*time.Second, 50*time.Millisecond).Should(Equal([]string{"bad_signature", "bad_signature", "bad_signature", "too_many_failures"}))
+}
+
 // init2025_03_26 opens a session of the last revision with batches and returns the
 // headers of its later requests.
 func (r *rt) init2025_03_26(t *testing.T, token string) map[string]string {

@@ -97,6 +97,21 @@ type Options struct {
 	// a minute and never past exp, dropped when the issuer's keys change). Default 10000;
 	// negative turns the cache off.
 	TokenCacheSize int
+	// Throttle, when set, bounds failed authentications per client: Middleware asks it
+	// before verifying credentials it does not already know to be good (a JWT in the
+	// cache), and tells it of every failure of presented credentials. Guessing API keys or
+	// sending forged tokens then costs the runtime at most the throttle's rate of
+	// verifications per client, and the client gets 429 with Retry-After beyond it.
+	Throttle FailureThrottle
+}
+
+// FailureThrottle bounds the failed authentications of one client (Options.Throttle).
+type FailureThrottle interface {
+	// Admit reports whether r's client may have credentials verified now; when not,
+	// retryAfter is how long until it may.
+	Admit(r *http.Request) (retryAfter time.Duration, ok bool)
+	// Failed charges r's client with one failed authentication.
+	Failed(r *http.Request)
 }
 
 func (o *Options) defaults() {

@@ -39,6 +39,7 @@ var (
 	ErrTicketsDisabled   = errors.New("tickets are disabled")
 	ErrFirstMessage      = errors.New("first message is not an auth message")
 	ErrInsufficientScope = errors.New("insufficient scope")
+	ErrTooManyFailures   = errors.New("too many failed authentications from this client; retry later")
 )
 
 // reasons maps each sentinel to the short code reported in Decision.Reason.
@@ -70,6 +71,7 @@ var reasons = []struct {
 	{ErrTicketsDisabled, "tickets_disabled"},
 	{ErrFirstMessage, "bad_first_message"},
 	{ErrMalformed, "malformed"},
+	{ErrTooManyFailures, "too_many_failures"},
 }
 
 // Reason returns the short code of an authentication error ("expired", "unknown_key", …),

@@ -2,11 +2,13 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -198,7 +200,23 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), Principal{Method: MethodAnonymous})))
 			return
 		}
-		p, method, r2, err := a.authenticate(r)
+		throttle := a.opts.Throttle
+		p, known := a.cachedBearer(r)
+		var method string
+		r2, err := r, error(nil)
+		switch {
+		case known: // verified earlier: a throttled client's good token still works
+		case throttle != nil:
+			if wait, ok := throttle.Admit(r); !ok {
+				a.decide(r, Decision{Outcome: OutcomeDeny, Reason: Reason(ErrTooManyFailures)})
+				w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
+				writeJSONError(w, http.StatusTooManyRequests, "too_many_failed_authentications")
+				return
+			}
+			fallthrough
+		default:
+			p, method, r2, err = a.authenticate(r)
+		}
 		switch {
 		case err == nil && p.Method == "":
 			next.ServeHTTP(w, r2) // first-message pending
@@ -207,6 +225,9 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r2.WithContext(WithPrincipal(r2.Context(), p)))
 		default:
 			a.decide(r, Decision{Outcome: OutcomeDeny, Method: method, Reason: Reason(err)})
+			if throttle != nil && !errors.Is(err, ErrNoCredentials) {
+				throttle.Failed(r)
+			}
 			code := "invalid_token"
 			switch {
 			case errors.Is(err, ErrNoCredentials):
@@ -217,6 +238,25 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 			a.writeUnauthorized(w, r, code)
 		}
 	})
+}
+
+// cachedBearer returns the principal of a request whose bearer is a JWT verified earlier
+// and still in the token cache (what authenticate would return for it), without asking
+// the throttle: verifying it again costs nothing.
+func (a *Authenticator) cachedBearer(r *http.Request) (Principal, bool) {
+	if a.tokens == nil || a.opts.Throttle == nil {
+		return Principal{}, false // authenticate reads the cache itself
+	}
+	token, ok := bearer(r.Header.Values("Authorization"))
+	if !ok || len(token) > MaxTokenBytes || strings.Count(token, ".") != 2 {
+		return Principal{}, false
+	}
+	return a.tokens.get(sha256.Sum256([]byte(token)), a.opts.Now())
+}
+
+// retryAfterSeconds rounds a wait up to whole seconds, at least 1.
+func retryAfterSeconds(d time.Duration) int {
+	return max(1, int((d+time.Second-1)/time.Second))
 }
 
 // authenticate finds and verifies the request's credentials. It returns the request to

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -608,4 +609,57 @@ func TestTicketsIgnoreWallClockSteps(t *testing.T) {
 	g.Expect(redeem(first)).To(MatchError(ErrTicketExpired))
 	g.Expect(redeem(second)).To(MatchError(ErrTicketExpired))
 	g.Expect(redeem(third)).To(MatchError(ErrTicketReplayed))
+}
+
+// failureCounter is a FailureThrottle admitting a client until it failed limit times.
+type failureCounter struct {
+	mu       sync.Mutex
+	limit    int
+	failures int
+}
+
+func (c *failureCounter) Admit(*http.Request) (time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return 1500 * time.Millisecond, c.failures < c.limit
+}
+
+func (c *failureCounter) Failed(*http.Request) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failures++
+}
+
+// Failed credentials are charged to the throttle; once it refuses, Middleware answers 429
+// before verifying anything, except a JWT it verified earlier (cached), which costs
+// nothing to accept again.
+func TestFailedAuthenticationsAreThrottled(t *testing.T) {
+	g := NewWithT(t)
+	f := newFixture(t)
+	th := &failureCounter{limit: 2}
+	f.a = newAuth(t, f.cfg, Options{Now: f.clk.Now, OnDecision: f.dec.record, WebSocketPath: "/mcp", Throttle: th})
+	good := f.token(t)
+	w, _ := f.serve(post("Bearer " + good))
+	g.Expect(w.Code).To(Equal(http.StatusOK))
+
+	w, _ = f.serve(post(""))
+	g.Expect(w.Code).To(Equal(http.StatusUnauthorized), "no credentials: the OAuth discovery answer, not a failure")
+	for range 2 {
+		w, _ = f.serve(post("Bearer mcpk_guess-0123456789abcdef"))
+		g.Expect(w.Code).To(Equal(http.StatusUnauthorized))
+	}
+	g.Expect(th.failures).To(Equal(2))
+
+	w, seen := f.serve(post("Bearer mcpk_guess-0123456789abcdef"))
+	g.Expect(w.Code).To(Equal(http.StatusTooManyRequests))
+	g.Expect(seen).To(BeNil())
+	g.Expect(w.Header().Get("Retry-After")).To(Equal("2"))
+	g.Expect(w.Body.String()).To(ContainSubstring("too_many_failed_authentications"))
+	g.Expect(th.failures).To(Equal(2), "a refused attempt is not verified, so not charged")
+	g.Expect(f.dec.list()[len(f.dec.list())-1]).To(Equal(Decision{Outcome: OutcomeDeny, Reason: "too_many_failures"}))
+
+	w, _ = f.serve(post("Bearer " + good))
+	g.Expect(w.Code).To(Equal(http.StatusOK), "a token verified earlier still works")
+	w, _ = f.serve(post("Bearer " + f.apiKey))
+	g.Expect(w.Code).To(Equal(http.StatusTooManyRequests), "credentials not known to be good wait like any other")
 }

@@ -102,6 +102,25 @@ func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
 	return l.principal.take(key, l.now())
 }
 
+// Admit and Failed make the Limiter the authenticator's auth.FailureThrottle: a failed
+// authentication is charged to the client IP's bucket, as an unauthenticated request would
+// be, and while that bucket is empty nothing more from the client is verified (429).
+
+// Admit reports whether r's client IP has a token left, without taking it.
+func (l *Limiter) Admit(r *http.Request) (retryAfter time.Duration, ok bool) {
+	if l.principal == nil {
+		return 0, true
+	}
+	return l.principal.peek("ip:"+ClientIP(r.RemoteAddr), l.now())
+}
+
+// Failed takes a token from r's client IP bucket.
+func (l *Limiter) Failed(r *http.Request) {
+	if l.principal != nil {
+		l.principal.take("ip:"+ClientIP(r.RemoteAddr), l.now())
+	}
+}
+
 // AllowTool takes one token from the bucket of key and the first PerTool glob matching
 // tool (one bucket per principal and glob). Tools no glob matches are not limited.
 func (l *Limiter) AllowTool(key, tool string) (bool, time.Duration) {
@@ -326,6 +345,24 @@ func (s *bucketSet) take(key string, now time.Time) (bool, time.Duration) {
 		return false, d
 	}
 	return true, 0
+}
+
+// peek reports whether key's bucket has a token now, and if not how long until it has.
+func (s *bucketSet) peek(key string, now time.Time) (time.Duration, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.buckets[key]
+	if b == nil {
+		b = s.buckets[overflowKey] // a new key beyond maxKeys would share it
+		if b == nil || len(s.buckets) < s.maxKeys {
+			return 0, true
+		}
+	}
+	tokens := b.lim.TokensAt(now)
+	if tokens >= 1 {
+		return 0, true
+	}
+	return time.Duration((1 - tokens) / float64(s.limit) * float64(time.Second)), false
 }
 
 func (s *bucketSet) sweep(now time.Time) {

@@ -322,3 +322,36 @@ func TestKeepConnHoldsTheSlotPastTheRequest(t *testing.T) {
 	g.Expect(do(h)).To(Equal(http.StatusOK))
 	g.Expect(KeepConn(context.Background())).NotTo(BeNil(), "no slot: a no-op")
 }
+
+// As the authenticator's throttle, a client IP is charged only for failures; Admit peeks
+// without taking, and a refused client waits for one token's refill.
+func TestFailedAuthenticationsAreChargedToTheClientIP(t *testing.T) {
+	g := NewWithT(t)
+	clk := newClock()
+	l := New(config.Limits{RequestsPerSecond: 2, Burst: 2}, WithClock(clk.Now))
+	var _ auth.FailureThrottle = l
+	from := func(addr string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", nil)
+		r.RemoteAddr = addr
+		return r
+	}
+	attacker, other := from("192.0.2.7:5000"), from("198.51.100.1:5000")
+	for range 5 {
+		_, ok := l.Admit(attacker)
+		g.Expect(ok).To(BeTrue(), "admitting takes nothing")
+	}
+	l.Failed(attacker)
+	l.Failed(from("192.0.2.7:6000")) // another port of the same client
+	wait, ok := l.Admit(attacker)
+	g.Expect(ok).To(BeFalse())
+	g.Expect(wait).To(BeNumerically("~", 500*time.Millisecond, time.Millisecond))
+	_, ok = l.Admit(other)
+	g.Expect(ok).To(BeTrue(), "other clients are not affected")
+
+	clk.Advance(wait)
+	_, ok = l.Admit(attacker)
+	g.Expect(ok).To(BeTrue(), "one failure more is admitted after one token's refill")
+
+	_, ok = New(config.Limits{RequestsPerSecond: -1}).Admit(attacker)
+	g.Expect(ok).To(BeTrue(), "no per-client limit, no throttle")
+}

@@ -81,14 +81,14 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Server, error) 
 			s.OnAuthDecision(r, dec)
 		}
 	}
-	ao := auth.Options{Logger: log, OnDecision: onDecision}
+	d.Limiter = ratelimit.New(cfg.Limits)
+	ao := auth.Options{Logger: log, OnDecision: onDecision, Throttle: d.Limiter}
 	if slices.Contains(cfg.Endpoint.Transports, config.TransportWebSocket) {
 		ao.WebSocketPath = cfg.Endpoint.Path
 	}
 	if d.Auth, err = auth.New(ctx, cfg.Auth, cfg.Endpoint.PublicURL, ao); err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
-	d.Limiter = ratelimit.New(cfg.Limits)
 	if d.Tools, err = tools.New(cfg.Tools); err != nil {
 		return nil, fmt.Errorf("tools: %w", err)
 	}
