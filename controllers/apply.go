@@ -55,12 +55,61 @@ func (r *MCPServerReconciler) applyChild(ctx context.Context, desired any, live 
 		}
 	}
 	u := &unstructured.Unstructured{Object: want}
+	if live == nil || isNil(live) {
+		// The cache holds only the operator's objects: one of the same name may exist.
+		if err := r.checkNameFree(ctx, u); err != nil {
+			return false, err
+		}
+	}
 	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(resources.FieldOwner), client.ForceOwnership); err != nil {
 		return false, fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
 	}
 	r.countWrite()
 	logf.FromContext(ctx).V(1).Info("Applied child", "kind", u.GetKind(), "name", u.GetName())
 	return true, nil
+}
+
+// childConflictError: a child's name is taken by an object this server does not control.
+type childConflictError struct{ kind, name string }
+
+func (e *childConflictError) Error() string {
+	return fmt.Sprintf("%s %q already exists and was not created by this MCPServer (it lacks the label %s=%s or another owner controls it); "+
+		"the operator does not take over objects it did not create: rename the MCPServer, or rename or delete that %s",
+		e.kind, e.name, resources.LabelManagedBy, resources.ManagedBy, e.kind)
+}
+
+// checkNameFree reads desired's name from the API server (not the cache, which holds only
+// the operator's objects) and refuses to apply over an object this server does not
+// control: force-applying would rewrite it (a namespace's default-deny NetworkPolicy, a
+// Service, a Secret) and its deletion would then follow the MCPServer's.
+func (r *MCPServerReconciler) checkNameFree(ctx context.Context, desired *unstructured.Unstructured) error {
+	var reader client.Reader = r.Client
+	if r.mgr != nil {
+		reader = r.mgr.GetAPIReader()
+	}
+	existing := &unstructured.Unstructured{}
+	existing.SetGroupVersionKind(desired.GroupVersionKind())
+	err := reader.Get(ctx, client.ObjectKeyFromObject(desired), existing)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading %s %s: %w", desired.GetKind(), desired.GetName(), err)
+	}
+	if existing.GetLabels()[resources.LabelManagedBy] == resources.ManagedBy && controllerUID(existing) == controllerUID(desired) {
+		return nil // ours; the cache has not caught up
+	}
+	return &childConflictError{kind: desired.GetKind(), name: desired.GetName()}
+}
+
+// controllerUID is the UID of obj's controlling owner ("" when none).
+func controllerUID(obj client.Object) string {
+	for _, ref := range obj.GetOwnerReferences() {
+		if ref.Controller != nil && *ref.Controller {
+			return string(ref.UID)
+		}
+	}
+	return ""
 }
 
 // getLive reads a child from the cache; it returns nil when the child does not exist.

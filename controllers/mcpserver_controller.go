@@ -159,9 +159,13 @@ func stalled(sc *scope, reason, format string, a ...any) error {
 	return sc.stalled
 }
 
-// terminal maps API rejections of what the operator built (invalid, forbidden by
-// admission) to Stalled; anything else is transient and retried with backoff.
+// terminal maps a child name taken by someone else's object, and API rejections of what
+// the operator built (invalid, forbidden by admission), to Stalled; anything else is transient and retried with backoff.
 func terminal(sc *scope, err error) error {
+	var conflict *childConflictError
+	if errors.As(err, &conflict) {
+		return stalled(sc, "ChildConflict", "%v", err)
+	}
 	if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) {
 		return stalled(sc, "ApplyRejected", "%v", err)
 	}

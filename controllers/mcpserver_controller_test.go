@@ -339,6 +339,40 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "open"}, &cmv1.Certificate{})).To(Satisfy(apierrors.IsNotFound))
 	})
 
+	It("never takes over an object of the same name it did not create", func() {
+		// A namespace's own default-deny NetworkPolicy and Service, named like a server.
+		deny := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default-deny"},
+			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}},
+		}
+		Expect(k8sClient.Create(ctx, deny)).To(Succeed())
+		web := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+			Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}},
+		}
+		Expect(k8sClient.Create(ctx, web)).To(Succeed())
+
+		for _, tc := range []struct {
+			name, kind string
+			obj        client.Object
+		}{{"default-deny", "NetworkPolicy", &networkingv1.NetworkPolicy{}}, {"web", "Service", &corev1.Service{}}} {
+			s := stdioServer(ns, tc.name)
+			Expect(k8sClient.Create(ctx, s)).To(Succeed())
+			Eventually(condition(s, ConditionStalled), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "ChildConflict"))
+			Expect(condition(s, ConditionStalled)().Message).To(And(
+				ContainSubstring(tc.kind+` "`+tc.name+`" already exists and was not created by this MCPServer`),
+				ContainSubstring("rename the MCPServer")))
+			Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: tc.name}, tc.obj)).To(Succeed())
+			Expect(tc.obj.GetOwnerReferences()).To(BeEmpty(), "%s %s was not adopted", tc.kind, tc.name)
+			Expect(tc.obj.GetLabels()).NotTo(HaveKey(resources.LabelManagedBy))
+		}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(deny), deny)).To(Succeed())
+		Expect(deny.Spec.PodSelector.MatchLabels).To(BeEmpty(), "default-deny still selects every pod")
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(web), web)).To(Succeed())
+		Expect(web.Spec.Selector).To(Equal(map[string]string{"app": "web"}))
+		Expect(web.Spec.Ports).To(HaveLen(1))
+	})
+
 	It("renders a pod template that Pod Security 'restricted' admits", func() {
 		restricted := newNamespace(map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
 		for _, transport := range []mcpv1alpha1.Transport{mcpv1alpha1.TransportStdio, mcpv1alpha1.TransportHTTP} {
