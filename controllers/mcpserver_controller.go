@@ -38,6 +38,7 @@ import (
 
 	mcpv1alpha1 "github.com/mcpfleet/mcp-fleet-operator/api/v1alpha1"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/resources"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/origin"
 )
 
 // CertificateCRDName is the cert-manager CRD whose presence turns Certificates on.
@@ -218,6 +219,9 @@ func (r *MCPServerReconciler) reconcileConfigMap(ctx context.Context, sc *scope)
 	check := *cfg
 	check.Default()
 	if err := check.Validate(); err != nil {
+		return stalled(sc, "InvalidRuntimeConfig", "the runtime would refuse this configuration: %v", err)
+	}
+	if _, err := origin.New(check.Origins, check.Endpoint.PublicURL); err != nil { // what the runtime checks at start
 		return stalled(sc, "InvalidRuntimeConfig", "the runtime would refuse this configuration: %v", err)
 	}
 	cm, err := resources.ConfigMap(sc.server, r.Options)

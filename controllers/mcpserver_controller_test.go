@@ -331,9 +331,10 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		s := stdioServer(ns, "open")
 		s.Spec.Auth.InsecureAnonymous = true
 		s.Spec.TLS.InsecureDisabled = true
+		s.Spec.Origins.AllowedHosts = []string{"*"} // no Host check against DNS rebinding
 		Expect(k8sClient.Create(ctx, s)).To(Succeed())
 		Eventually(func() []string { return getServer(s).Status.InsecureOptions }, timeout, interval).
-			Should(ConsistOf("tls.insecureDisabled", "auth.insecureAnonymous"))
+			Should(ConsistOf("tls.insecureDisabled", "auth.insecureAnonymous", "origins.allowedHosts: *"))
 		Expect(getServer(s).Status.URL).To(HavePrefix("http://"))
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "open-auth"}, &corev1.Secret{})).To(Satisfy(apierrors.IsNotFound))
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "open"}, &cmv1.Certificate{})).To(Satisfy(apierrors.IsNotFound))

@@ -18,13 +18,15 @@ import (
 
 // dryRunCreate sends an MCPServer with the given spec (YAML, as a user writes it) to the
 // real API server without persisting it: defaulting, OpenAPI and CEL rules all run.
-func dryRunCreate(ns, spec string) error {
+func dryRunCreate(ns, spec string) error { return dryRunCreateNamed(ns, "validation", spec) }
+
+func dryRunCreateNamed(ns, name, spec string) error {
 	var s map[string]any
 	Expect(yaml.Unmarshal([]byte(spec), &s)).To(Succeed(), "test manifest must be YAML")
 	u := &unstructured.Unstructured{Object: map[string]any{"spec": s}}
 	u.SetGroupVersionKind(mcpv1alpha1.GroupVersion.WithKind("MCPServer"))
 	u.SetNamespace(ns)
-	u.SetName("validation")
+	u.SetName(name)
 	return k8sClient.Create(ctx, u, client.DryRunAll)
 }
 
@@ -40,7 +42,11 @@ var _ = Describe("MCPServer validation by the API server", Ordered, func() {
 
 	DescribeTable("rejects an invalid server at create time, naming the field and the fix",
 		func(spec string, wantParts ...string) {
-			err := dryRunCreate(ns, spec)
+			name := "validation"
+			if len(wantParts) > 0 && strings.HasPrefix(wantParts[0], "!name=") {
+				name, wantParts = strings.TrimPrefix(wantParts[0], "!name="), wantParts[1:]
+			}
+			err := dryRunCreateNamed(ns, name, spec)
 			Expect(err).To(HaveOccurred(), "the API server accepted:\n%s", spec)
 			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want 422 Invalid, got %v", err)
 			for _, p := range wantParts {
@@ -69,6 +75,23 @@ transport: http
 upstream: {port: 8080}
 sessionMode: per-session
 `, "spec.sessionMode per-session needs spec.transport stdio"),
+		Entry("a name that cannot name a Service", validStdio, "!name=my.server", "metadata.name of an MCPServer names its Service", "no dots"),
+		Entry("a name longer than a label value", validStdio, "!name="+strings.Repeat("a", 64), "at most 63 lowercase letters"),
+		Entry("a pod label value a label cannot hold", validStdio+`
+podLabels: {team: "`+strings.Repeat("x", 64)+`"}
+`, "spec.podLabels values must be valid label values"),
+		Entry("an AppArmor profile in pod annotations", validStdio+`
+podAnnotations: {container.apparmor.security.beta.kubernetes.io/server: unconfined}
+`, "spec.podAnnotations must not set AppArmor or seccomp profiles", "the pods' security context sets them"),
+		Entry("a seccomp profile in pod annotations", validStdio+`
+podAnnotations: {seccomp.security.alpha.kubernetes.io/pod: unconfined}
+`, "spec.podAnnotations must not set AppArmor or seccomp profiles"),
+		Entry("an allowed host with a scheme", validStdio+`
+origins: {allowedHosts: ["https://mcp.example.com"]}
+`, "spec.origins.allowedHosts[0]", "must be host, host:port, *.domain or *.domain:port"),
+		Entry("an allowed host with a path", validStdio+`
+origins: {allowedHosts: ["mcp.example.com/mcp"]}
+`, "spec.origins.allowedHosts[0]", "without scheme or path"),
 		Entry("a bare * origin", validStdio+`
 origins: {allowed: ["*"]}
 `, "spec.origins.allowed[0]", "a bare '*' origin is refused", "list the exact origins"),
@@ -228,6 +251,13 @@ tls: {dnsNames: [MCP.example.com]}
 		func(spec string) {
 			Expect(dryRunCreate(ns, spec)).To(Succeed(), "the API server refused:\n%s", spec)
 		},
+		Entry("allowed hosts in every accepted form", validStdio+`
+origins: {allowedHosts: ["mcp.example.com", "MCP.Example.com:8443", "*.corp.example", "*.corp.example:443", "10.0.0.1:8443", "[fd00::1]:8443", "*"]}
+`),
+		Entry("ordinary pod labels and annotations", validStdio+`
+podLabels: {team: platform, tier: ""}
+podAnnotations: {prometheus.io/scrape: "true", example.com/owner: "team a"}
+`),
 		Entry("a wildcard origin on a two-label domain", validStdio+`
 origins: {allowed: ["https://*.corp.example"]}
 `),

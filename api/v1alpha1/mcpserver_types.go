@@ -158,10 +158,15 @@ type MCPServerSpec struct {
 
 	// PodLabels are added to the pods (the operator's own app.kubernetes.io labels win).
 	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 63)",message="spec.podLabels values must be valid label values: at most 63 characters"
 	PodLabels map[string]string `json:"podLabels,omitempty"`
 
-	// PodAnnotations are added to the pods.
+	// PodAnnotations are added to the pods. AppArmor and seccomp annotations are refused:
+	// the pods' security context sets those profiles (Pod Security "restricted").
 	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('container.apparmor.security.beta.kubernetes.io/') && !k.startsWith('seccomp.security.alpha.kubernetes.io/') && !k.startsWith('container.seccomp.security.alpha.kubernetes.io/'))",message="spec.podAnnotations must not set AppArmor or seccomp profiles (container.apparmor.security.beta.kubernetes.io/*, *seccomp.security.alpha.kubernetes.io/*): the pods' security context sets them, as Pod Security 'restricted' requires"
 	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
 
 	// Endpoint is the client-facing MCP endpoint served by the runtime.
@@ -354,11 +359,15 @@ type OriginsSpec struct {
 	// +optional
 	AllowMissing *bool `json:"allowMissing,omitempty"`
 
-	// AllowedHosts is the Host header allowlist against DNS rebinding. Default: the
-	// Service DNS names, the TLS dnsNames and the publicURL host.
+	// AllowedHosts is the Host header allowlist against DNS rebinding: host, host:port,
+	// *.domain or *.domain:port. Default: the Service DNS names, the TLS dnsNames and the
+	// publicURL host. A lone "*" turns the check off and is reported in
+	// status.insecureOptions.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=260
+	// +kubebuilder:validation:items:XValidation:rule="self == '*' || self.lowerAscii().matches('^((\\\\*\\\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*|\\\\[[0-9a-f:.]+\\\\])(:[0-9]{1,5})?$')",message="each spec.origins.allowedHosts entry must be host, host:port, *.domain or *.domain:port, without scheme or path (e.g. mcp.example.com or mcp.example.com:8443)"
 	AllowedHosts []string `json:"allowedHosts,omitempty"`
 }
 
@@ -695,6 +704,7 @@ type MCPServerStatus struct {
 
 // MCPServer runs a secured MCP server: the user's server behind the mcp-runtime, which
 // enforces TLS, the Origin allowlist, authentication, rate limits, tool policy and audit.
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name of an MCPServer names its Service and labels its pods: at most 63 lowercase letters, digits and '-', starting with a letter (no dots)"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 
 	mcpv1alpha1 "github.com/mcpfleet/mcp-fleet-operator/api/v1alpha1"
@@ -140,6 +141,9 @@ func InsecureOptions(s *mcpv1alpha1.MCPServer) []string {
 	}
 	if s.Spec.NetworkPolicy.InsecureDisabled {
 		out = append(out, "networkPolicy.insecureDisabled")
+	}
+	if slices.Contains(s.Spec.Origins.AllowedHosts, "*") {
+		out = append(out, "origins.allowedHosts: *") // no Host check against DNS rebinding
 	}
 	return out
 }
