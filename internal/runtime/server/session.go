@@ -175,7 +175,7 @@ func (s *session) deliver(raw []byte) {
 		return // the POST's handler finishes it once the answer is written
 	}
 	if p.reply == nil {
-		s.toStream(out)
+		s.answerOnStream(out)
 	}
 	s.srv.finishAnswer(s, a)
 }
@@ -226,9 +226,18 @@ func (r *replyTo) leave(sess *session) {
 	}
 }
 
-// toStream hands a message to the newest POST that streams, else the session's stream;
-// with neither (a JSON-only POST and no GET stream) the message is dropped and counted.
-func (s *session) toStream(out []byte) {
+// toStream hands a server message (a notification or a request) to the newest POST that
+// streams, else the session's stream; with neither, or when they are full, it is dropped
+// and counted.
+func (s *session) toStream(out []byte) { s.toStreamAs(out, false) }
+
+// answerOnStream hands a response to the session's streams as toStream does, but never
+// drops it for a full queue: a client waits for every answer, so one that is reading is
+// given time to catch up (answerWriteTimeout, off the upstream's reader) before its stream
+// counts as stuck. The number waiting is bounded by the requests the client may send.
+func (s *session) answerOnStream(out []byte) { s.toStreamAs(out, true) }
+
+func (s *session) toStreamAs(out []byte, response bool) {
 	s.mu.Lock()
 	sinks := make([]*streamSink, 0, 2)
 	if n := len(s.posts); n > 0 {
@@ -248,10 +257,35 @@ func (s *session) toStream(out []byte) {
 		default: // full: a slow reader must not stall the upstream pump
 		}
 	}
+	if n := len(sinks); response && n > 0 {
+		go s.awaitRoom(sinks[n-1], out)
+		return
+	}
 	s.srv.log.Debug("Dropped a server message with no open stream", "session", s.id)
 	s.srv.obs.dropped(s.caller.transport)
 	if n := len(sinks); n > 0 && sinks[n-1].overflow != nil {
 		sinks[n-1].overflow()
+	}
+}
+
+// awaitRoom queues a response once k has room, for at most answerWriteTimeout; a stream
+// that takes nothing for that long is stuck (its writes would have timed out too).
+func (s *session) awaitRoom(k *streamSink, out []byte) {
+	t := time.NewTimer(answerWriteTimeout)
+	defer t.Stop()
+	select {
+	case k.ch <- out:
+		if k.notify != nil {
+			k.notify()
+		}
+		return
+	case <-t.C:
+	case <-s.done:
+	}
+	s.srv.log.Debug("Dropped a response for a stream that stopped taking them", "session", s.id)
+	s.srv.obs.dropped(s.caller.transport)
+	if k.overflow != nil {
+		k.overflow()
 	}
 }
 
@@ -316,7 +350,7 @@ func (s *session) fail(p *pendingCall, e *jsonrpc.Error, outcome string) {
 		p.reply.offer(s, answer{out: out}) // dropped when the POST's handler is gone
 		return
 	}
-	s.toStream(out)
+	s.answerOnStream(out)
 }
 
 // abandon gives up on calls whose client went away: the upstream is told to cancel them.

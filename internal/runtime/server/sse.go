@@ -90,7 +90,7 @@ func (s *Server) sseMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ref := s.admit(r.Context(), sess, msgs, batch, admitOptions{requestID: RequestID(r.Context()), from: &c}); ref != nil {
-		sess.toStream(ref.body)
+		sess.answerOnStream(ref.body)
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}

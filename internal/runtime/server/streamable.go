@@ -267,7 +267,7 @@ func (s *Server) exchangePost(w http.ResponseWriter, r *http.Request, sess *sess
 			p.reply.offer(sess, answer{out: out}) // another POST's response (never blocks)
 			return
 		case !streamOK || answered:
-			sess.toStream(out)
+			sess.toStreamAs(out, p != nil)
 			return
 		}
 		if sse == nil {

@@ -534,7 +534,7 @@ func (s *Server) readWebSocket(ctx context.Context, c *wsConn, sess *session) {
 			ref = s.admit(ctx, sess, msgs, batch, admitOptions{perMessageLimit: true, requestID: c.requestID})
 		}
 		if ref != nil {
-			sess.toStream(ref.body)
+			sess.answerOnStream(ref.body)
 			continue
 		}
 		if !s.relay(ctx, sess, msgs) {
