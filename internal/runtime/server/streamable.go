@@ -373,7 +373,31 @@ func (s *Server) awaitResponses(w http.ResponseWriter, r *http.Request, sess *se
 			stopping = nil // keep draining plain requests; session timers bound them
 		}
 	}
+	// Server messages queued for this POST before its last answer was taken still go out
+	// (select picks at random among ready cases), ahead of any answer not yet written.
+	for drained := sinkCh == nil; !drained; {
+		select {
+		case out := <-sinkCh:
+			if sse == nil {
+				sse = startSSE(w)
+			}
+			if sse.event("message", out) != nil {
+				return
+			}
+		default:
+			drained = true
+		}
+	}
 	if sse != nil {
+		for _, a := range held {
+			err := sse.event("message", a.out)
+			s.finishAnswer(sess, a)
+			if err != nil {
+				held = nil
+				return
+			}
+		}
+		held = held[:0]
 		return
 	}
 	if batch {
