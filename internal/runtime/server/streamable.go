@@ -206,6 +206,17 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		ref.write(w, r, s.deps.Auth)
 		return
 	}
+	if opened {
+		// A client gone before its initialize was answered never learnt the session id:
+		// the session would hold its slot (and in per-session mode a process) until idle
+		// expiry. (Gone right after reading the answer, it gets 404 and initializes anew.)
+		defer func() {
+			if r.Context().Err() != nil {
+				s.sessions.remove(sess.id)
+				sess.close()
+			}
+		}()
+	}
 	if inline {
 		s.exchangePost(w, r, sess, ex, msgs, reply, opened)
 		return

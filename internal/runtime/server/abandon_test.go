@@ -1,0 +1,91 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+)
+
+// slowInitHTTPServer is a Streamable HTTP MCP server on 127.0.0.1 whose initialize takes
+// 1 s when the client calls itself "slow".
+func slowInitHTTPServer(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		_ = json.Unmarshal(b, &m)
+		if m.ID == nil {
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		if m.Method == "initialize" {
+			if strings.Contains(string(b), `"slow"`) {
+				select {
+				case <-time.After(time.Second):
+				case <-r.Context().Done():
+				}
+			}
+			w.Header().Set("Mcp-Session-Id", "up-"+string(m.ID))
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(m.ID) + `,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"f","version":"1"}}}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(m.ID) + `,"result":{}}`))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String() + "/mcp"
+}
+
+// A client that gives up on its initialize never learns the session id: the session is
+// dropped with the request instead of holding one of the principal's session slots until
+// the idle expiry (30 min), which locked the principal out after a few flaky starts.
+func TestAnInitializeTheClientAbandonedFreesItsSessionSlot(t *testing.T) {
+	up := slowInitHTTPServer(t)
+	h := startTestRuntime(t, func(c *config.Config) {
+		c.Upstream.Transport, c.Upstream.URL = config.UpstreamHTTP, up
+		c.Limits.RequestsPerSecond = -1
+		c.Limits.MaxConnectionsPerPrincipal = 2
+	}, nil)
+	initBody := func(name string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"` + name + `","version":"1"}}}`
+	}
+	for i := 0; i < 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.url, strings.NewReader(initBody("slow")))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", bothAccepted)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+			cancel()
+			t.Fatalf("initialize %d answered within 200ms (%d)", i, resp.StatusCode)
+		}
+		cancel()
+	}
+	time.Sleep(1500 * time.Millisecond) // the abandoned handlers are done (the upstream answers after 1 s)
+	resp := h.post(context.Background(), t, "", bothAccepted, initBody("fast"))
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a fresh initialize after two abandoned ones: HTTP %d %s (the abandoned sessions still hold the principal's session slots)", resp.StatusCode, body)
+	}
+}
