@@ -501,6 +501,12 @@ func (s *httpSession) exchange(base context.Context, msg, id []byte, method stri
 	}
 	gone := func() bool { return s.ctx.Err() != nil || base.Err() != nil }
 	ctx, cancel := context.WithTimeout(base, s.u.s.requestTimeout)
+	if method == "subscriptions/listen" {
+		// A listen stream is open until the client ends it, as on the stdio path: the
+		// request timeout bounds requests that are answered, not subscriptions.
+		cancel()
+		ctx, cancel = context.WithCancel(base)
+	}
 	defer cancel()
 	if base != s.ctx { // Exchange: the session closing ends it too
 		stop := context.AfterFunc(s.ctx, cancel)
