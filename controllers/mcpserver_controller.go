@@ -118,6 +118,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req reconcile.Reque
 		r.reconcileService,
 		r.reconcileNetworkPolicy,
 		r.reconcileDeployment,
+		r.retireAuthSecret,
 		r.reconcilePodDisruptionBudget,
 	}
 	for _, step := range steps {
@@ -188,7 +189,7 @@ func (r *MCPServerReconciler) reconcileServiceAccount(ctx context.Context, sc *s
 
 func (r *MCPServerReconciler) reconcileAuthSecret(ctx context.Context, sc *scope) error {
 	if sc.server.Spec.Auth.InsecureAnonymous {
-		return r.deleteChild(ctx, key(sc.server, resources.AuthSecretName(sc.server)), &corev1.Secret{})
+		return nil // retired once no pod needs it (retireAuthSecret)
 	}
 	secret := &corev1.Secret{}
 	live, err := r.getLive(ctx, key(sc.server, resources.AuthSecretName(sc.server)), secret)
@@ -306,6 +307,47 @@ func (r *MCPServerReconciler) reconcileDeployment(ctx context.Context, sc *scope
 	}
 	_, err = r.applyChild(ctx, d, live)
 	return terminal(sc, err)
+}
+
+// retireAuthSecret deletes the auth Secret of a server that turned authentication off,
+// but only once its Deployment has rolled out a template without it: deleted earlier (say,
+// before a later step stalled on a bad spec), the running pods' replacements could not
+// start, and turning authentication back on would mint new keys.
+func (r *MCPServerReconciler) retireAuthSecret(ctx context.Context, sc *scope) error {
+	if !sc.server.Spec.Auth.InsecureAnonymous {
+		return nil
+	}
+	if d := sc.deployment; d != nil && (mountsSecret(d, resources.AuthSecretName(sc.server)) || !rolledOut(d)) {
+		return nil // the Deployment's next status change brings the server back here
+	}
+	return r.deleteChild(ctx, key(sc.server, resources.AuthSecretName(sc.server)), &corev1.Secret{})
+}
+
+// mountsSecret reports whether d's pod template mounts the Secret name.
+func mountsSecret(d *appsv1.Deployment, name string) bool {
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == name {
+			return true
+		}
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if src.Secret != nil && src.Secret.Name == name {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// rolledOut reports whether every replica of d runs its current template.
+func rolledOut(d *appsv1.Deployment) bool {
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	st := d.Status
+	return st.ObservedGeneration >= d.Generation && st.UpdatedReplicas == want && st.Replicas == want
 }
 
 func (r *MCPServerReconciler) reconcilePodDisruptionBudget(ctx context.Context, sc *scope) error {

@@ -340,6 +340,37 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "open"}, &cmv1.Certificate{})).To(Satisfy(apierrors.IsNotFound))
 	})
 
+	It("keeps the auth Secret until no pod needs it when authentication is turned off", func() {
+		s := stdioServer(ns, "retire")
+		Expect(k8sClient.Create(ctx, s)).To(Succeed())
+		secret := child(s, "retire-auth", &corev1.Secret{}).(*corev1.Secret)
+		keys := secret.Data
+		makeReady(s)
+		Eventually(condition(s, ConditionReady), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "Serving"))
+
+		By("a spec that stalls before the Deployment step leaves the Secret the pods mount")
+		update(s, func(s *mcpv1alpha1.MCPServer) {
+			s.Spec.Auth.InsecureAnonymous = true
+			s.Spec.Endpoint.PublicURL = "https://mcp example.com/mcp"
+		})
+		Eventually(condition(s, ConditionStalled), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "InvalidRuntimeConfig"))
+		Consistently(func() error { return k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{}) }, 2*time.Second, 200*time.Millisecond).Should(Succeed())
+
+		By("a valid one rolls out first; the Secret goes once every replica runs without it")
+		update(s, func(s *mcpv1alpha1.MCPServer) { s.Spec.Endpoint.PublicURL = "" })
+		dep := &appsv1.Deployment{}
+		Eventually(func() bool {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s), dep)).To(Succeed())
+			return mountsSecret(dep, "retire-auth")
+		}, timeout, interval).Should(BeFalse())
+		Consistently(func() error { return k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{}) }, 2*time.Second, 200*time.Millisecond).Should(Succeed(), "the rollout has not finished")
+		makeReady(s)
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{}))
+		}, timeout, interval).Should(BeTrue())
+		Expect(keys).NotTo(BeEmpty())
+	})
+
 	It("never takes over an object of the same name it did not create", func() {
 		// A namespace's own default-deny NetworkPolicy and Service, named like a server.
 		deny := &networkingv1.NetworkPolicy{
