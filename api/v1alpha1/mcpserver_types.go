@@ -257,7 +257,8 @@ type EndpointSpec struct {
 	// +optional
 	Port int32 `json:"port,omitempty"`
 
-	// ServiceType of the Service.
+	// ServiceType of the Service. A NodePort or LoadBalancer Service carries the MCP
+	// endpoint only; the plain-HTTP metrics port stays off it (scrape the pods).
 	// +kubebuilder:validation:Enum=ClusterIP;NodePort;LoadBalancer
 	// +kubebuilder:default=ClusterIP
 	// +optional

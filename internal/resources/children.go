@@ -90,10 +90,21 @@ func Certificate(s *mcpv1alpha1.MCPServer, o Options) *cmac.CertificateApplyConf
 		WithSpec(spec)
 }
 
-// Service exposes the runtime's endpoint (and its metrics port for scraping). A client
-// sticks to one replica (ClientIP affinity): its Streamable HTTP session and the WebSocket
-// tickets it is issued live in that replica's memory.
+// Service exposes the runtime's endpoint, and on a ClusterIP Service its metrics port. A
+// NodePort or LoadBalancer Service carries the endpoint only: the metrics port is plain,
+// unauthenticated HTTP and must not reach beyond the cluster whatever the CNI enforces
+// (scrape the pods, as the PodMonitor in docs/operations.md does). A client sticks to one
+// replica (ClientIP affinity): its Streamable HTTP session and the WebSocket tickets it is
+// issued live in that replica's memory.
 func Service(s *mcpv1alpha1.MCPServer) *corev1ac.ServiceApplyConfiguration {
+	ports := []*corev1ac.ServicePortApplyConfiguration{
+		corev1ac.ServicePort().WithName(PortNameMCP).WithProtocol(corev1.ProtocolTCP).
+			WithPort(endpointPort(s)).WithTargetPort(intstr.FromString(PortNameMCP)).WithAppProtocol(endpointScheme(s)),
+	}
+	if serviceType(s) == corev1.ServiceTypeClusterIP {
+		ports = append(ports, corev1ac.ServicePort().WithName(PortNameMetrics).WithProtocol(corev1.ProtocolTCP).
+			WithPort(metricsPort(s)).WithTargetPort(intstr.FromString(PortNameMetrics)).WithAppProtocol("http"))
+	}
 	return corev1ac.Service(ServiceName(s), s.Namespace).
 		WithLabels(Labels(s)).
 		WithOwnerReferences(OwnerReference(s)).
@@ -101,12 +112,7 @@ func Service(s *mcpv1alpha1.MCPServer) *corev1ac.ServiceApplyConfiguration {
 			WithType(serviceType(s)).
 			WithSelector(SelectorLabels(s)).
 			WithSessionAffinity(corev1.ServiceAffinityClientIP).
-			WithPorts(
-				corev1ac.ServicePort().WithName(PortNameMCP).WithProtocol(corev1.ProtocolTCP).
-					WithPort(endpointPort(s)).WithTargetPort(intstr.FromString(PortNameMCP)).WithAppProtocol(endpointScheme(s)),
-				corev1ac.ServicePort().WithName(PortNameMetrics).WithProtocol(corev1.ProtocolTCP).
-					WithPort(metricsPort(s)).WithTargetPort(intstr.FromString(PortNameMetrics)).WithAppProtocol("http"),
-			))
+			WithPorts(ports...))
 }
 
 // NetworkPolicy is default-deny: ingress only to the runtime's port from the listed peers

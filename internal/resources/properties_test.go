@@ -486,6 +486,27 @@ func TestServiceSchemeFollowsTLS(t *testing.T) {
 	}
 }
 
+// The metrics port (plain HTTP, no authentication) is on a ClusterIP Service only: a
+// NodePort or LoadBalancer Service would publish it beyond the cluster.
+func TestMetricsPortStaysInsideTheCluster(t *testing.T) {
+	g := NewWithT(t)
+	portNames := func(svc *corev1.Service) []string {
+		var out []string
+		for _, p := range svc.Spec.Ports {
+			out = append(out, p.Name)
+		}
+		return out
+	}
+	s := loadCase(t, "stdio-default")
+	g.Expect(portNames(typed[corev1.Service](t, Service(s)))).To(Equal([]string{PortNameMCP, PortNameMetrics}))
+	for _, st := range []corev1.ServiceType{corev1.ServiceTypeLoadBalancer, corev1.ServiceTypeNodePort} {
+		s.Spec.Endpoint.ServiceType = st
+		svc := typed[corev1.Service](t, Service(s))
+		g.Expect(svc.Spec.Type).To(Equal(st))
+		g.Expect(portNames(svc)).To(Equal([]string{PortNameMCP}), string(st))
+	}
+}
+
 func TestPodLabelsCannotOverrideSelector(t *testing.T) {
 	g := NewWithT(t)
 	s := loadCase(t, "http-full")
