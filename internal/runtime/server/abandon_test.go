@@ -89,3 +89,27 @@ func TestAnInitializeTheClientAbandonedFreesItsSessionSlot(t *testing.T) {
 		t.Fatalf("a fresh initialize after two abandoned ones: HTTP %d %s (the abandoned sessions still hold the principal's session slots)", resp.StatusCode, body)
 	}
 }
+
+// A client that closes its connection once it has the initialize answer (curl,
+// "Connection: close") keeps its session: only an initialize abandoned before anything of
+// its answer was written frees the slot.
+func TestASessionSurvivesTheClosedConnectionOfItsInitialize(t *testing.T) {
+	h := startTestRuntime(t, nil, []string{everythingServer(t)})
+	for i := range 20 {
+		req, _ := http.NewRequest(http.MethodPost, h.url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", bothAccepted)
+		req.Close = true
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		sid := resp.Header.Get("Mcp-Session-Id")
+		time.Sleep(20 * time.Millisecond) // the runtime has seen the connection close
+		if status, body := h.call(t, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); status != http.StatusAccepted {
+			t.Fatalf("attempt %d: the session of an answered initialize is gone: HTTP %d %s", i, status, body)
+		}
+	}
+}

@@ -207,11 +207,13 @@ func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if opened {
-		// A client gone before its initialize was answered never learnt the session id:
-		// the session would hold its slot (and in per-session mode a process) until idle
-		// expiry. (Gone right after reading the answer, it gets 404 and initializes anew.)
+		// A client gone before anything of its initialize's answer was written never learnt
+		// the session id: the session would hold its slot (and in per-session mode a
+		// process) until idle expiry.
+		tw := &writeTracker{ResponseWriter: w}
+		w = tw
 		defer func() {
-			if r.Context().Err() != nil {
+			if !tw.wrote && r.Context().Err() != nil {
 				s.sessions.remove(sess.id)
 				sess.close()
 			}
@@ -737,3 +739,23 @@ func (s *Server) openUpstream(c caller, statelessRevision bool) (up upstream.Ses
 	}
 	return up, release, nil
 }
+
+// writeTracker records whether anything of a response (its header included) was written.
+type writeTracker struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (t *writeTracker) WriteHeader(code int) {
+	t.wrote = true
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *writeTracker) Write(b []byte) (int, error) {
+	t.wrote = true
+	return t.ResponseWriter.Write(b)
+}
+
+func (t *writeTracker) Flush() { _ = http.NewResponseController(t.ResponseWriter).Flush() }
+
+func (t *writeTracker) Unwrap() http.ResponseWriter { return t.ResponseWriter }
