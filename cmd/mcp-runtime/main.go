@@ -105,10 +105,11 @@ func serve(args []string, stderr io.Writer) int {
 		_, _ = fmt.Fprintf(stderr, "mcp-runtime serve: invalid configuration %s:\n%v\n", *cfgFile, err)
 		return 1
 	}
-	// Before anything is started: with the setting, this process is replaced by the same
-	// command with GODEBUG set, which reads the configuration again.
+	// Before anything is started: when the runtime's own GODEBUG differs from the one it was
+	// given (the keepSchedulerAwake setting added, http2debug removed), this process is
+	// replaced by the same command with it, which reads the configuration again.
 	if err := sysmon.Apply(cfg.Tuning.KeepSchedulerAwake); err != nil {
-		log.Warn("Could not re-execute with GODEBUG="+sysmon.Setting+"; tuning.keepSchedulerAwake has no effect", "error", err)
+		log.Warn("Could not re-execute with the runtime's own GODEBUG (tuning.keepSchedulerAwake, no http2debug)", "error", err)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -1,4 +1,6 @@
-// Package sysmon keeps the Go scheduler's monitor thread (sysmon) from polling every 20 µs
+// Package sysmon sets the runtime's own GODEBUG at start (Apply): it drops http2debug, which
+// would log request headers, and under tuning.keepSchedulerAwake it keeps the Go
+// scheduler's monitor thread (sysmon) from polling every 20 µs
 // each time the process wakes from idle, which cost a request/response relay a sixth of its
 // CPU at low concurrency; `mcp-runtime serve` uses it under tuning.keepSchedulerAwake.
 //
@@ -20,45 +22,65 @@ package sysmon
 import (
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 )
 
-// Setting is what Ensure adds to GODEBUG.
+// Setting is what Apply adds to GODEBUG when keep.
 const Setting = "schedtrace=2147483647"
 
 // savedVar carries the original GODEBUG across the re-execution: "=" followed by the
 // value when it was set, "" when it was not.
 const savedVar = "MCP_RUNTIME_ORIGINAL_GODEBUG"
 
-// Apply is what a process does with the setting at start, as configured: Ensure when keep,
-// else Restore (a marker left in the environment must not reach the upstream).
+// Apply gives the process the GODEBUG it should run with, re-executing the binary when
+// that differs from the one it was given: Setting added when keep (unless GODEBUG already
+// names schedtrace, the operator's choice: schedtrace=0 opts out), and http2debug removed
+// whatever keep says — it makes net/http log request headers, bearer tokens included, and a
+// runtime in a stdio pod shares its environment with the server it starts (spec.env). The
+// re-executed process restores the original environment (Restore), so upstream processes
+// inherit what the runtime was given. On success it does not return; it returns the error
+// when the binary could not be re-executed, and the process goes on as it is.
 func Apply(keep bool) error {
-	if keep {
-		return Ensure()
-	}
-	Restore()
-	return nil
-}
-
-// Ensure re-executes the running binary with Setting added to GODEBUG, unless this process
-// is that re-execution (then it restores the environment, see Restore) or GODEBUG already
-// names schedtrace (the operator's choice: schedtrace=0 opts out). On success it does not
-// return; it returns the error when the binary could not be re-executed, and the process
-// goes on as it is.
-func Ensure() error {
 	if Restore() {
 		return nil
 	}
 	godebug, set := os.LookupEnv("GODEBUG")
-	if names(godebug, "schedtrace") || runtime.GOOS == "windows" { // no exec in place there
+	want := own(godebug, keep)
+	if want == godebug || runtime.GOOS == "windows" { // no exec in place there
 		return nil
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	return syscall.Exec(exe, os.Args, reexecEnv(os.Environ(), godebug, set)) //nolint:gosec // this very binary, with its own arguments
+	return syscall.Exec(exe, os.Args, reexecEnv(os.Environ(), godebug, set, want)) //nolint:gosec // this very binary, with its own arguments
+}
+
+// Ensure is Apply(true).
+func Ensure() error { return Apply(true) }
+
+// own is the GODEBUG the runtime itself runs with, given godebug (see Apply).
+func own(godebug string, keep bool) string {
+	var kept []string
+	for field := range strings.SplitSeq(godebug, ",") {
+		if k, _, _ := strings.Cut(strings.TrimSpace(field), "="); k != "http2debug" && strings.TrimSpace(field) != "" {
+			kept = append(kept, field)
+		}
+	}
+	if keep && !names(godebug, "schedtrace") {
+		kept = append(kept, Setting)
+	}
+	out := strings.Join(kept, ",")
+	if out == strings.Join(nonEmpty(strings.Split(godebug, ",")), ",") {
+		return godebug // nothing to change: no re-execution
+	}
+	return out
+}
+
+func nonEmpty(fields []string) []string {
+	return slices.DeleteFunc(fields, func(f string) bool { return strings.TrimSpace(f) == "" })
 }
 
 // Restore undoes, in the re-executed process, what Ensure added to the environment: GODEBUG
@@ -78,20 +100,17 @@ func Restore() bool {
 	return true
 }
 
-// reexecEnv is env with Setting appended to GODEBUG and the original value saved.
-func reexecEnv(env []string, godebug string, set bool) []string {
+// reexecEnv is env with GODEBUG set to value and the original saved.
+func reexecEnv(env []string, godebug string, set bool, value string) []string {
 	out := make([]string, 0, len(env)+2)
 	for _, kv := range env {
 		if !strings.HasPrefix(kv, "GODEBUG=") && !strings.HasPrefix(kv, savedVar+"=") {
 			out = append(out, kv)
 		}
 	}
-	saved, value := "", Setting
+	saved := ""
 	if set {
 		saved = "=" + godebug
-		if godebug != "" {
-			value = godebug + "," + Setting
-		}
 	}
 	return append(out, savedVar+"="+saved, "GODEBUG="+value)
 }

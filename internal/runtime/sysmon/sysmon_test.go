@@ -31,7 +31,7 @@ type report struct {
 
 func helper() int {
 	r := report{PID: os.Getpid()}
-	if err := Ensure(); err != nil {
+	if err := Apply(os.Getenv("SYSMON_TEST_KEEP") != "0"); err != nil {
 		r.Err = err.Error()
 	}
 	raw, err := os.ReadFile("/proc/self/environ")
@@ -59,15 +59,23 @@ func TestEnsureReexecutesWithTheSettingAndChildrenSeeTheOriginalEnvironment(t *t
 		name, godebug string
 		wantExec      string // GODEBUG the process runs with
 		reexec        bool
+		off           bool // Apply(false)
 	}{
 		{name: "no GODEBUG", godebug: unset, wantExec: Setting, reexec: true},
 		{name: "empty GODEBUG", godebug: "", wantExec: Setting, reexec: true},
 		{name: "other settings kept", godebug: "http2client=0,panicnil=1", wantExec: "http2client=0,panicnil=1," + Setting, reexec: true},
 		{name: "schedtrace chosen by the operator", godebug: "schedtrace=0", wantExec: "schedtrace=0", reexec: false},
+		// http2debug makes net/http log request headers (bearer tokens): never in the runtime.
+		{name: "http2debug dropped", godebug: "http2debug=2,panicnil=1", wantExec: "panicnil=1," + Setting, reexec: true},
+		{name: "http2debug dropped without keep", godebug: "http2debug=1", wantExec: "", reexec: true, off: true},
+		{name: "nothing to change without keep", godebug: "panicnil=1", wantExec: "panicnil=1", reexec: false, off: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(withoutVar(withoutVar(os.Environ(), "GODEBUG"), savedVar), helperVar+"=1", "MARK=kept")
+			if tc.off {
+				cmd.Env = append(cmd.Env, "SYSMON_TEST_KEEP=0")
+			}
 			if tc.godebug != unset {
 				cmd.Env = append(cmd.Env, "GODEBUG="+tc.godebug)
 			}
@@ -125,7 +133,7 @@ func TestNames(t *testing.T) {
 }
 
 func TestReexecEnvReplacesStaleValues(t *testing.T) {
-	env := reexecEnv([]string{"A=1", "GODEBUG=x=1", savedVar + "=stale", "B=2"}, "x=1", true)
+	env := reexecEnv([]string{"A=1", "GODEBUG=x=1", savedVar + "=stale", "B=2"}, "x=1", true, "x=1,"+Setting)
 	want := []string{"A=1", "B=2", savedVar + "==x=1", "GODEBUG=x=1," + Setting}
 	if !slices.Equal(env, want) {
 		t.Errorf("got %q, want %q", env, want)
