@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,43 +15,15 @@ import (
 // slowInitHTTPServer is a Streamable HTTP MCP server on 127.0.0.1 whose initialize takes
 // 1 s when the client calls itself "slow".
 func slowInitHTTPServer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			return
-		}
-		b, _ := io.ReadAll(r.Body)
-		var m struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
-		_ = json.Unmarshal(b, &m)
-		if m.ID == nil {
-			w.WriteHeader(http.StatusAccepted)
-			return
-		}
-		if m.Method == "initialize" {
-			if strings.Contains(string(b), `"slow"`) {
-				select {
-				case <-time.After(time.Second):
-				case <-r.Context().Done():
-				}
+	return fakeHTTPUpstream(t, func(w http.ResponseWriter, r *http.Request, _ json.RawMessage, method string, body []byte) bool {
+		if method == "initialize" && strings.Contains(string(body), `"slow"`) {
+			select {
+			case <-time.After(time.Second):
+			case <-r.Context().Done():
 			}
-			w.Header().Set("Mcp-Session-Id", "up-"+string(m.ID))
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(m.ID) + `,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"f","version":"1"}}}`))
-			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(m.ID) + `,"result":{}}`))
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return "http://" + ln.Addr().String() + "/mcp"
+		return false // then the usual answer
+	})
 }
 
 // A client that gives up on its initialize never learns the session id: the session is

@@ -1,12 +1,9 @@
 package server
 
 import (
-	"context"
-	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	. "github.com/onsi/gomega"
 )
@@ -17,11 +14,7 @@ import (
 // so without the final drain about half of these lost it).
 func TestAServerMessageQueuedWithTheAnswerIsWritten(t *testing.T) {
 	g := NewWithT(t)
-	cfg := testConfig(t.TempDir())
-	cfg.Default()
-	g.Expect(cfg.Validate()).To(Succeed())
-	srv, err := Build(context.Background(), cfg, Options{Command: []string{"/bin/true"}, Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Second})
-	g.Expect(err).NotTo(HaveOccurred())
+	srv, _ := buildIdleServer(t)
 	sess := openSession(srv, "s", nil, caller{transport: transportStreamable})
 	const note = `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}`
 	for range 40 {

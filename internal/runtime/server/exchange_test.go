@@ -107,6 +107,22 @@ func testConfig(dir string) *config.Config {
 	}
 }
 
+// buildIdleServer builds a Server from testConfig (returned too) with a child that exits
+// at once and serves nothing: for tests that drive its methods directly.
+func buildIdleServer(t *testing.T) (*Server, *config.Config) {
+	t.Helper()
+	cfg := testConfig(t.TempDir())
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Build(context.Background(), cfg, Options{Command: []string{"/bin/true"}, Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, cfg
+}
+
 // startTestRuntime serves the runtime on plain HTTP, anonymous, in front of the upstream
 // edit configures (default: the stdio everything-server, command).
 func startTestRuntime(t *testing.T, edit func(*config.Config), command []string) *httpRuntime {

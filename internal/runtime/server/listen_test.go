@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -15,54 +13,28 @@ import (
 // listenHTTPServer is a Streamable HTTP MCP server on 127.0.0.1 that keeps a
 // subscriptions/listen stream open until the client ends it.
 func listenHTTPServer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			return
+	return fakeHTTPUpstream(t, func(w http.ResponseWriter, r *http.Request, id json.RawMessage, method string, _ []byte) bool {
+		if method != "subscriptions/listen" {
+			return false
 		}
-		b, _ := io.ReadAll(r.Body)
-		var m struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
-		_ = json.Unmarshal(b, &m)
-		switch {
-		case m.ID == nil:
-			w.WriteHeader(http.StatusAccepted)
-		case m.Method == "initialize":
-			w.Header().Set("Mcp-Session-Id", "up1")
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(m.ID) + `,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"f","version":"1"}}}`))
-		case m.Method == "subscriptions/listen":
-			w.Header().Set("Content-Type", "text/event-stream")
-			w.WriteHeader(http.StatusOK)
-			_, _ = w.Write([]byte("event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/resources/list_changed\",\"params\":{\"_meta\":{\"io.modelcontextprotocol/subscriptionId\":" + string(m.ID) + "}}}\n\n"))
-			w.(http.Flusher).Flush()
-			tk := time.NewTicker(500 * time.Millisecond)
-			defer tk.Stop()
-			for {
-				select {
-				case <-r.Context().Done():
-					return
-				case <-tk.C:
-					if _, err := w.Write([]byte(": keepalive\n\n")); err != nil {
-						return
-					}
-					w.(http.Flusher).Flush()
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/resources/list_changed\",\"params\":{\"_meta\":{\"io.modelcontextprotocol/subscriptionId\":" + string(id) + "}}}\n\n"))
+		w.(http.Flusher).Flush()
+		tk := time.NewTicker(500 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-r.Context().Done():
+				return true
+			case <-tk.C:
+				if _, err := w.Write([]byte(": keepalive\n\n")); err != nil {
+					return true
 				}
+				w.(http.Flusher).Flush()
 			}
-		default:
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(m.ID) + `,"result":{}}`))
 		}
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return "http://" + ln.Addr().String() + "/mcp"
+	})
 }
 
 // A subscriptions/listen stream lives until the client ends it: over an HTTP upstream too

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -143,11 +142,7 @@ func TestSessionsBelongToIssuerAndSubject(t *testing.T) {
 // the deliverer itself: every relayed tools/call gets its audit line either way.
 func TestAnswersThePOSTDidNotTakeAreStillAudited(t *testing.T) {
 	g := NewWithT(t)
-	cfg := testConfig(t.TempDir())
-	cfg.Default()
-	g.Expect(cfg.Validate()).To(Succeed())
-	srv, err := Build(context.Background(), cfg, Options{Command: []string{"/bin/true"}, Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Second})
-	g.Expect(err).NotTo(HaveOccurred())
+	srv, cfg := buildIdleServer(t)
 	sess := openSession(srv, "s", nil, caller{transport: config.TransportStreamableHTTP, remote: "127.0.0.1:1"})
 	reply := newReplyTo(2)
 	relay := func(id string) {

@@ -105,13 +105,8 @@ func applying(s *jsonschema.Schema) []*jsonschema.Schema {
 				add(c)
 			}
 		}
-		for _, c := range s.DependentSchemas {
+		for _, c := range dependents(s) {
 			add(c)
-		}
-		for _, d := range s.Dependencies {
-			if c, ok := d.(*jsonschema.Schema); ok {
-				add(c)
-			}
 		}
 	}
 	add(s)

@@ -158,14 +158,7 @@ func evalCost(root *jsonschema.Schema, limit int) int {
 		for _, c := range s.PatternProperties {
 			add(c)
 		}
-		for _, c := range s.DependentSchemas {
-			add(c)
-		}
-		for _, d := range s.Dependencies {
-			if c, ok := d.(*jsonschema.Schema); ok {
-				add(c)
-			}
-		}
+		add(dependents(s)...)
 		for _, v := range []any{s.AdditionalProperties, s.AdditionalItems, s.Items} {
 			switch c := v.(type) {
 			case *jsonschema.Schema:
@@ -319,4 +312,19 @@ func describe(ve *jsonschema.ValidationError) (ptr, keyword, msg string) {
 	}
 	keyword = strings.Join(ve.ErrorKind.KeywordPath(), "/")
 	return sb.String(), keyword, ve.ErrorKind.LocalizedString(printer)
+}
+
+// dependents are the schemas of s that apply when a property is present: 2020-12's
+// dependentSchemas and the schema entries of draft 7's dependencies.
+func dependents(s *jsonschema.Schema) []*jsonschema.Schema {
+	var out []*jsonschema.Schema
+	for _, c := range s.DependentSchemas {
+		out = append(out, c)
+	}
+	for _, d := range s.Dependencies {
+		if c, ok := d.(*jsonschema.Schema); ok {
+			out = append(out, c)
+		}
+	}
+	return out
 }
