@@ -49,7 +49,7 @@ type child struct {
 
 // startChild starts argv with stdio pipes. onLine gets each stdout line (a copy it may keep);
 // onTooLong gets the kept prefix of a line over maxLine bytes.
-func startChild(argv []string, s *settings, onLine func([]byte), onTooLong func([]byte)) (*child, error) {
+func startChild(argv []string, s *settings, onLine func([]byte), onTooLong func(prefix, tail []byte)) (*child, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("no upstream command")
 	}
@@ -127,14 +127,14 @@ func closeAll(fs ...*os.File) {
 	}
 }
 
-func (c *child) readLoop(maxLine int, onLine func([]byte), onTooLong func([]byte)) {
+func (c *child) readLoop(maxLine int, onLine func([]byte), onTooLong func(prefix, tail []byte)) {
 	lr := newLineReader(c.stdout, maxLine)
 	for {
 		line, err := lr.next()
 		switch {
 		case errors.Is(err, errLineTooLong):
 			c.log.Error("upstream message dropped: larger than the message size limit", "limit", maxLine)
-			onTooLong(line)
+			onTooLong(line, lr.tail)
 		case err != nil:
 			return
 		case len(line) > 0:

@@ -21,7 +21,7 @@ func TestStdinKeepsOrderWhetherWrittenDirectlyOrQueued(t *testing.T) {
 	g := NewWithT(t)
 	out := filepath.Join(t.TempDir(), "stdin.txt")
 	s := resolve(config.Upstream{}, testOptions())
-	c, err := startChild([]string{"/bin/sh", "-c", `sleep 0.5; exec cat > "$0"`, out}, &s, func([]byte) {}, func([]byte) {})
+	c, err := startChild([]string{"/bin/sh", "-c", `sleep 0.5; exec cat > "$0"`, out}, &s, func([]byte) {}, func(_, _ []byte) {})
 	g.Expect(err).NotTo(HaveOccurred())
 	defer c.stop(time.Second, nil)
 

@@ -311,6 +311,55 @@ func oneLine(msg []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// idSuffix reads the id of a message from its last bytes when "id" is its last member
+// ({…,"id":7}): the other end of idPrefix, for servers that write the id last.
+func idSuffix(tail []byte) ([]byte, bool) {
+	const ws = " \t\r\n"
+	t := bytes.TrimRight(tail, ws)
+	if len(t) == 0 || t[len(t)-1] != '}' {
+		return nil, false
+	}
+	t = bytes.TrimRight(t[:len(t)-1], ws)
+	end, start := len(t), len(t)
+	switch {
+	case end > 0 && t[end-1] == '"': // a string id: back to its unescaped opening quote
+		start = end - 2
+		for start >= 0 && (t[start] != '"' || escapedAt(t, start)) {
+			start--
+		}
+		if start < 0 {
+			return nil, false
+		}
+	default: // an integer id
+		for start > 0 && (t[start-1] == '-' || (t[start-1] >= '0' && t[start-1] <= '9')) {
+			start--
+		}
+	}
+	id := t[start:end]
+	rest := bytes.TrimRight(t[:start], ws)
+	if len(id) == 0 || !json.Valid(id) || !bytes.HasSuffix(rest, []byte(":")) {
+		return nil, false
+	}
+	rest = bytes.TrimRight(rest[:len(rest)-1], ws)
+	if !bytes.HasSuffix(rest, []byte(`"id"`)) {
+		return nil, false
+	}
+	rest = bytes.TrimRight(rest[:len(rest)-len(`"id"`)], ws)
+	if len(rest) == 0 || (rest[len(rest)-1] != ',' && rest[len(rest)-1] != '{') {
+		return nil, false // "id" inside a string, not a member
+	}
+	return id, true
+}
+
+// escapedAt reports whether the byte at i follows an odd number of backslashes.
+func escapedAt(b []byte, i int) bool {
+	n := 0
+	for j := i - 1; j >= 0 && b[j] == '\\'; j-- {
+		n++
+	}
+	return n%2 == 1
+}
+
 // idPrefix reads the id of a message from its first bytes: used when a message is too
 // large to keep, so the request it answers can still be failed instead of hanging.
 func idPrefix(prefix []byte) ([]byte, bool) {

@@ -138,6 +138,37 @@ func TestIDPrefix(t *testing.T) {
 	}
 }
 
+func TestIDSuffix(t *testing.T) {
+	cases := []struct {
+		tail string
+		id   string
+	}{
+		{`aaaa"},"jsonrpc":"2.0","id":7}`, `7`},
+		{`aaaa"},"jsonrpc":"2.0","id" : -3 }` + "\r", `-3`},
+		{`aa"},"id":"a\"b"}`, `"a\"b"`}, // an escaped quote inside
+		{`aa"},"id":"a\\"}`, `"a\\"`},   // an escaped backslash before the closing quote
+		{`{"id":5}`, `5`},
+		{`aa"},"jsonrpc":"2.0"}`, ``}, // id not last
+		{`aa","x":{"id":5}}`, ``},     // a nested object's id
+		{`aa \"id\":5}"}`, ``},        // inside a string
+		{`aaa"id":5}`, ``},            // not preceded by , or {
+		{`,"id":1.5}`, ``},            // not an integer or a string
+		{`,"id":7`, ``},               // no closing brace
+	}
+	for _, tc := range cases {
+		id, ok := idSuffix([]byte(tc.tail))
+		if tc.id == "" {
+			if ok {
+				t.Errorf("%s: got id %s, want none", tc.tail, id)
+			}
+			continue
+		}
+		if !ok || string(id) != tc.id {
+			t.Errorf("%s: got %q %v, want %s", tc.tail, id, ok, tc.id)
+		}
+	}
+}
+
 func TestLineReaderBoundsLines(t *testing.T) {
 	g := NewWithT(t)
 	long := strings.Repeat("y", 10000)
@@ -148,6 +179,8 @@ func TestLineReaderBoundsLines(t *testing.T) {
 	line, err = lr.next()
 	g.Expect(errors.Is(err, errLineTooLong)).To(BeTrue())
 	g.Expect(len(line)).To(BeNumerically("<=", prefixKeep))
+	g.Expect(len(lr.tail)).To(BeNumerically(">=", prefixKeep-2), "the line's last bytes, without its ending")
+	g.Expect(long).To(HaveSuffix(string(lr.tail)))
 	line, err = lr.next()
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(string(line)).To(Equal("next"), "reading resumes after the dropped line")

@@ -18,6 +18,10 @@ const prefixKeep = 4096
 type lineReader struct {
 	r   *bufio.Reader
 	max int
+	// tail holds the last prefixKeep bytes of the last over-long line: a server that
+	// writes the id last ({"result":…,"jsonrpc":"2.0","id":7}, as the TypeScript SDK does)
+	// is answered from it (see idSuffix).
+	tail []byte
 }
 
 func newLineReader(r io.Reader, max int) *lineReader {
@@ -41,8 +45,21 @@ func putStreamReader(l *lineReader) {
 	streamReaders.Put(l)
 }
 
+// keepTail appends chunk to the tail, keeping its last prefixKeep bytes.
+func (l *lineReader) keepTail(chunk []byte) {
+	if len(chunk) >= prefixKeep {
+		l.tail = append(l.tail[:0], chunk[len(chunk)-prefixKeep:]...)
+		return
+	}
+	if over := len(l.tail) + len(chunk) - prefixKeep; over > 0 {
+		l.tail = l.tail[:copy(l.tail, l.tail[over:])]
+	}
+	l.tail = append(l.tail, chunk...)
+}
+
 // next returns the next line without its line ending. For an over-long line it returns
-// the kept prefix and errLineTooLong; the next call continues with the following line.
+// the kept prefix and errLineTooLong (its last bytes are in tail until the next call); the
+// next call continues with the following line.
 // The line may share the reader's buffer: it is valid until the next call (copy to keep).
 func (l *lineReader) next() ([]byte, error) {
 	var line []byte
@@ -55,14 +72,19 @@ func (l *lineReader) next() ([]byte, error) {
 		if !tooLong {
 			if len(line)+len(chunk) > l.max+2 { // +2: the line ending is not counted
 				tooLong = true
+				l.tail = append(l.tail[:0], line[max(0, len(line)-prefixKeep):]...)
 				line = append(line, chunk[:min(len(chunk), max(0, prefixKeep-len(line)))]...)
 			} else {
 				line = append(line, chunk...)
 			}
 		}
+		if tooLong {
+			l.keepTail(chunk)
+		}
 		switch {
 		case err == nil:
 			if tooLong {
+				l.tail = trimEOL(l.tail)
 				return line, errLineTooLong
 			}
 			return trimEOL(line), nil
@@ -70,6 +92,7 @@ func (l *lineReader) next() ([]byte, error) {
 			continue
 		default:
 			if tooLong {
+				l.tail = trimEOL(l.tail)
 				return line, errLineTooLong
 			}
 			if len(line) > 0 && errors.Is(err, io.EOF) {

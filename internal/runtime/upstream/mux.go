@@ -155,7 +155,7 @@ func (m *mux) spawn() (*child, error) {
 	gen := m.gen + 1
 	c, err := startChild(m.argv, m.s,
 		func(line []byte) { m.handleLine(gen, line) },
-		func(prefix []byte) { m.handleTooLong(gen, prefix) })
+		func(prefix, tail []byte) { m.handleTooLong(gen, prefix, tail) })
 	if err != nil {
 		return nil, err
 	}
@@ -1123,10 +1123,12 @@ func (m *mux) routeNotification(env *envelope) {
 	m.log.Debug("upstream notification dropped: no client session has a request in flight", "method", env.method)
 }
 
-func (m *mux) handleTooLong(gen uint64, prefix []byte) {
+func (m *mux) handleTooLong(gen uint64, prefix, tail []byte) {
 	id, ok := idPrefix(prefix)
 	if !ok {
-		return
+		if id, ok = idSuffix(tail); !ok {
+			return
+		}
 	}
 	m.mu.Lock()
 	defer m.unlock()
