@@ -191,6 +191,9 @@ func (s *Server) check(ctx context.Context, sess *session, m *jsonrpc.Message, l
 	var cerr *tools.CallError
 	if m.IsRequest() {
 		p = &pendingCall{id: m.ID, method: m.Method, requestID: opt.requestID, start: time.Now(), bytesIn: len(m.Raw), reply: opt.reply, from: c}
+		if m.Method == "tools/list" {
+			p.listGen = s.deps.Tools.Generation()
+		}
 		if m.Method == "tools/call" {
 			p.tool, p.args, cerr = tools.ReadCallParams(m.Params)
 		}
@@ -323,7 +326,7 @@ func (s *Server) outbound(sess *session, raw []byte) (out []byte, answered *pend
 	switch {
 	case m.Error != nil:
 	case p.method == "tools/list":
-		filtered, err := s.deps.Tools.FilterList(m.Result)
+		filtered, err := s.deps.Tools.FilterListAt(m.Result, p.listGen)
 		if err != nil {
 			s.log.Warn("Refusing an unusable tools/list result from the upstream", "error", err)
 			out = jsonrpc.ErrorResponse(m.ID, jsonrpc.InternalError("upstream sent an invalid tools/list result"))
@@ -449,11 +452,12 @@ func (s *Server) fetchTools(ctx context.Context) error {
 		if cursor != "" {
 			params["cursor"] = cursor
 		}
+		gen := s.deps.Tools.Generation()
 		res, err := call(2+page, "tools/list", params)
 		if err != nil {
 			return err
 		}
-		if _, err := s.deps.Tools.FilterList(res); err != nil {
+		if _, err := s.deps.Tools.FilterListAt(res, gen); err != nil {
 			return fmt.Errorf("reading tools/list: %w", err)
 		}
 		var next struct {

@@ -51,6 +51,7 @@ type pendingCall struct {
 	start     time.Time
 	answered  time.Duration // start → the upstream's answer (0 until then)
 	bytesIn   int
+	listGen   uint64 // tools/list: the schema cache's generation when it was sent
 	timer     *time.Timer
 	// reply receives the response (streamable POST); nil: the session's stream gets it.
 	reply *replyTo

@@ -188,6 +188,12 @@ func firstLine(s string) string {
 // result with a second spelling of "tools" ("Tools") is one: a Go client would read the
 // unfiltered one.
 func (p *Policy) FilterList(result json.RawMessage) (json.RawMessage, error) {
+	return p.FilterListAt(result, p.Generation())
+}
+
+// FilterListAt is FilterList for a tools/list sent at generation gen (Generation): its
+// schemas are cached only if no Invalidate came since; the result is filtered either way.
+func (p *Policy) FilterListAt(result json.RawMessage, gen uint64) (json.RawMessage, error) {
 	members, err := jsonrpc.Members(result, "tools")
 	if err != nil {
 		return nil, fmt.Errorf("tools/list result: %w", err)
@@ -233,17 +239,21 @@ func (p *Policy) FilterList(result json.RawMessage) (json.RawMessage, error) {
 		return nil, errors.New(`tools/list result has no "tools" array`)
 	}
 	out.WriteByte('}')
-	p.store(compiled)
+	p.store(compiled, gen)
 	return out.Bytes(), nil
 }
 
-// store merges freshly listed tools into the cache, compiling what changed.
-func (p *Policy) store(listed map[string]*entry) {
+// store merges freshly listed tools into the cache, compiling what changed, unless the
+// cache was invalidated since generation gen.
+func (p *Policy) store(listed map[string]*entry, gen uint64) {
 	if len(listed) == 0 {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.gen.Load() != gen {
+		return // listed before the tools changed: the next list brings the current ones
+	}
 	old := *p.schemas.Load()
 	next := maps.Clone(old)
 	for name, e := range listed {

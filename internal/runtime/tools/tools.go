@@ -102,6 +102,7 @@ type Policy struct {
 
 	mu      sync.Mutex // serialises writers of schemas
 	schemas atomic.Pointer[map[string]*entry]
+	gen     atomic.Uint64 // Invalidate count (written under mu)
 }
 
 // scopeRule is one tools.scopes entry with its glob compiled.
@@ -184,7 +185,13 @@ func (p *Policy) Invalidate() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.schemas.Store(&map[string]*entry{})
+	p.gen.Add(1)
 }
+
+// Generation changes with every Invalidate. Read it when a tools/list is sent and give it
+// to FilterListAt with the answer: an answer the server wrote before it said its tools
+// changed must not cache the schemas it replaced.
+func (p *Policy) Generation() uint64 { return p.gen.Load() }
 
 // CheckCall decides a tools/call with the given params for the principal: ReadCallParams,
 // then CheckArguments. It returns the tool name (when readable) and nil when the call may be

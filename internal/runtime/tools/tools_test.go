@@ -416,6 +416,18 @@ func TestSchemaUnknownAndCacheLifecycle(t *testing.T) {
 	_, cerr = p.CheckCall(auth.Principal{}, call("search", `{"query":"x"}`))
 	g.Expect(cerr.SchemaUnknown).To(BeTrue())
 	g.Expect(cerr.RPC.Message).To(Equal(`unknown tool "search"`))
+
+	// A list sent before that list_changed and answered after it filters as usual but
+	// does not cache the schemas it carries: they may be the ones the change replaced.
+	sent := p.Generation()
+	p.Invalidate()
+	out, err := p.FilterListAt(listResult(searchTool, adminTool), sent)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(out)).To(ContainSubstring(`"search"`))
+	g.Expect(p.HasSchemas()).To(BeFalse())
+	_, err = p.FilterListAt(listResult(searchTool), p.Generation())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(p.HasSchemas()).To(BeTrue(), "a list sent after it caches as usual")
 }
 
 func TestSkipArgumentValidation(t *testing.T) {
