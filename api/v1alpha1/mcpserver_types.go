@@ -539,7 +539,7 @@ type ToolsSpec struct {
 	// +listType=set
 	Deny []string `json:"deny,omitempty"`
 	// ValidateArguments checks tools/call arguments against each tool's inputSchema
-	// before they reach the server.
+	// before they reach the server. false is reported in status.insecureOptions.
 	// +kubebuilder:default=true
 	// +optional
 	ValidateArguments *bool `json:"validateArguments,omitempty"`
@@ -643,10 +643,11 @@ type NetworkPolicySpec struct {
 
 // AuditSpec configures the audit log.
 type AuditSpec struct {
-	// Disabled turns the audit log off.
+	// Disabled turns the audit log off; reported in status.insecureOptions.
 	// +optional
 	Disabled bool `json:"disabled,omitempty"`
-	// LogArguments logs full tool arguments instead of their size and SHA-256.
+	// LogArguments logs full tool arguments instead of their size and SHA-256 (any secret
+	// in them too); reported in status.insecureOptions.
 	// +optional
 	LogArguments bool `json:"logArguments,omitempty"`
 }

@@ -145,6 +145,16 @@ func InsecureOptions(s *mcpv1alpha1.MCPServer) []string {
 	if slices.Contains(s.Spec.Origins.AllowedHosts, "*") {
 		out = append(out, "origins.allowedHosts: *") // no Host check against DNS rebinding
 	}
+	// Not named insecure in the API, but each switches a protection of the runtime off.
+	if v := s.Spec.Tools.ValidateArguments; v != nil && !*v {
+		out = append(out, "tools.validateArguments: false")
+	}
+	if s.Spec.Audit.Disabled {
+		out = append(out, "audit.disabled")
+	}
+	if s.Spec.Audit.LogArguments {
+		out = append(out, "audit.logArguments") // arguments (and any secret in them) in the log
+	}
 	return out
 }
 

@@ -507,6 +507,27 @@ func TestMetricsPortStaysInsideTheCluster(t *testing.T) {
 	}
 }
 
+// Every switch that turns a protection off is reported in status.insecureOptions, whether
+// or not its name says "insecure".
+func TestInsecureOptionsListEveryWeakening(t *testing.T) {
+	g := NewWithT(t)
+	s := loadCase(t, "stdio-default")
+	g.Expect(InsecureOptions(s)).To(BeEmpty())
+	s.Spec.TLS.InsecureDisabled = true
+	s.Spec.Auth.InsecureAnonymous = true
+	s.Spec.Auth.WebSocket.InsecureQueryToken = true
+	s.Spec.NetworkPolicy.InsecureDisabled = true
+	s.Spec.Origins.AllowedHosts = []string{"mcp.example.com", "*"}
+	s.Spec.Tools.ValidateArguments = ptr.To(false)
+	s.Spec.Audit.Disabled = true
+	s.Spec.Audit.LogArguments = true
+	g.Expect(InsecureOptions(s)).To(Equal([]string{
+		"tls.insecureDisabled", "auth.insecureAnonymous", "auth.webSocket.insecureQueryToken",
+		"networkPolicy.insecureDisabled", "origins.allowedHosts: *", "tools.validateArguments: false",
+		"audit.disabled", "audit.logArguments",
+	}))
+}
+
 func TestPodLabelsCannotOverrideSelector(t *testing.T) {
 	g := NewWithT(t)
 	s := loadCase(t, "http-full")
