@@ -375,7 +375,7 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		// A namespace's own default-deny NetworkPolicy and Service, named like a server.
 		deny := &networkingv1.NetworkPolicy{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default-deny"},
-			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}},
+			Spec:       networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}},
 		}
 		Expect(k8sClient.Create(ctx, deny)).To(Succeed())
 		web := &corev1.Service{
