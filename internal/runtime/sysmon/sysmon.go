@@ -22,7 +22,6 @@ package sysmon
 import (
 	"os"
 	"runtime"
-	"slices"
 	"strings"
 	"syscall"
 )
@@ -61,26 +60,26 @@ func Apply(keep bool) error {
 // Ensure is Apply(true).
 func Ensure() error { return Apply(true) }
 
-// own is the GODEBUG the runtime itself runs with, given godebug (see Apply).
+// own is the GODEBUG the runtime itself runs with, given godebug (see Apply); godebug
+// itself when there is nothing to change.
 func own(godebug string, keep bool) string {
 	var kept []string
+	changed := false
 	for field := range strings.SplitSeq(godebug, ",") {
-		if k, _, _ := strings.Cut(strings.TrimSpace(field), "="); k != "http2debug" && strings.TrimSpace(field) != "" {
+		switch k, _, _ := strings.Cut(strings.TrimSpace(field), "="); {
+		case k == "http2debug":
+			changed = true
+		case k != "":
 			kept = append(kept, field)
 		}
 	}
 	if keep && !names(godebug, "schedtrace") {
-		kept = append(kept, Setting)
+		kept, changed = append(kept, Setting), true
 	}
-	out := strings.Join(kept, ",")
-	if out == strings.Join(nonEmpty(strings.Split(godebug, ",")), ",") {
-		return godebug // nothing to change: no re-execution
+	if !changed {
+		return godebug
 	}
-	return out
-}
-
-func nonEmpty(fields []string) []string {
-	return slices.DeleteFunc(fields, func(f string) bool { return strings.TrimSpace(f) == "" })
+	return strings.Join(kept, ",")
 }
 
 // Restore undoes, in the re-executed process, what Ensure added to the environment: GODEBUG

@@ -125,16 +125,19 @@ func TestIDPrefix(t *testing.T) {
 		{`[{"id":1}]`, ``},
 	}
 	for _, tc := range cases {
-		id, ok := idPrefix([]byte(tc.prefix))
-		if tc.id == "" {
-			if ok {
-				t.Errorf("%s: got id %s, want none", tc.prefix, id)
-			}
-			continue
-		}
-		if !ok || string(id) != tc.id {
-			t.Errorf("%s: got %q %v, want %s", tc.prefix, id, ok, tc.id)
-		}
+		checkID(t, idPrefix, tc.prefix, tc.id)
+	}
+}
+
+// checkID runs an id reader on in: want is the id it should find, "" none.
+func checkID(t *testing.T, read func([]byte) ([]byte, bool), in, want string) {
+	t.Helper()
+	id, ok := read([]byte(in))
+	switch {
+	case want == "" && ok:
+		t.Errorf("%s: got id %s, want none", in, id)
+	case want != "" && (!ok || string(id) != want):
+		t.Errorf("%s: got %q %v, want %s", in, id, ok, want)
 	}
 }
 
@@ -156,16 +159,7 @@ func TestIDSuffix(t *testing.T) {
 		{`,"id":7`, ``},               // no closing brace
 	}
 	for _, tc := range cases {
-		id, ok := idSuffix([]byte(tc.tail))
-		if tc.id == "" {
-			if ok {
-				t.Errorf("%s: got id %s, want none", tc.tail, id)
-			}
-			continue
-		}
-		if !ok || string(id) != tc.id {
-			t.Errorf("%s: got %q %v, want %s", tc.tail, id, ok, tc.id)
-		}
+		checkID(t, idSuffix, tc.tail, tc.id)
 	}
 }
 
