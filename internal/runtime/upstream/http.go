@@ -46,11 +46,16 @@ func NewHTTP(cfg config.Upstream, opts Options) (Upstream, error) {
 	if client == nil {
 		client = DefaultHTTPClient()
 	}
+	transport := client.Transport
+	if transport == nil {
+		transport = http.DefaultTransport
+	}
 	return &httpUpstream{
 		url:         u.String(),
 		host:        hostPort(u),
 		healthEvery: healthInterval,
 		client:      client,
+		transport:   transport,
 		s:           &s,
 		sessions:    map[*httpSession]struct{}{},
 		kick:        make(chan struct{}, 1),
@@ -82,7 +87,8 @@ type httpUpstream struct {
 	url         string
 	host        string // host:port dialed by the health check
 	healthEvery time.Duration
-	client      *http.Client
+	client      *http.Client      // for CloseIdleConnections
+	transport   http.RoundTripper // every exchange: see roundTrip
 	s           *settings
 	ready       atomic.Bool
 
@@ -229,7 +235,16 @@ func (u *httpUpstream) post(ctx context.Context, msg []byte, sid, version string
 	if version != "" {
 		req.Header[protocolVersionKey] = []string{version}
 	}
-	return u.client.Do(req)
+	return u.roundTrip(req)
+}
+
+// roundTrip sends one request to the server as it is: redirects are not followed. The
+// upstream is one configured URL; a 3xx from it must not carry a session's messages, its
+// session id and the client's Last-Event-ID to another address (http.Client would follow
+// it, as a GET for 301-303), so it is answered as the unexpected status it is. Skipping
+// http.Client also spares each exchange its redirect bookkeeping.
+func (u *httpUpstream) roundTrip(req *http.Request) (*http.Response, error) {
+	return u.transport.RoundTrip(req)
 }
 
 // Shared header values of every POST; net/http only reads them.
@@ -279,7 +294,7 @@ func (u *httpUpstream) deleteSession(sid string) {
 		return
 	}
 	req.Header.Set(headerSessionID, sid)
-	resp, err := u.client.Do(req)
+	resp, err := u.roundTrip(req)
 	if err != nil {
 		u.s.log.Debug("ending upstream session failed", "err", err)
 		return
@@ -634,7 +649,7 @@ func (s *httpSession) get(ctx context.Context, lastEvent string) (*http.Response
 	if lastEvent != "" {
 		req.Header.Set("Last-Event-ID", lastEvent)
 	}
-	return s.u.client.Do(req)
+	return s.u.roundTrip(req)
 }
 
 // listen opens the GET stream for server notifications and requests, once, if the

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -255,4 +256,32 @@ func TestNewHTTPRefusesABadURL(t *testing.T) {
 		_, err := NewHTTP(c, Options{})
 		g.Expect(err).To(HaveOccurred(), bad)
 	}
+}
+
+func TestHTTPUpstreamDoesNotFollowRedirects(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	var elsewhereHits atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		elsewhereHits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}`))
+	}))
+	t.Cleanup(elsewhere.Close)
+	redirecting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+"/mcp", http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirecting.Close)
+	c := testConfig()
+	c.Transport, c.URL = config.UpstreamHTTP, redirecting.URL+"/mcp"
+	u, err := NewHTTP(c, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(u.Start(context.Background())).To(Succeed())
+	t.Cleanup(func() { _ = u.Close(context.Background()) })
+
+	cl := newClient(t, u)
+	cl.send(`{"jsonrpc":"2.0","id":1,"method":"ping"}`)
+	g.Expect(errorCode(cl.await(responseTo(`1`), 3*time.Second))).To(BeEquivalentTo(-32603))
+	g.Expect(u.Ready()).To(BeFalse(), "a server that only redirects never passes the readiness probe")
+	g.Expect(elsewhereHits.Load()).To(BeZero(), "a redirect carried a request to another address")
 }
