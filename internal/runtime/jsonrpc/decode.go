@@ -80,7 +80,8 @@ func (d *strictDecoder) value(raw []byte) (any, error) {
 
 func (d *strictDecoder) object(raw []byte) (any, error) {
 	obj := map[string]any{}
-	var keys []string            // small objects: pairwise fold comparison, no allocation
+	var small [8]string
+	keys := small[:0]            // small objects: pairwise fold comparison, no allocation
 	var folded map[string]string // larger ones: a set of folded keys
 	err := eachMember(raw, func(kb, val []byte) error {
 		k, err := unquoteKey(kb)

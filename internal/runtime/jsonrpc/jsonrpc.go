@@ -68,7 +68,7 @@ func (m *Message) IsNotification() bool { return m.Method != "" && m.ID == nil }
 // IsResponse reports a result or error response.
 func (m *Message) IsResponse() bool { return m.Method == "" }
 
-var envelopeKeys = [][]byte{[]byte("jsonrpc"), []byte("id"), []byte("method"), []byte("params"), []byte("result"), []byte("error")}
+var envelopeKeys = []string{"jsonrpc", "id", "method", "params", "result", "error"}
 
 // Parse checks data as one JSON-RPC message or (when opts.AllowBatch) a batch of them.
 // It returns -32700 for bytes that are not acceptable JSON and -32600 for everything else;

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -136,12 +137,8 @@ func Members(obj []byte, known ...string) ([]Member, error) {
 	if !json.Valid(obj) {
 		return nil, errors.New("invalid JSON")
 	}
-	kb := make([][]byte, len(known))
-	for i, k := range known {
-		kb[i] = []byte(k)
-	}
-	var out []Member
-	err := walkMembers(obj, kb, func(key, val []byte) {
+	out := make([]Member, 0, 4)
+	err := walkMembers(obj, known, func(key, val []byte) {
 		out = append(out, Member{Key: string(key), Value: val})
 	})
 	return out, err
@@ -150,7 +147,7 @@ func Members(obj []byte, known ...string) ([]Member, error) {
 // walkMembers calls fn with each unescaped key and raw value of obj, refusing duplicates
 // and case variants of known keys (see Members). It allocates only for escaped keys and
 // objects of more than 16 members.
-func walkMembers(obj []byte, known [][]byte, fn func(key, val []byte)) error {
+func walkMembers(obj []byte, known []string, fn func(key, val []byte)) error {
 	var small [16][]byte
 	seen := small[:0]
 	var set map[string]struct{}
@@ -163,7 +160,7 @@ func walkMembers(obj []byte, known [][]byte, fn func(key, val []byte)) error {
 			key = []byte(k)
 		}
 		for _, n := range known {
-			if !bytes.Equal(key, n) && bytes.EqualFold(key, n) {
+			if string(key) != n && strings.EqualFold(string(key), n) {
 				return fmt.Errorf("member %q is not %q: keys are case-sensitive", key, n)
 			}
 		}
