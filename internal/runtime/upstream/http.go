@@ -427,7 +427,7 @@ var errAdmitExpired = fmt.Errorf("waiting to relay: %w", context.DeadlineExceede
 // bring, and takes a POST slot (released by exchange). It returns the request id (nil for
 // other messages).
 func (s *httpSession) admit(ctx context.Context, msg []byte) (envelope, []byte, error) {
-	env, err := parseEnvelope(msg)
+	env, err := locateEnvelope(msg)
 	if err != nil {
 		return env, nil, fmt.Errorf("%w: %v", ErrInvalidMessage, err)
 	}

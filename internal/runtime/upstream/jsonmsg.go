@@ -39,10 +39,17 @@ var errNotObject = errors.New("not a JSON-RPC message object")
 // Duplicate id/method/params keys are refused: the relay and the server behind it must
 // never disagree about which one counts.
 func parseEnvelope(b []byte) (envelope, error) {
-	e := envelope{raw: b}
 	if !json.Valid(b) {
-		return e, errors.New("invalid JSON")
+		return envelope{raw: b}, errors.New("invalid JSON")
 	}
+	return locateEnvelope(b)
+}
+
+// locateEnvelope is parseEnvelope for a message already known to be valid JSON: a
+// client's message, which the server validated before Send or Exchange (see Session), is
+// not scanned a second time.
+func locateEnvelope(b []byte) (envelope, error) {
+	e := envelope{raw: b}
 	start := skipWS(b, 0)
 	if start >= len(b) || b[start] != '{' {
 		return e, errNotObject
@@ -83,9 +90,11 @@ func parseEnvelope(b []byte) (envelope, error) {
 		}
 	}
 	if methodSpan.ok() {
-		if err := json.Unmarshal(e.get(methodSpan), &e.method); err != nil || e.method == "" {
+		m, err := unquote(e.get(methodSpan))
+		if err != nil || m == "" {
 			return e, errors.New("method must be a non-empty string")
 		}
+		e.method = m
 	}
 	return e, nil
 }
@@ -227,7 +236,7 @@ func skipValue(b []byte, i int) (int, error) {
 }
 
 func unquote(q []byte) (string, error) {
-	if len(q) >= 2 && bytes.IndexByte(q, '\\') < 0 {
+	if len(q) >= 2 && q[0] == '"' && bytes.IndexByte(q, '\\') < 0 {
 		return string(q[1 : len(q)-1]), nil
 	}
 	var s string

@@ -563,7 +563,7 @@ func (m *mux) send(ctx context.Context, s *session, msg []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidMessage, err)
 	}
-	env, err := parseEnvelope(line)
+	env, err := locateEnvelope(line)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidMessage, err)
 	}
