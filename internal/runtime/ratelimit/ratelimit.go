@@ -135,24 +135,37 @@ func (l *Limiter) AllowTool(key, tool string) (bool, time.Duration) {
 // AcquireConn reserves a connection slot for key, overall and per principal. release
 // frees it and may be called more than once.
 func (l *Limiter) AcquireConn(key string) (release func(), ok bool) {
+	if !l.takeConn(key) {
+		return func() {}, false
+	}
+	return l.releaseOnce(key), true
+}
+
+// releaseOnce returns a func that gives key's slot back the first time it is called.
+func (l *Limiter) releaseOnce(key string) func() {
+	var once sync.Once
+	return func() { once.Do(func() { l.returnConn(key) }) }
+}
+
+// takeConn takes a connection slot for key, if one is free; returnConn gives it back.
+func (l *Limiter) takeConn(key string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if (l.maxConns > 0 && l.totalConns >= l.maxConns) || (l.maxPerKey > 0 && l.conns[key] >= l.maxPerKey) {
-		return func() {}, false
+		return false
 	}
 	l.totalConns++
 	l.conns[key]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			l.totalConns--
-			if l.conns[key]--; l.conns[key] <= 0 {
-				delete(l.conns, key)
-			}
-		})
-	}, true
+	return true
+}
+
+func (l *Limiter) returnConn(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.totalConns--
+	if l.conns[key]--; l.conns[key] <= 0 {
+		delete(l.conns, key)
+	}
 }
 
 // Connections reports the open connections overall and for key.
@@ -186,8 +199,7 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 			WriteTooManyRequests(w, wait)
 			return
 		}
-		release, ok := l.AcquireConn(key)
-		if !ok {
+		if !l.takeConn(key) {
 			total, _ := l.Connections(key)
 			status := http.StatusTooManyRequests
 			if l.maxConns > 0 && total >= l.maxConns {
@@ -199,12 +211,12 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 		}
 		if r.Header.Get("Upgrade") == "" {
 			// Only an upgraded connection outlives its request (KeepConn); the others
-			// skip the request copy that handing the slot over costs.
-			defer release()
+			// skip the request copy and the release closure that handing the slot over costs.
+			defer l.returnConn(key)
 			next.ServeHTTP(w, r)
 			return
 		}
-		slot := &connSlot{release: release}
+		slot := &connSlot{release: l.releaseOnce(key)}
 		defer slot.end()
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), connSlotKey{}, slot)))
 	})
