@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"slices"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/mediatype"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/upstream"
 )
 
@@ -61,7 +61,7 @@ func (s *Server) streamableHTTP(w http.ResponseWriter, r *http.Request) {
 // to the session named by Mcp-Session-Id (initialize opens one); a 2026-07-28 request is
 // stateless and gets an upstream session for its own lifetime.
 func (s *Server) streamablePost(w http.ResponseWriter, r *http.Request) {
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+	if mt := mediatype.Of(r.Header.Get("Content-Type")); mt != "application/json" {
 		writeRPCError(w, http.StatusUnsupportedMediaType, jsonrpc.InvalidRequest("Content-Type must be application/json"))
 		return
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,6 +17,7 @@ import (
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/inlinehttp"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/mediatype"
 )
 
 const (
@@ -257,7 +257,7 @@ var (
 // readMessages reads a 200 answer: one JSON body (object or batch) or an SSE stream
 // (then it returns the last event id, to resume the stream with).
 func (u *httpUpstream) readMessages(resp *http.Response, fn func([]byte)) (string, error) {
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	mt := mediatype.Of(resp.Header.Get("Content-Type"))
 	switch mt {
 	case "text/event-stream":
 		return readSSE(resp.Body, u.s.maxMsg, func(data []byte, _ string) { fn(data) }, u.s)
@@ -623,7 +623,7 @@ func (s *httpSession) resume(ctx context.Context, lastEvent string, relay func([
 		return "", err
 	}
 	defer func() { _ = resp.Body.Close() }()
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	mt := mediatype.Of(resp.Header.Get("Content-Type"))
 	if resp.StatusCode != http.StatusOK || mt != "text/event-stream" {
 		return "", fmt.Errorf("resuming the upstream stream: HTTP %d", resp.StatusCode)
 	}
@@ -668,7 +668,7 @@ func (s *httpSession) listen() {
 		for s.ctx.Err() == nil {
 			resp, err := s.get(s.ctx, lastID)
 			if err == nil {
-				mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+				mt := mediatype.Of(resp.Header.Get("Content-Type"))
 				switch {
 				case resp.StatusCode == http.StatusOK && mt == "text/event-stream":
 					delay = s.u.s.backoff.Min
