@@ -62,6 +62,7 @@ type conn struct {
 	budget    *headBudget
 	key       string
 	idleSince time.Time
+	peek      *peeker // made at the first reuse
 }
 
 // headBudget limits what the reader may take from the socket while a response head is
@@ -255,7 +256,7 @@ func (t *Transport) get(ctx context.Context, key string) (*conn, error) {
 		if c == nil {
 			break
 		}
-		if alive(c.nc) {
+		if c.alive() {
 			return c, nil
 		}
 		_ = c.nc.Close()
@@ -384,25 +385,45 @@ func (t *Transport) IdleConnections() int {
 // alive reports whether an idle connection is still open with nothing to read: a server
 // that closed it while it sat in the pool (idle timeout, restart) must not get the next
 // request, which would then fail after being written. One non-blocking peek, no waiting.
-func alive(nc net.Conn) bool {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return true
+func (c *conn) alive() bool {
+	if c.peek == nil {
+		sc, ok := c.nc.(syscall.Conn)
+		if !ok {
+			return true
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		c.peek = newPeeker(raw)
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ok = false
-	var buf [1]byte
-	err = raw.Read(func(fd uintptr) bool {
+	return c.peek.quiet()
+}
+
+// peeker is a connection's peek, built once: built per reuse, its RawConn, callback and
+// buffer were three allocations on every request.
+type peeker struct {
+	raw  syscall.RawConn
+	peek func(fd uintptr) bool
+	buf  [1]byte
+	open bool
+}
+
+func newPeeker(raw syscall.RawConn) *peeker {
+	p := &peeker{raw: raw}
+	p.peek = func(fd uintptr) bool {
 		// EAGAIN: open and quiet. 0 bytes: the server closed it. Data: the server sent
 		// something nobody asked for; either way the connection is not reusable.
-		_, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK
+		_, _, err := syscall.Recvfrom(int(fd), p.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		p.open = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
 		return true // never wait
-	})
-	return err == nil && ok
+	}
+	return p
+}
+
+func (p *peeker) quiet() bool {
+	p.open = false
+	return p.raw.Read(p.peek) == nil && p.open
 }
 
 // canonicalAddr is host:port of req's URL, port 80 when absent.
