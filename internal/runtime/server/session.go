@@ -32,13 +32,15 @@ func (c caller) subject() string {
 	return "anonymous"
 }
 
-// owner names the principal across trust domains: the same subject from two issuers, or
-// an API key's name and a token's sub, are different callers.
-func (c caller) owner() string {
-	if c.hasAuth && c.principal.Subject != "" {
-		return c.principal.Issuer + " " + c.principal.Subject
+// sameOwner reports whether o is the principal c is, across trust domains: the same
+// subject from two issuers, or an API key's name and a token's sub, are different callers;
+// all anonymous callers are one.
+func (c caller) sameOwner(o caller) bool {
+	named := c.hasAuth && c.principal.Subject != ""
+	if named != (o.hasAuth && o.principal.Subject != "") {
+		return false
 	}
-	return "anonymous"
+	return !named || (c.principal.Issuer == o.principal.Issuer && c.principal.Subject == o.principal.Subject)
 }
 
 // pendingCall is a client request relayed upstream and not yet answered.
@@ -539,7 +541,7 @@ func (r *registry) get(id string, c caller) *session {
 	r.mu.Lock()
 	s := r.sessions[id]
 	r.mu.Unlock()
-	if s == nil || s.caller.owner() != c.owner() || s.caller.transport != c.transport {
+	if s == nil || !s.caller.sameOwner(c) || s.caller.transport != c.transport {
 		return nil
 	}
 	return s

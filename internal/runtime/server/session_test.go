@@ -135,6 +135,12 @@ func TestSessionsBelongToIssuerAndSubject(t *testing.T) {
 	g.Expect(r.get("s1", owner)).To(BeIdenticalTo(s))
 	g.Expect(r.get("s1", who("https://idp-b.example", auth.MethodJWT))).To(BeNil(), "another issuer's alice")
 	g.Expect(r.get("s1", who("", auth.MethodAPIKey))).To(BeNil(), "an API key named alice")
+	anonymous := caller{transport: transportStreamable}
+	g.Expect(r.get("s1", anonymous)).To(BeNil(), "an anonymous caller")
+	a := &session{id: "s2", caller: anonymous}
+	g.Expect(r.add(a)).To(BeZero())
+	g.Expect(r.get("s2", anonymous)).To(BeIdenticalTo(a))
+	g.Expect(r.get("s2", owner)).To(BeNil(), "alice, in an anonymous caller's session")
 }
 
 // A POST's handler writes its answers and then runs their bookkeeping; answers it never
