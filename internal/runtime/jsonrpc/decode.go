@@ -18,7 +18,7 @@ const maxDecodeDepth = 1000
 // into a struct merges such keys (last wins, case-insensitively), so a validator reading the
 // first would check a value the upstream never uses.
 func DecodeStrict(data []byte) (any, error) {
-	if !json.Valid(data) {
+	if !Valid(data) {
 		return nil, errors.New("invalid JSON")
 	}
 	d := strictDecoder{}

@@ -32,7 +32,7 @@ func ErrorResponse(id json.RawMessage, e *Error) []byte {
 	if id == nil {
 		id = e.ID
 	}
-	if id == nil || !json.Valid(id) {
+	if id == nil || !Valid(id) {
 		id = nullID
 	}
 	env := envelope{JSONRPC: "2.0", ID: id, Error: &wireError{Code: e.Code, Message: e.Message, Data: e.Data}}
@@ -75,7 +75,7 @@ func Notification(method string, params any) ([]byte, error) {
 // id, other members byte for byte unchanged (for id rewriting when multiplexing sessions).
 // raw must be a message that Parse accepted and that has an id.
 func SetID(raw []byte, id json.RawMessage) ([]byte, error) {
-	if !json.Valid(id) {
+	if !Valid(id) {
 		return nil, errors.New("jsonrpc: new id is not JSON")
 	}
 	start, end := -1, -1

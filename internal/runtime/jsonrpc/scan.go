@@ -114,7 +114,7 @@ func Validate(data []byte, maxDepth int) *Error {
 	if err := checkText(data, maxDepth); err != nil {
 		return err
 	}
-	if !json.Valid(data) {
+	if !Valid(data) {
 		return ParseError("invalid JSON")
 	}
 	return nil
@@ -134,7 +134,7 @@ var errNotObject = errors.New("not a JSON object")
 // read {"method":"a","METHOD":"b"} as method "b" while a strict reader sees "a".
 // Input that is not one valid JSON value is refused.
 func Members(obj []byte, known ...string) ([]Member, error) {
-	if !json.Valid(obj) {
+	if !Valid(obj) {
 		return nil, errors.New("invalid JSON")
 	}
 	out := make([]Member, 0, 4)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/jsonrpc"
 )
 
 // span is the byte range [start, end) of a JSON value inside a message; end == 0 means absent.
@@ -39,7 +41,7 @@ var errNotObject = errors.New("not a JSON-RPC message object")
 // Duplicate id/method/params keys are refused: the relay and the server behind it must
 // never disagree about which one counts.
 func parseEnvelope(b []byte) (envelope, error) {
-	if !json.Valid(b) {
+	if !jsonrpc.Valid(b) {
 		return envelope{raw: b}, errors.New("invalid JSON")
 	}
 	return locateEnvelope(b)
@@ -346,7 +348,7 @@ func idSuffix(tail []byte) ([]byte, bool) {
 	}
 	id := t[start:end]
 	rest := bytes.TrimRight(t[:start], ws)
-	if len(id) == 0 || !json.Valid(id) || !bytes.HasSuffix(rest, []byte(":")) {
+	if len(id) == 0 || !jsonrpc.Valid(id) || !bytes.HasSuffix(rest, []byte(":")) {
 		return nil, false
 	}
 	rest = bytes.TrimRight(rest[:len(rest)-1], ws)
@@ -397,7 +399,7 @@ func idPrefix(prefix []byte) ([]byte, bool) {
 		}
 		if key == "id" {
 			id := prefix[vs:ve]
-			if json.Valid(id) && (id[0] == '"' || id[0] == '-' || (id[0] >= '0' && id[0] <= '9')) {
+			if jsonrpc.Valid(id) && (id[0] == '"' || id[0] == '-' || (id[0] >= '0' && id[0] <= '9')) {
 				return id, true
 			}
 			return nil, false
