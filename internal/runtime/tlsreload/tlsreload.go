@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -239,7 +240,7 @@ func (r *Reloader) reloadPairLocked(force bool) (bool, error) {
 	}
 	old := r.cert.Load()
 	r.lastSig = sig
-	if old != nil && bytes.Equal(old.Certificate[0], pair.Certificate[0]) {
+	if old != nil && sameChain(old.Certificate, pair.Certificate) {
 		return false, nil
 	}
 	r.cert.Store(&pair)
@@ -247,6 +248,12 @@ func (r *Reloader) reloadPairLocked(force bool) (bool, error) {
 		r.opts.OnReload(&pair)
 	}
 	return old != nil, nil
+}
+
+// sameChain reports whether two certificate chains are the same, intermediates included:
+// a file that gained or changed an intermediate while the leaf stayed must be served anew.
+func sameChain(a, b [][]byte) bool {
+	return slices.EqualFunc(a, b, bytes.Equal)
 }
 
 // reloadClientCAsLocked loads the client CA bundle if its file changed (or when forced).

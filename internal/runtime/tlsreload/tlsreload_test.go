@@ -256,3 +256,26 @@ func TestClientCARotation(t *testing.T) {
 	g.Eventually(func() string { return r.Current().Leaf.Subject.CommonName }, 5*time.Second).Should(Equal("server-renewed"))
 	g.Expect(roundTrip(bob)).To(Succeed())
 }
+
+// A certificate file that gains an intermediate (the Secret was fixed, or the CA changed
+// its chain) while the leaf stays the same is served with the new chain: clients that need
+// the intermediate must not wait for a restart.
+func TestChainChangeWithSameLeafIsReloaded(t *testing.T) {
+	g := NewWithT(t)
+	ca := tlstest.NewCA(t, "test-ca")
+	leaf := ca.Issue(t, "server")
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	g.Expect(os.WriteFile(certFile, leaf.CertPEM, 0o600)).To(Succeed())
+	g.Expect(os.WriteFile(keyFile, leaf.KeyPEM, 0o600)).To(Succeed())
+
+	r, err := tlsreload.New(certFile, keyFile, tlsreload.Options{PollInterval: 20 * time.Millisecond})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(r.Current().Certificate).To(HaveLen(1))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+
+	g.Expect(os.WriteFile(certFile, append(append([]byte{}, leaf.CertPEM...), ca.CertPEM...), 0o600)).To(Succeed())
+	g.Eventually(func() int { return len(r.Current().Certificate) }, 5*time.Second).Should(Equal(2))
+}
