@@ -521,6 +521,14 @@ func (c *Config) Validate() error {
 	default:
 		bad("upstream.sessionMode", "%q is not shared or per-session", c.Upstream.SessionMode)
 	}
+	// A negative timeout would fail every request at once (the server's own timers use it
+	// as given), a negative grace would kill the child without one.
+	if c.Upstream.RequestTimeout.Duration <= 0 {
+		bad("upstream.requestTimeout", "must be positive")
+	}
+	if c.Upstream.ShutdownGrace.Duration <= 0 {
+		bad("upstream.shutdownGrace", "must be positive")
+	}
 
 	for i, o := range c.Origins.Allowed {
 		if err := ValidateOrigin(o); err != nil {
