@@ -52,6 +52,7 @@ func NewHTTP(cfg config.Upstream, opts Options) (Upstream, error) {
 	}
 	return &httpUpstream{
 		url:         u.String(),
+		logURL:      u.Redacted(),
 		host:        hostPort(u),
 		healthEvery: healthInterval,
 		client:      client,
@@ -85,6 +86,7 @@ func DefaultHTTPClient() *http.Client {
 
 type httpUpstream struct {
 	url         string
+	logURL      string // url with its password masked: Go's client sends the password as basic auth
 	host        string // host:port dialed by the health check
 	healthEvery time.Duration
 	client      *http.Client      // for CloseIdleConnections
@@ -135,7 +137,7 @@ func (u *httpUpstream) prober() {
 		case <-u.kick:
 		case <-health.C:
 			if u.ready.Load() && !u.listening() {
-				u.s.log.Warn("upstream stopped listening", "url", u.url)
+				u.s.log.Warn("upstream stopped listening", "url", u.logURL)
 				u.ready.Store(false)
 			}
 		case <-u.done:
@@ -146,10 +148,10 @@ func (u *httpUpstream) prober() {
 			err := u.probe()
 			if err == nil {
 				u.ready.Store(true)
-				u.s.log.Info("upstream reachable and initialized", "url", u.url)
+				u.s.log.Info("upstream reachable and initialized", "url", u.logURL)
 				break
 			}
-			u.s.log.Warn("upstream probe failed", "url", u.url, "err", err, "retryIn", delay)
+			u.s.log.Warn("upstream probe failed", "url", u.logURL, "err", err, "retryIn", delay)
 			select {
 			case <-time.After(delay):
 			case <-u.done:

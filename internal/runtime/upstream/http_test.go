@@ -3,10 +3,12 @@ package upstream
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -284,4 +286,39 @@ func TestHTTPUpstreamDoesNotFollowRedirects(t *testing.T) {
 	g.Expect(errorCode(cl.await(responseTo(`1`), 3*time.Second))).To(BeEquivalentTo(-32603))
 	g.Expect(u.Ready()).To(BeFalse(), "a server that only redirects never passes the readiness probe")
 	g.Expect(elsewhereHits.Load()).To(BeZero(), "a redirect carried a request to another address")
+}
+
+// A password in upstream.url (Go's client sends it as basic auth) never reaches the logs.
+func TestHTTPUpstreamLogsTheURLWithoutItsPassword(t *testing.T) {
+	g := NewWithT(t)
+	var logs syncBuffer
+	opts := testOptions()
+	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	c := testConfig()
+	c.Transport, c.URL = config.UpstreamHTTP, "http://relay:s3cret-pw@"+freeAddr(t)+"/mcp"
+	u, err := NewHTTP(c, opts)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(u.Start(context.Background())).To(Succeed())
+	t.Cleanup(func() { _ = u.Close(context.Background()) })
+	g.Eventually(logs.String).WithTimeout(5 * time.Second).Should(ContainSubstring("upstream probe failed"))
+	g.Expect(logs.String()).NotTo(ContainSubstring("s3cret-pw"))
+	g.Expect(logs.String()).To(ContainSubstring("relay:xxxxx@"))
+}
+
+// syncBuffer is a log destination that a test reads while the logger writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
