@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -268,4 +269,23 @@ func TestJWKSConcurrentUnknownKidsShareOneFetch(t *testing.T) {
 		g.Expect(err).To(MatchError(ErrUnknownKey))
 	}
 	g.Expect(srv.count()).To(Equal(2), "the initial fetch plus one shared refetch")
+}
+
+// A password in jwksURL (Go's client sends it as basic auth) stays out of the log line of a
+// failed fetch and out of the verification error.
+func TestJWKSURLPasswordIsNotLogged(t *testing.T) {
+	g := NewWithT(t)
+	testKeys(t)
+	srv := newJWKSServer(t)
+	srv.handler = func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) }
+	var logs strings.Builder
+	withPassword := strings.Replace(srv.URL, "http://", "http://idp:s3cret-pw@", 1)
+	clk := newClock()
+	a := jwksAuth(t, withPassword, clk, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	g.Expect(logs.String()).To(ContainSubstring("JWKS not available yet"))
+	g.Expect(logs.String()).NotTo(ContainSubstring("s3cret-pw"))
+
+	_, err := a.VerifyToken(context.Background(), sign(t, jwt.SigningMethodES256, ecKey, "k1", claims(clk.Now())))
+	g.Expect(err).To(MatchError(ErrKeysUnavailable))
+	g.Expect(err.Error()).NotTo(ContainSubstring("s3cret-pw"))
 }

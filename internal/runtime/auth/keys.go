@@ -360,27 +360,38 @@ func (r *remoteKeys) discover(ctx context.Context) (string, error) {
 func (r *remoteKeys) get(ctx context.Context, u string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.FetchTimeout)
 	defer cancel()
+	shown := redactedURL(u)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", u, err)
+		return nil, fmt.Errorf("fetching %s: %w", shown, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := r.opts.HTTPClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", u, err)
+		return nil, fmt.Errorf("fetching %s: %w", shown, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetching %s: status %d", u, resp.StatusCode)
+		return nil, fmt.Errorf("fetching %s: status %d", shown, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, r.opts.MaxFetchBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", u, err)
+		return nil, fmt.Errorf("reading %s: %w", shown, err)
 	}
 	if int64(len(body)) > r.opts.MaxFetchBytes {
-		return nil, fmt.Errorf("fetching %s: larger than %d bytes", u, r.opts.MaxFetchBytes)
+		return nil, fmt.Errorf("fetching %s: larger than %d bytes", shown, r.opts.MaxFetchBytes)
 	}
 	return body, nil
+}
+
+// redactedURL is u with its password masked, for errors (which are logged): Go's client
+// sends a password in the URL as basic auth, so a JWKS URL may carry one.
+func redactedURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "an unparsable URL"
+	}
+	return p.Redacted()
 }
 
 // parseJWKS keeps the public signing keys whose algorithm — from "alg", else derived from
