@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -43,16 +44,28 @@ func newAPIKeyStore(dir string, opts *Options) (*apiKeyStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.index, s.loadedAt = index, opts.Now()
+	if err := errors.Join(index.skipped...); err != nil {
+		return nil, err
+	}
+	s.index, s.loadedAt = index.keys, opts.Now()
 	return s, nil
 }
 
-func (s *apiKeyStore) load() (map[uint64][]apiKey, error) {
+// loadedKeys are the keys of the directory's valid files, and why the others were skipped.
+type loadedKeys struct {
+	keys    map[uint64][]apiKey
+	skipped []error
+}
+
+// load reads the directory. A file that is not a valid key is skipped and reported rather
+// than failing the whole set: on a reload, the keys removed meanwhile must be revoked even
+// when a file added with them is broken.
+func (s *apiKeyStore) load() (loadedKeys, error) {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
-		return nil, fmt.Errorf("reading the API key directory: %w", err)
+		return loadedKeys{}, fmt.Errorf("reading the API key directory: %w", err)
 	}
-	index := map[uint64][]apiKey{}
+	out := loadedKeys{keys: map[uint64][]apiKey{}}
 	seen := map[[sha256.Size]byte]string{}
 	for _, e := range entries {
 		name := e.Name()
@@ -63,27 +76,37 @@ func (s *apiKeyStore) load() (map[uint64][]apiKey, error) {
 		if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
 			continue
 		}
-		if !validKeyID(name) {
-			return nil, fmt.Errorf("API key file %q: the file name is the key id and may only hold letters, digits, '.', '_', '-' and '@' (at most 128)", name)
-		}
-		data, err := readBounded(path, 1024)
+		k, err := loadAPIKey(path, name)
 		if err != nil {
-			return nil, fmt.Errorf("API key %q: %w", name, err)
-		}
-		hexHash, ok := strings.CutPrefix(strings.TrimSpace(string(data)), "sha256:")
-		var k apiKey
-		if n, err := hex.Decode(k.hash[:], []byte(hexHash)); !ok || err != nil || n != sha256.Size || len(hexHash) != 2*sha256.Size {
-			return nil, fmt.Errorf("API key %q: content must be \"sha256:<64 hex digits>\" (the hash of the key, never the key)", name)
+			out.skipped = append(out.skipped, err)
+			continue
 		}
 		if other, dup := seen[k.hash]; dup {
-			return nil, fmt.Errorf("API keys %q and %q have the same hash: each key must be distinct", other, name)
+			out.skipped = append(out.skipped, fmt.Errorf("API keys %q and %q have the same hash: each key must be distinct", other, name))
+			continue
 		}
 		seen[k.hash] = name
-		k.id = name
 		prefix := binary.BigEndian.Uint64(k.hash[:8])
-		index[prefix] = append(index[prefix], k)
+		out.keys[prefix] = append(out.keys[prefix], k)
 	}
-	return index, nil
+	return out, nil
+}
+
+// loadAPIKey reads one key file; name is the key id.
+func loadAPIKey(path, name string) (apiKey, error) {
+	if !validKeyID(name) {
+		return apiKey{}, fmt.Errorf("API key file %q: the file name is the key id and may only hold letters, digits, '.', '_', '-' and '@' (at most 128)", name)
+	}
+	data, err := readBounded(path, 1024)
+	if err != nil {
+		return apiKey{}, fmt.Errorf("API key %q: %w", name, err)
+	}
+	hexHash, ok := strings.CutPrefix(strings.TrimSpace(string(data)), "sha256:")
+	k := apiKey{id: name}
+	if n, err := hex.Decode(k.hash[:], []byte(hexHash)); !ok || err != nil || n != sha256.Size || len(hexHash) != 2*sha256.Size {
+		return apiKey{}, fmt.Errorf("API key %q: content must be \"sha256:<64 hex digits>\" (the hash of the key, never the key)", name)
+	}
+	return k, nil
 }
 
 func validKeyID(id string) bool {
@@ -98,17 +121,27 @@ func validKeyID(id string) bool {
 	return true
 }
 
+// reloadLocked re-reads the directory. Keys whose files are broken are left out (and
+// reported); only a directory that cannot be read at all keeps the previous keys.
+func (s *apiKeyStore) reloadLocked() {
+	loaded, err := s.load()
+	if err != nil {
+		s.opts.Logger.Warn("Keeping the previous API keys: reading the directory failed", "error", err)
+		return
+	}
+	if err := errors.Join(loaded.skipped...); err != nil {
+		s.opts.Logger.Warn("Skipping invalid API key files", "error", err)
+	}
+	s.index = loaded.keys
+}
+
 // lookup returns the id of the key whose hash equals the hash of token.
 func (s *apiKeyStore) lookup(token string) (string, bool) {
 	sum := sha256.Sum256([]byte(token))
 	s.mu.Lock()
 	if now := s.opts.Now(); now.Sub(s.loadedAt) >= s.opts.ReloadInterval {
 		s.loadedAt = now
-		if index, err := s.load(); err == nil {
-			s.index = index
-		} else {
-			s.opts.Logger.Warn("Keeping the previous API keys: reloading failed", "error", err)
-		}
+		s.reloadLocked()
 	}
 	candidates := s.index[binary.BigEndian.Uint64(sum[:8])]
 	s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -576,6 +577,35 @@ func TestAPIKeyStore(t *testing.T) {
 	writeFile(t, dup, "b", []byte(HashAPIKey("same")))
 	_, err = newAPIKeyStore(dup, &opts)
 	g.Expect(err).To(MatchError(ContainSubstring("same hash")))
+}
+
+// Removing a key revokes it at the next reload even when a file added at the same time is
+// broken (say, the plaintext key pasted instead of its hash): the broken file is skipped
+// and reported, the other keys still load, and the removed one is refused.
+func TestAPIKeyRevocationAppliesDespiteABrokenFile(t *testing.T) {
+	g := NewWithT(t)
+	clk := newClock()
+	dir := t.TempDir()
+	writeFile(t, dir, "leaked", []byte(HashAPIKey("leaked-secret-key")))
+	writeFile(t, dir, "bot-2", []byte(HashAPIKey("second-secret-key")))
+	var logs strings.Builder
+	opts := Options{Now: clk.Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	opts.defaults()
+	s, err := newAPIKeyStore(dir, &opts)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	g.Expect(os.Remove(filepath.Join(dir, "leaked"))).To(Succeed())
+	writeFile(t, dir, "bot-3", []byte("third-secret-key"))
+	clk.Advance(time.Minute)
+	_, ok := s.lookup("leaked-secret-key")
+	g.Expect(ok).To(BeFalse(), "the removed key is revoked")
+	id, ok := s.lookup("second-secret-key")
+	g.Expect(ok).To(BeTrue())
+	g.Expect(id).To(Equal("bot-2"))
+	_, ok = s.lookup("third-secret-key")
+	g.Expect(ok).To(BeFalse())
+	g.Expect(logs.String()).To(ContainSubstring(`bot-3`))
+	g.Expect(logs.String()).NotTo(ContainSubstring("third-secret-key"))
 }
 
 // A wall-clock step (an NTP correction) neither expires a ticket early nor revives a
