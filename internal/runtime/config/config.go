@@ -455,6 +455,9 @@ func (c *Config) Validate() error {
 	}
 	switch c.TLS.ClientAuth {
 	case ClientAuthNone:
+		if c.TLS.ClientCAFile != "" { // a CA bundle alone looks like mTLS but asks for nothing
+			bad("tls.clientCAFile", "client certificates are only verified with tls.clientAuth request or require: set one, or remove tls.clientCAFile")
+		}
 	case ClientAuthRequest, ClientAuthRequire:
 		if c.TLS.ClientCAFile == "" {
 			bad("tls.clientCAFile", "required when tls.clientAuth is %q", c.TLS.ClientAuth)

@@ -53,6 +53,7 @@ func TestValidateNamesFieldAndFix(t *testing.T) {
 		"negative body":            {"tls: {insecure: true}\nauth: {anonymous: true}\nlimits: {readBodyTimeout: -1s}", "limits.readBodyTimeout: must be positive"},
 		"negative request timeout": {"tls: {insecure: true}\nauth: {anonymous: true}\nupstream: {requestTimeout: -1s}", "upstream.requestTimeout: must be positive"},
 		"negative shutdown grace":  {"tls: {insecure: true}\nauth: {anonymous: true}\nupstream: {shutdownGrace: -5s}", "upstream.shutdownGrace: must be positive"},
+		"CA without client auth":   {"tls: {certFile: c, keyFile: k, clientCAFile: ca.crt}\nauth: {anonymous: true}", "tls.clientCAFile: client certificates are only verified with tls.clientAuth request or require"},
 		"bad limit glob":           {"tls: {insecure: true}\nauth: {anonymous: true}\nlimits: {perTool: [{tool: 'x[', requestsPerSecond: 1, burst: 1}]}", "limits.perTool[0].tool"},
 	}
 	for name, tc := range cases {
