@@ -474,6 +474,8 @@ func (c *Config) Validate() error {
 
 	if !strings.HasPrefix(c.Endpoint.Path, "/") || path.Clean(c.Endpoint.Path) != c.Endpoint.Path {
 		bad("endpoint.path", "%q must be a clean absolute path such as /mcp", c.Endpoint.Path)
+	} else if reservedPath(c.Endpoint.Path) {
+		bad("endpoint.path", "%q is a path the runtime serves itself (/healthz, /readyz, /auth/…, /.well-known/…): choose another, such as /mcp", c.Endpoint.Path)
 	}
 	seen := map[string]bool{}
 	for i, t := range c.Endpoint.Transports {
@@ -680,6 +682,13 @@ func ValidateOrigin(o string) error {
 		}
 	}
 	return nil
+}
+
+// reservedPath reports an endpoint path the runtime's own handlers would take: health
+// checks, the ticket endpoint, the protected-resource metadata. The MCP endpoint there would
+// be served in part (its GET, WebSocket and SSE requests answered by another handler).
+func reservedPath(p string) bool {
+	return p == "/healthz" || p == "/readyz" || strings.HasPrefix(p, "/auth/") || strings.HasPrefix(p, "/.well-known/")
 }
 
 func asymmetricAlg(a string) bool {

@@ -54,6 +54,9 @@ func TestValidateNamesFieldAndFix(t *testing.T) {
 		"negative request timeout": {"tls: {insecure: true}\nauth: {anonymous: true}\nupstream: {requestTimeout: -1s}", "upstream.requestTimeout: must be positive"},
 		"negative shutdown grace":  {"tls: {insecure: true}\nauth: {anonymous: true}\nupstream: {shutdownGrace: -5s}", "upstream.shutdownGrace: must be positive"},
 		"CA without client auth":   {"tls: {certFile: c, keyFile: k, clientCAFile: ca.crt}\nauth: {anonymous: true}", "tls.clientCAFile: client certificates are only verified with tls.clientAuth request or require"},
+		"path of health":           {"tls: {insecure: true}\nauth: {anonymous: true}\nendpoint: {path: /healthz}", "endpoint.path: \"/healthz\" is a path the runtime serves itself"},
+		"path under auth":          {"tls: {insecure: true}\nauth: {anonymous: true}\nendpoint: {path: /auth/ticket}", "endpoint.path: \"/auth/ticket\" is a path the runtime serves itself"},
+		"path under well-known":    {"tls: {insecure: true}\nauth: {anonymous: true}\nendpoint: {path: /.well-known/mcp}", "endpoint.path: \"/.well-known/mcp\" is a path the runtime serves itself"},
 		"bad limit glob":           {"tls: {insecure: true}\nauth: {anonymous: true}\nlimits: {perTool: [{tool: 'x[', requestsPerSecond: 1, burst: 1}]}", "limits.perTool[0].tool"},
 	}
 	for name, tc := range cases {
