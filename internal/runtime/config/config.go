@@ -600,11 +600,13 @@ func (c *Config) Validate() error {
 	if c.Auth.APIKeys != nil && c.Auth.APIKeys.Dir == "" {
 		bad("auth.apiKeys.dir", "required")
 	}
-	if ttl := c.Auth.WebSocket.Tickets.TTL.Duration; ttl <= 0 || ttl > 5*time.Minute {
+	if ttl := c.Auth.WebSocket.Tickets.TTL.Duration; ttl < time.Second || ttl > 5*time.Minute {
 		bad("auth.webSocket.tickets.ttl", "must be between 1s and 5m")
 	}
-	if c.Auth.WebSocket.FirstMessage.Timeout.Duration <= 0 {
-		bad("auth.webSocket.firstMessage.timeout", "must be positive")
+	// An unauthenticated socket holds a connection slot of its client and of the runtime
+	// until then: at most the MCPServer API's bound.
+	if d := c.Auth.WebSocket.FirstMessage.Timeout.Duration; d <= 0 || d > time.Minute {
+		bad("auth.webSocket.firstMessage.timeout", "must be positive and at most 60s")
 	}
 
 	for i, s := range c.Tools.Scopes {
