@@ -3,6 +3,7 @@ package upstream
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,16 +52,17 @@ func NewHTTP(cfg config.Upstream, opts Options) (Upstream, error) {
 		transport = http.DefaultTransport
 	}
 	return &httpUpstream{
-		url:         u.String(),
-		logURL:      u.Redacted(),
-		host:        hostPort(u),
-		healthEvery: healthInterval,
-		client:      client,
-		transport:   transport,
-		s:           &s,
-		sessions:    map[*httpSession]struct{}{},
-		kick:        make(chan struct{}, 1),
-		done:        make(chan struct{}),
+		url:           u.String(),
+		authorization: basicAuth(u.User),
+		logURL:        u.Redacted(),
+		host:          hostPort(u),
+		healthEvery:   healthInterval,
+		client:        client,
+		transport:     transport,
+		s:             &s,
+		sessions:      map[*httpSession]struct{}{},
+		kick:          make(chan struct{}, 1),
+		done:          make(chan struct{}),
 	}, nil
 }
 
@@ -85,14 +87,15 @@ func DefaultHTTPClient() *http.Client {
 }
 
 type httpUpstream struct {
-	url         string
-	logURL      string // url with its password masked: Go's client sends the password as basic auth
-	host        string // host:port dialed by the health check
-	healthEvery time.Duration
-	client      *http.Client      // for CloseIdleConnections
-	transport   http.RoundTripper // every exchange: see roundTrip
-	s           *settings
-	ready       atomic.Bool
+	url           string
+	authorization []string // from the url's user:password; nil: none
+	logURL        string   // url with its password masked (it is sent as basic auth)
+	host          string   // host:port dialed by the health check
+	healthEvery   time.Duration
+	client        *http.Client      // for CloseIdleConnections
+	transport     http.RoundTripper // every exchange: see roundTrip
+	s             *settings
+	ready         atomic.Bool
 
 	mu       sync.Mutex
 	sessions map[*httpSession]struct{}
@@ -246,7 +249,20 @@ func (u *httpUpstream) post(ctx context.Context, msg []byte, sid, version string
 // it, as a GET for 301-303), so it is answered as the unexpected status it is. Skipping
 // http.Client also spares each exchange its redirect bookkeeping.
 func (u *httpUpstream) roundTrip(req *http.Request) (*http.Response, error) {
+	if u.authorization != nil {
+		req.Header["Authorization"] = u.authorization
+	}
 	return u.transport.RoundTrip(req)
+}
+
+// basicAuth is the Authorization header of the URL's user:password, as http.Client sends
+// it (a transport does not); nil without one.
+func basicAuth(user *url.Userinfo) []string {
+	if user == nil {
+		return nil
+	}
+	password, _ := user.Password()
+	return []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(user.Username()+":"+password))}
 }
 
 // Shared header values of every POST; net/http only reads them.

@@ -322,3 +322,31 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// The user:password of upstream.url reaches the server as basic auth on every request.
+func TestHTTPUpstreamSendsTheURLsCredentials(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	var unauthorized atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user, pw, ok := r.BasicAuth(); !ok || user != "relay" || pw != "s3cret" {
+			unauthorized.Add(1)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		if r.Method != http.MethodPost {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"s","version":"1"}}}`))
+	}))
+	t.Cleanup(srv.Close)
+	c := testConfig()
+	c.Transport, c.URL = config.UpstreamHTTP, strings.Replace(srv.URL, "http://", "http://relay:s3cret@", 1)+"/mcp"
+	u, err := NewHTTP(c, testOptions())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(u.Start(context.Background())).To(Succeed())
+	t.Cleanup(func() { _ = u.Close(context.Background()) })
+	g.Eventually(u.Ready).WithTimeout(5 * time.Second).Should(BeTrue())
+	g.Expect(unauthorized.Load()).To(BeZero())
+}
