@@ -112,3 +112,19 @@ func TestValidateOrigin(t *testing.T) {
 		}
 	}
 }
+
+// A URL quoted in a refusal has its password masked: the error goes to the log.
+func TestRefusedURLsAreQuotedWithoutTheirPassword(t *testing.T) {
+	for name, yaml := range map[string]string{
+		"upstream.url":             "tls: {insecure: true}\nauth: {anonymous: true}\nupstream: {transport: http, url: 'ftp://relay:s3cret@127.0.0.1/mcp'}",
+		"unparseable upstream.url": "tls: {insecure: true}\nauth: {anonymous: true}\nupstream: {transport: http, url: 'http://relay:s3cret@[::1/mcp'}",
+		"jwksURL":                  "tls: {insecure: true}\nauth: {jwt: [{issuer: x, audiences: [a], jwksURL: 'http://keys:s3cret@idp.example/jwks'}]}",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(yaml))
+			if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "xxxxx") {
+				t.Fatalf("want a refusal with the password masked, got %v", err)
+			}
+		})
+	}
+}
