@@ -250,8 +250,8 @@ func (c *wsConn) next() (ws.OpCode, []byte, error) {
 			c.close(ws.StatusMessageTooBig, "message exceeds "+strconv.FormatInt(c.maxMsg, 10)+" bytes")
 			return 0, nil, errWSClosing
 		}
-		payload := make([]byte, h.Length)
-		if _, err := io.ReadFull(c, payload); err != nil {
+		payload, err := readPayload(c, h.Length)
+		if err != nil {
 			return 0, nil, err
 		}
 		ws.Cipher(payload, h.Mask, 0)
@@ -294,6 +294,25 @@ func (c *wsConn) next() (ws.OpCode, []byte, error) {
 		}
 		return op, msg, nil
 	}
+}
+
+// wsEagerPayload is the largest frame payload whose buffer is made before it arrives.
+const wsEagerPayload = 64 << 10
+
+// readPayload reads a frame payload of n bytes. A large one grows its buffer as its bytes
+// arrive: made at the size the header declares, a peer could pin maxMessageBytes per
+// socket with headers alone and send nothing after them.
+func readPayload(r io.Reader, n int64) ([]byte, error) {
+	if n <= wsEagerPayload {
+		p := make([]byte, n)
+		_, err := io.ReadFull(r, p)
+		return p, err
+	}
+	p, err := io.ReadAll(io.LimitReader(r, n))
+	if err == nil && int64(len(p)) < n {
+		err = io.ErrUnexpectedEOF
+	}
+	return p, err
 }
 
 var wsFrameBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -189,4 +190,22 @@ func TestWebSocketPingFloodCostsOneWriter(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	peak = max(peak, runtime.NumGoroutine())
 	g.Expect(peak-before).To(BeNumerically("<", 50), "goroutines: %d before the flood, a peak of %d during it", before, peak)
+}
+
+// A frame header that declares a large payload costs memory only as the payload arrives.
+func TestAFrameDeclaredLargeIsNotAllocatedBeforeItArrives(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := readPayload(strings.NewReader("ten bytes!"), 1<<20)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a short payload: want io.ErrUnexpectedEOF, got %v", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<10 {
+		t.Fatalf("reading 10 bytes of a frame declared 1 MiB allocated %d bytes", grew)
+	}
+	p, err := readPayload(strings.NewReader(strings.Repeat("x", 100<<10)), 100<<10)
+	if err != nil || len(p) != 100<<10 {
+		t.Fatalf("a whole large payload: got %d bytes, %v", len(p), err)
+	}
 }
