@@ -10,39 +10,29 @@ const maxValidDepth = 10000
 func Valid(data []byte) bool {
 	var small [32]byte
 	open := small[:0] // the containers around i: '{' or '['
-	i := skipSpace(data, 0)
+	i := skipWS(data, 0)
 	for {
 		// A value starts at i.
 		if i >= len(data) {
 			return false
 		}
-		switch data[i] {
-		case '{':
+		switch c := data[i]; c {
+		case '{', '[':
 			if len(open) == maxValidDepth {
 				return false
 			}
-			open = append(open, '{')
-			i = skipSpace(data, i+1)
-			if i < len(data) && data[i] == '}' {
+			open = append(open, c)
+			i = skipWS(data, i+1)
+			if i < len(data) && data[i] == c+2 { // '}' and ']' follow their openers by two
 				open = open[:len(open)-1]
 				i++
 				break
 			}
-			var ok bool
-			if i, ok = member(data, i); !ok {
-				return false
-			}
-			continue
-		case '[':
-			if len(open) == maxValidDepth {
-				return false
-			}
-			open = append(open, '[')
-			i = skipSpace(data, i+1)
-			if i < len(data) && data[i] == ']' {
-				open = open[:len(open)-1]
-				i++
-				break
+			if c == '{' {
+				var ok bool
+				if i, ok = member(data, i); !ok {
+					return false
+				}
 			}
 			continue
 		case '"':
@@ -73,7 +63,7 @@ func Valid(data []byte) bool {
 		}
 		// A value ended at i: close containers until another value is due.
 		for {
-			i = skipSpace(data, i)
+			i = skipWS(data, i)
 			if len(open) == 0 {
 				return i == len(data)
 			}
@@ -83,7 +73,7 @@ func Valid(data []byte) bool {
 			top := open[len(open)-1]
 			c := data[i]
 			if c == ',' {
-				i = skipSpace(data, i+1)
+				i = skipWS(data, i+1)
 				if top == '{' {
 					var ok bool
 					if i, ok = member(data, i); !ok {
@@ -92,7 +82,7 @@ func Valid(data []byte) bool {
 				}
 				break
 			}
-			if (top == '{' && c != '}') || (top == '[' && c != ']') {
+			if c != top+2 { // not the closer of the innermost container
 				return false
 			}
 			open = open[:len(open)-1]
@@ -110,23 +100,11 @@ func member(data []byte, i int) (int, bool) {
 	if !ok {
 		return i, false
 	}
-	i = skipSpace(data, i)
+	i = skipWS(data, i)
 	if i >= len(data) || data[i] != ':' {
 		return i, false
 	}
-	return skipSpace(data, i+1), true
-}
-
-func skipSpace(data []byte, i int) int {
-	for i < len(data) {
-		switch data[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
+	return skipWS(data, i+1), true
 }
 
 func hasLiteral(data []byte, i int, lit string) bool {

@@ -15,6 +15,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/auth"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/testutil"
 )
 
 // TestAccessLineMatchesSlog holds the hand-encoded access line to what slog's JSON handler
@@ -53,7 +54,7 @@ func TestAccessLineMatchesSlog(t *testing.T) {
 
 func TestAccessLogWritesOneLinePerRequestWithoutTheQuery(t *testing.T) {
 	g := NewWithT(t)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	h := accessLog(&out)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.Expect(RequestID(r.Context())).NotTo(BeEmpty())
 		w.WriteHeader(http.StatusTeapot)

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/upstream"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/testutil"
 )
 
 // everythingServer is the go-sdk conformance server: $MCP_EVERYTHING_SERVER, else
@@ -61,24 +61,7 @@ func freeAddr(t *testing.T) string {
 type httpRuntime struct {
 	url   string
 	audit string
-	logs  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *testutil.SyncBuffer
 }
 
 func startHTTPRuntime(t *testing.T) *httpRuntime {
@@ -135,7 +118,7 @@ func startTestRuntime(t *testing.T, edit func(*config.Config), command []string)
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := Build(ctx, cfg, Options{Command: command, Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), LogOutput: logs, DrainTimeout: time.Second})
 	if err != nil {

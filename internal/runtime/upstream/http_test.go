@@ -18,6 +18,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
+	"github.com/mcpfleet/mcp-fleet-operator/internal/testutil"
 )
 
 // freeAddr returns a 127.0.0.1 address nothing listens on (yet).
@@ -291,7 +292,7 @@ func TestHTTPUpstreamDoesNotFollowRedirects(t *testing.T) {
 // A password in upstream.url (Go's client sends it as basic auth) never reaches the logs.
 func TestHTTPUpstreamLogsTheURLWithoutItsPassword(t *testing.T) {
 	g := NewWithT(t)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	opts := testOptions()
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	c := testConfig()
@@ -303,24 +304,6 @@ func TestHTTPUpstreamLogsTheURLWithoutItsPassword(t *testing.T) {
 	g.Eventually(logs.String).WithTimeout(5 * time.Second).Should(ContainSubstring("upstream probe failed"))
 	g.Expect(logs.String()).NotTo(ContainSubstring("s3cret-pw"))
 	g.Expect(logs.String()).To(ContainSubstring("relay:xxxxx@"))
-}
-
-// syncBuffer is a log destination that a test reads while the logger writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // The user:password of upstream.url reaches the server as basic auth on every request.
