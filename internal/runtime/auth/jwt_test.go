@@ -183,3 +183,27 @@ func TestKeyFileRotationIsPickedUp(t *testing.T) {
 	_, err = a.VerifyToken(context.Background(), sign(t, jwt.SigningMethodES256, ecKey2, "", claims(clk.Now())))
 	g.Expect(err).NotTo(HaveOccurred(), "a broken file keeps the last good keys")
 }
+
+// With two key files, one broken at a reload keeps only its own keys: a key rotated out of
+// the other file in the same reload is refused.
+func TestABrokenKeyFileDoesNotKeepAnotherFilesRotatedKey(t *testing.T) {
+	g := NewWithT(t)
+	testKeys(t)
+	clk := newClock()
+	dir := t.TempDir()
+	first := writeFile(t, dir, "first.pub", pemPublic(t, &ecKey.PublicKey))
+	second := writeFile(t, dir, "second.pub", pemPublic(t, &rsaKey.PublicKey))
+	a := newAuth(t, config.Auth{JWT: []config.JWTProvider{{Issuer: testIssuer, KeyFiles: []config.KeyFile{
+		{Path: first, Algorithm: "ES256"}, {Path: second, Algorithm: "RS256"},
+	}}}}, Options{Now: clk.Now})
+
+	writeFile(t, dir, "first.pub", pemPublic(t, &ecKey2.PublicKey)) // ecKey leaked: rotated out
+	writeFile(t, dir, "second.pub", []byte("garbage"))
+	clk.Advance(time.Minute)
+	_, err := a.VerifyToken(context.Background(), sign(t, jwt.SigningMethodES256, ecKey, "", claims(clk.Now())))
+	g.Expect(err).To(MatchError(ErrSignature), "the key rotated out of the first file is refused")
+	_, err = a.VerifyToken(context.Background(), sign(t, jwt.SigningMethodES256, ecKey2, "", claims(clk.Now())))
+	g.Expect(err).NotTo(HaveOccurred(), "the first file's new key is accepted")
+	_, err = a.VerifyToken(context.Background(), sign(t, jwt.SigningMethodRS256, rsaKey, "", claims(clk.Now())))
+	g.Expect(err).NotTo(HaveOccurred(), "the broken second file keeps its last good key")
+}

@@ -50,41 +50,44 @@ type fileKeys struct {
 	opts  *Options
 
 	mu       sync.Mutex
-	keys     []verificationKey
+	byFile   [][]verificationKey // the last good keys of each file
+	keys     []verificationKey   // all of them
 	loadedAt time.Time
 	gen      uint64 // bumped when a reload changes the keys
 }
 
 func newFileKeys(files []config.KeyFile, opts *Options) (*fileKeys, error) {
-	f := &fileKeys{files: files, opts: opts}
-	keys, err := f.load()
-	if err != nil {
-		return nil, err
+	f := &fileKeys{files: files, opts: opts, byFile: make([][]verificationKey, len(files))}
+	for i := range files {
+		keys, err := f.loadFile(i)
+		if err != nil {
+			return nil, err
+		}
+		f.byFile[i] = keys
 	}
-	f.keys, f.loadedAt = keys, opts.Now()
+	f.keys, f.loadedAt = slices.Concat(f.byFile...), opts.Now()
 	return f, nil
 }
 
-func (f *fileKeys) load() ([]verificationKey, error) {
-	var keys []verificationKey
-	for i, kf := range f.files {
-		if !asymmetric(kf.Algorithm) {
-			return nil, fmt.Errorf("keyFiles[%d]: algorithm %q is not an asymmetric JWS algorithm", i, kf.Algorithm)
+func (f *fileKeys) loadFile(i int) ([]verificationKey, error) {
+	kf := f.files[i]
+	if !asymmetric(kf.Algorithm) {
+		return nil, fmt.Errorf("keyFiles[%d]: algorithm %q is not an asymmetric JWS algorithm", i, kf.Algorithm)
+	}
+	data, err := readBounded(kf.Path, maxKeyFileBytes)
+	if err != nil {
+		return nil, fmt.Errorf("keyFiles[%d]: %w", i, err)
+	}
+	pubs, err := parsePublicKeys(data)
+	if err != nil {
+		return nil, fmt.Errorf("keyFiles[%d] %s: %w", i, kf.Path, err)
+	}
+	keys := make([]verificationKey, 0, len(pubs))
+	for _, pub := range pubs {
+		if !keyFitsAlg(pub, kf.Algorithm) {
+			return nil, fmt.Errorf("keyFiles[%d] %s: the key does not fit algorithm %s (wrong type, curve, or RSA under 2048 bits)", i, kf.Path, kf.Algorithm)
 		}
-		data, err := readBounded(kf.Path, maxKeyFileBytes)
-		if err != nil {
-			return nil, fmt.Errorf("keyFiles[%d]: %w", i, err)
-		}
-		pubs, err := parsePublicKeys(data)
-		if err != nil {
-			return nil, fmt.Errorf("keyFiles[%d] %s: %w", i, kf.Path, err)
-		}
-		for _, pub := range pubs {
-			if !keyFitsAlg(pub, kf.Algorithm) {
-				return nil, fmt.Errorf("keyFiles[%d] %s: the key does not fit algorithm %s (wrong type, curve, or RSA under 2048 bits)", i, kf.Path, kf.Algorithm)
-			}
-			keys = append(keys, verificationKey{alg: kf.Algorithm, pub: pub})
-		}
+		keys = append(keys, verificationKey{alg: kf.Algorithm, pub: pub})
 	}
 	return keys, nil
 }
@@ -135,11 +138,17 @@ func (f *fileKeys) reloadIfDueLocked() {
 		return
 	}
 	f.loadedAt = now
-	keys, err := f.load()
-	if err != nil {
-		f.opts.Logger.Warn("Keeping the previous JWT keys: reloading key files failed", "error", err)
-		return
+	// Each file keeps its last good keys on its own: a broken file must not also keep a
+	// key that was just rotated out of another one.
+	for i := range f.files {
+		keys, err := f.loadFile(i)
+		if err != nil {
+			f.opts.Logger.Warn("Keeping the previous keys of a JWT key file: reloading it failed", "error", err)
+			continue
+		}
+		f.byFile[i] = keys
 	}
+	keys := slices.Concat(f.byFile...)
 	if !sameKeys(f.keys, keys) {
 		f.gen++
 	}
