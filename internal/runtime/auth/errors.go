@@ -31,6 +31,7 @@ var (
 	ErrClaims            = errors.New("token claims are invalid")
 	ErrUnknownAPIKey     = errors.New("api key is unknown")
 	ErrTicketInvalid     = errors.New("ticket is invalid")
+	ErrTicketTooLarge    = errors.New("a ticket for this credential would exceed the token size limit")
 	ErrTicketExpired     = errors.New("ticket is expired")
 	ErrTicketReplayed    = errors.New("ticket was already used")
 	ErrTicketOrigin      = errors.New("ticket was issued to another origin")

@@ -383,6 +383,11 @@ func (a *Authenticator) TicketHandler() http.Handler {
 			}
 		}
 		ticket, ttl, err := a.tickets.issue(p, r.Header.Get("Origin"))
+		if errors.Is(err, ErrTicketTooLarge) {
+			a.decide(r, Decision{Outcome: OutcomeDeny, Method: p.Method, Subject: p.Subject, Issuer: p.Issuer, Reason: "ticket_too_large"})
+			writeJSONError(w, http.StatusBadRequest, "ticket_too_large")
+			return
+		}
 		if err != nil {
 			a.decide(r, Decision{Outcome: OutcomeDeny, Method: p.Method, Reason: "ticket_unavailable"})
 			writeJSONError(w, http.StatusInternalServerError, "ticket_unavailable")

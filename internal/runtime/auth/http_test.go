@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -639,6 +640,25 @@ func TestTicketsIgnoreWallClockSteps(t *testing.T) {
 	g.Expect(redeem(first)).To(MatchError(ErrTicketExpired))
 	g.Expect(redeem(second)).To(MatchError(ErrTicketExpired))
 	g.Expect(redeem(third)).To(MatchError(ErrTicketReplayed))
+}
+
+// A ticket that redeem would refuse for its size (a credential with very many scopes, a
+// long Origin) is not minted: the client learns it at the ticket request.
+func TestATicketTooLargeToRedeemIsNotIssued(t *testing.T) {
+	g := NewWithT(t)
+	opts := Options{Now: time.Now}
+	opts.defaults()
+	tk := handMadeTicketer(fuzzTicketKey(), 30*time.Second, &opts, 100)
+	scopes := make([]string, 2000)
+	for i := range scopes {
+		scopes[i] = fmt.Sprintf("scope-%d", i)
+	}
+	_, _, err := tk.issue(Principal{Subject: "alice", Scopes: scopes}, testOrigin)
+	g.Expect(err).To(MatchError(ErrTicketTooLarge))
+	ticket, _, err := tk.issue(Principal{Subject: "alice", Scopes: scopes[:100]}, testOrigin)
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = tk.redeem(ticket, testOrigin)
+	g.Expect(err).NotTo(HaveOccurred())
 }
 
 // failureCounter is a FailureThrottle admitting a client until it failed limit times.

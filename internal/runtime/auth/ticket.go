@@ -149,7 +149,11 @@ func (t *ticketer) issue(p Principal, origin string) (string, time.Duration, err
 		return "", 0, fmt.Errorf("encoding a ticket: %w", err)
 	}
 	payload := base64.RawURLEncoding.EncodeToString(claims)
-	return ticketPrefix + payload + "." + base64.RawURLEncoding.EncodeToString(t.mac(payload)), ttl, nil
+	ticket := ticketPrefix + payload + "." + base64.RawURLEncoding.EncodeToString(t.mac(payload))
+	if len(ticket) > MaxTokenBytes { // redeem would refuse it: say so now, not at the upgrade
+		return "", 0, ErrTicketTooLarge
+	}
+	return ticket, ttl, nil
 }
 
 // redeem verifies a ticket presented at a WebSocket upgrade from origin and consumes it.
