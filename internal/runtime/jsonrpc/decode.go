@@ -94,7 +94,7 @@ func (d *strictDecoder) object(raw []byte) (any, error) {
 		}
 		if folded == nil {
 			for _, prev := range keys {
-				if strings.EqualFold(prev, k) || FoldKey(prev) == FoldKey(k) {
+				if strings.EqualFold(prev, k) || !(isASCII(prev) && isASCII(k)) && FoldKey(prev) == FoldKey(k) {
 					return d.fail("key %q differs from key %q only in letter case", k, prev)
 				}
 			}
@@ -126,17 +126,29 @@ func (d *strictDecoder) object(raw []byte) (any, error) {
 // FoldKey maps keys that strings.EqualFold (and encoding/json's field matching) treat as
 // equal to one form; upper-then-lower also folds the Kelvin sign and the long s.
 func FoldKey(k string) string {
-	simple := true
+	ascii, upper := true, false
 	for i := 0; i < len(k); i++ {
-		if c := k[i]; c >= 0x80 || (c >= 'A' && c <= 'Z') {
-			simple = false
-			break
-		}
+		c := k[i]
+		ascii = ascii && c < 0x80
+		upper = upper || ('A' <= c && c <= 'Z')
 	}
-	if simple {
+	switch {
+	case ascii && !upper:
 		return k
+	case ascii: // upper-then-lower is lower for ASCII: one copy instead of two
+		return strings.ToLower(k)
 	}
 	return strings.ToLower(strings.ToUpper(k))
+}
+
+// isASCII: for ASCII keys strings.EqualFold and FoldKey agree, so FoldKey need not copy them.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // EscapePointer escapes one JSON Pointer (RFC 6901) reference token.

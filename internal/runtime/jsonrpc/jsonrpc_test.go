@@ -300,3 +300,11 @@ func TestIDKey(t *testing.T) {
 	g.Expect(IDKey([]byte(`1.5`))).NotTo(Equal(IDKey([]byte(`1`))))
 	g.Expect(IDKey([]byte(`-7`))).To(Equal("n-7"))
 }
+
+func TestFoldKeyIsUpperThenLower(t *testing.T) {
+	for _, k := range []string{"", "path", "Path", "PATH", "p_a-th9", "\u212Aey", "Ke\u017Fs", "ÄÖü", "straße", "İstanbul", "ǅ"} {
+		if got, want := FoldKey(k), strings.ToLower(strings.ToUpper(k)); got != want {
+			t.Errorf("FoldKey(%q) = %q, want %q", k, got, want)
+		}
+	}
+}
