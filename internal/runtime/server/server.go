@@ -142,7 +142,10 @@ func (s *Server) Handler() http.Handler {
 		transports.Handle(ep+sseMessageSuffix, principalRequired(http.HandlerFunc(s.sseMessage)))
 	}
 	checkOrigin := s.deps.Origin.Guard(s.obs.m.OriginRejected)
-	protected := checkOrigin(s.deps.Auth.Middleware(s.deps.Limiter.Middleware(transports)))
+	guard := func(h http.Handler) http.Handler {
+		return checkOrigin(s.deps.Auth.Middleware(s.deps.Limiter.Middleware(h)))
+	}
+	protected := guard(transports)
 
 	limited := http.NewServeMux()
 	limited.Handle("/", protected)
@@ -153,12 +156,28 @@ func (s *Server) Handler() http.Handler {
 		limited.Handle("/auth/ticket", checkOrigin(s.deps.Limiter.Middleware(s.deps.Auth.TicketHandler())))
 	}
 
+	limitBody := bodyLimit(s.cfg.Limits.MaxMessageBytes, s.cfg.Limits.ReadBodyTimeout.Duration)
 	top := http.NewServeMux()
-	top.Handle("/", bodyLimit(s.cfg.Limits.MaxMessageBytes, s.cfg.Limits.ReadBodyTimeout.Duration)(limited))
+	top.Handle("/", limitBody(limited))
 	top.HandleFunc("GET /healthz", s.healthz)
 	top.HandleFunc("GET /readyz", s.readyz)
 
-	return writeDeadlines(recoverMiddleware(s.log)(accessLog(s.deps.AccessLog)(s.deps.Metrics.Middleware(top))))
+	// The endpoint's own requests take the chain the three muxes would route them to, without
+	// the muxes: matching cost each request allocations in every one. (config.Validate keeps
+	// the endpoint off the paths the muxes route elsewhere.)
+	routed := endpointFirst(ep, limitBody(guard(http.HandlerFunc(s.streamableEndpoint))), top)
+	return writeDeadlines(recoverMiddleware(s.log)(accessLog(s.deps.AccessLog)(s.deps.Metrics.Middleware(routed))))
+}
+
+// endpointFirst serves requests for exactly path with endpoint, and the others with mux.
+func endpointFirst(path string, endpoint, mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == path && r.Method != http.MethodConnect {
+			endpoint.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // principalRequired refuses a request that reached a transport without a principal. Only a
