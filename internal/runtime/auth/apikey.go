@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
@@ -31,11 +32,16 @@ type apiKeyStore struct {
 	mu       sync.Mutex
 	index    map[uint64][]apiKey
 	loadedAt time.Time
+	serials  uint64 // the last serial given to a key
 }
 
 type apiKey struct {
 	id   string
 	hash [sha256.Size]byte
+	// serial tells this key from a later one under the same id (a rotated value); revoked
+	// is closed when a reload no longer finds it: connections opened with it end then.
+	serial  uint64
+	revoked chan struct{}
 }
 
 func newAPIKeyStore(dir string, opts *Options) (*apiKeyStore, error) {
@@ -47,8 +53,63 @@ func newAPIKeyStore(dir string, opts *Options) (*apiKeyStore, error) {
 	if err := errors.Join(index.skipped...); err != nil {
 		return nil, err
 	}
-	s.index, s.loadedAt = index.keys, opts.Now()
+	s.index, s.loadedAt = s.carryOver(nil, index.keys), opts.Now()
 	return s, nil
+}
+
+// watch reloads the directory every ReloadInterval until ctx ends, also while no request
+// comes: a removed key must end the connections opened with it (see apiKey.revoked).
+func (s *apiKeyStore) watch(ctx context.Context) {
+	t := time.NewTicker(s.opts.ReloadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.mu.Lock()
+			s.reloadIfDueLocked()
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *apiKeyStore) reloadIfDueLocked() {
+	if now := s.opts.Now(); now.Sub(s.loadedAt) >= s.opts.ReloadInterval {
+		s.loadedAt = now
+		s.reloadLocked()
+	}
+}
+
+// carryOver gives the keys of a new load the serial and revocation of the same key (id
+// and hash) in old, or new ones, and revokes the keys of old that are gone.
+func (s *apiKeyStore) carryOver(old, loaded map[uint64][]apiKey) map[uint64][]apiKey {
+	type idHash struct {
+		id   string
+		hash [sha256.Size]byte
+	}
+	prev := map[idHash]apiKey{}
+	for _, ks := range old {
+		for _, k := range ks {
+			prev[idHash{k.id, k.hash}] = k
+		}
+	}
+	for prefix, ks := range loaded {
+		for i, k := range ks {
+			if p, ok := prev[idHash{k.id, k.hash}]; ok {
+				k.serial, k.revoked = p.serial, p.revoked
+				delete(prev, idHash{k.id, k.hash})
+			} else {
+				s.serials++
+				k.serial, k.revoked = s.serials, make(chan struct{})
+			}
+			loaded[prefix][i] = k
+		}
+	}
+	for _, gone := range prev {
+		close(gone.revoked)
+	}
+	return loaded
 }
 
 // loadedKeys are the keys of the directory's valid files, and why the others were skipped.
@@ -132,24 +193,37 @@ func (s *apiKeyStore) reloadLocked() {
 	if err := errors.Join(loaded.skipped...); err != nil {
 		s.opts.Logger.Warn("Skipping invalid API key files", "error", err)
 	}
-	s.index = loaded.keys
+	s.index = s.carryOver(s.index, loaded.keys)
 }
 
-// lookup returns the id of the key whose hash equals the hash of token.
-func (s *apiKeyStore) lookup(token string) (string, bool) {
+// lookup returns the key whose hash equals the hash of token.
+func (s *apiKeyStore) lookup(token string) (apiKey, bool) {
 	sum := sha256.Sum256([]byte(token))
 	s.mu.Lock()
-	if now := s.opts.Now(); now.Sub(s.loadedAt) >= s.opts.ReloadInterval {
-		s.loadedAt = now
-		s.reloadLocked()
-	}
+	s.reloadIfDueLocked()
 	candidates := s.index[binary.BigEndian.Uint64(sum[:8])]
 	s.mu.Unlock()
-	id, found := "", 0
+	var key apiKey
+	found := 0
 	for _, k := range candidates {
 		if subtle.ConstantTimeCompare(k.hash[:], sum[:]) == 1 {
-			id, found = k.id, 1
+			key, found = k, 1
 		}
 	}
-	return id, found == 1
+	return key, found == 1
+}
+
+// revocation returns the revocation of the key id with serial, if it is still loaded.
+func (s *apiKeyStore) revocation(id string, serial uint64) (<-chan struct{}, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reloadIfDueLocked()
+	for _, ks := range s.index {
+		for _, k := range ks {
+			if k.id == id && k.serial == serial {
+				return k.revoked, true
+			}
+		}
+	}
+	return nil, false
 }

@@ -52,6 +52,12 @@ type Principal struct {
 	// tickets minted for it); zero for credentials without an expiry (API keys). A
 	// connection that outlives one request — a WebSocket, an SSE stream — ends then.
 	Expires time.Time
+	// Revoked is closed when the credential is revoked before any expiry (an API key removed
+	// from the directory); nil when it cannot be. A connection that outlives one request
+	// ends then too.
+	Revoked <-chan struct{}
+
+	apiKeySerial uint64 // which key an API key principal presented (tickets carry it)
 }
 
 // Decision is one authentication outcome, reported to Options.OnDecision (the audit log).
@@ -198,11 +204,15 @@ func New(ctx context.Context, cfg config.Auth, publicURL string, opts Options) (
 			return nil, fmt.Errorf("auth.apiKeys: %w", err)
 		}
 		a.apiKeys = s
+		go s.watch(ctx)
 	}
 	if !cfg.Anonymous && !cfg.WebSocket.Tickets.Disabled {
 		t, err := newTicketer(cfg.WebSocket.Tickets, &a.opts)
 		if err != nil {
 			return nil, fmt.Errorf("auth.webSocket.tickets: %w", err)
+		}
+		if a.apiKeys != nil {
+			t.revocation = a.apiKeys.revocation
 		}
 		a.tickets = t
 	}
@@ -227,8 +237,8 @@ func (a *Authenticator) VerifyToken(ctx context.Context, token string) (Principa
 		return Principal{}, invalid(ErrTooLong)
 	}
 	if a.apiKeys != nil {
-		if id, ok := a.apiKeys.lookup(token); ok {
-			return Principal{Subject: id, Method: MethodAPIKey}, nil
+		if k, ok := a.apiKeys.lookup(token); ok {
+			return Principal{Subject: k.id, Method: MethodAPIKey, Revoked: k.revoked, apiKeySerial: k.serial}, nil
 		}
 	}
 	if len(a.providers) > 0 && strings.Count(token, ".") == 2 {

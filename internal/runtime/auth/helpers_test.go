@@ -244,6 +244,6 @@ func expiresOf(t testing.TB, token string) time.Time {
 
 // sansExpiry returns p without its expiry, to compare the rest of it.
 func sansExpiry(p Principal) Principal {
-	p.Expires = time.Time{}
+	p.Expires, p.Revoked, p.apiKeySerial = time.Time{}, nil, 0
 	return p
 }

@@ -340,6 +340,33 @@ func TestTickets(t *testing.T) {
 	})
 }
 
+// Removing an API key ends what was opened with it: the principal's Revoked closes (the
+// server ends its sockets and streams then), and its outstanding tickets are refused.
+func TestARevokedAPIKeyEndsItsTicketsAndConnections(t *testing.T) {
+	g := NewWithT(t)
+	f := newFixture(t)
+	_, first := f.issueTicket(t, testOrigin, "Bearer "+f.apiKey)
+	_, second := f.issueTicket(t, testOrigin, "Bearer "+f.apiKey)
+	w, seen := f.serve(upgrade("?ticket="+url.QueryEscape(first), testOrigin))
+	g.Expect(w.Code).To(Equal(http.StatusOK))
+	opened, _ := PrincipalFrom(seen.Context())
+	g.Expect(opened.Revoked).NotTo(BeNil())
+	g.Expect(opened.Revoked).NotTo(BeClosed())
+	direct, err := f.a.VerifyToken(context.Background(), f.apiKey)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(direct.Revoked).NotTo(BeClosed())
+
+	g.Expect(os.Remove(filepath.Join(f.cfg.APIKeys.Dir, "ci-bot"))).To(Succeed())
+	f.a.apiKeys.mu.Lock()
+	f.a.apiKeys.loadedAt = time.Time{} // reload at the next use, well within the tickets' TTL
+	f.a.apiKeys.mu.Unlock()
+	w, seen = f.serve(upgrade("?ticket="+url.QueryEscape(second), testOrigin))
+	g.Expect(w.Code).To(Equal(http.StatusUnauthorized), "a ticket of the revoked key")
+	g.Expect(seen).To(BeNil())
+	g.Expect(opened.Revoked).To(BeClosed(), "the socket opened with its ticket")
+	g.Expect(direct.Revoked).To(BeClosed(), "a stream opened with the key itself")
+}
+
 func TestTicketsAreOnlyForUpgrades(t *testing.T) {
 	g := NewWithT(t)
 	f := newFixture(t)
@@ -539,22 +566,33 @@ func TestAPIKeyStore(t *testing.T) {
 	opts.defaults()
 	s, err := newAPIKeyStore(dir, &opts)
 	g.Expect(err).NotTo(HaveOccurred())
-	id, ok := s.lookup("first-secret-key")
+	k, ok := s.lookup("first-secret-key")
 	g.Expect(ok).To(BeTrue())
-	g.Expect(id).To(Equal("bot-1"))
+	g.Expect(k.id).To(Equal("bot-1"))
 	_, ok = s.lookup("first-secret-ke")
 	g.Expect(ok).To(BeFalse())
 	_, ok = s.lookup(HashAPIKey("first-secret-key"))
 	g.Expect(ok).To(BeFalse(), "the stored hash is not itself a key")
 
-	// Revocation and rotation apply after the reload interval.
+	// Revocation and rotation apply after the reload interval; a removed key's revocation
+	// is closed (its connections end), a kept key's stays open and keeps its serial.
+	second, _ := s.lookup("second-secret-key")
 	g.Expect(os.Remove(filepath.Join(dir, "bot-1"))).To(Succeed())
 	writeFile(t, dir, "bot-3", []byte(HashAPIKey("third-secret-key")))
 	clk.Advance(time.Minute)
 	_, ok = s.lookup("first-secret-key")
 	g.Expect(ok).To(BeFalse())
-	id, _ = s.lookup("third-secret-key")
-	g.Expect(id).To(Equal("bot-3"))
+	g.Expect(k.revoked).To(BeClosed())
+	third, _ := s.lookup("third-secret-key")
+	g.Expect(third.id).To(Equal("bot-3"))
+	secondAgain, _ := s.lookup("second-secret-key")
+	g.Expect(secondAgain.serial).To(Equal(second.serial))
+	g.Expect(secondAgain.revoked).NotTo(BeClosed())
+	writeFile(t, dir, "bot-2", []byte(HashAPIKey("rotated-second-key")))
+	clk.Advance(time.Minute)
+	rotated, _ := s.lookup("rotated-second-key")
+	g.Expect(rotated.serial).NotTo(Equal(second.serial), "a new value under the same id is another key")
+	g.Expect(second.revoked).To(BeClosed())
 
 	for name, content := range map[string]string{
 		"plain key":   "first-secret-key",
@@ -600,9 +638,9 @@ func TestAPIKeyRevocationAppliesDespiteABrokenFile(t *testing.T) {
 	clk.Advance(time.Minute)
 	_, ok := s.lookup("leaked-secret-key")
 	g.Expect(ok).To(BeFalse(), "the removed key is revoked")
-	id, ok := s.lookup("second-secret-key")
+	k, ok := s.lookup("second-secret-key")
 	g.Expect(ok).To(BeTrue())
-	g.Expect(id).To(Equal("bot-2"))
+	g.Expect(k.id).To(Equal("bot-2"))
 	_, ok = s.lookup("third-secret-key")
 	g.Expect(ok).To(BeFalse())
 	g.Expect(logs.String()).To(ContainSubstring(`bot-3`))

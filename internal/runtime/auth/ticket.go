@@ -43,6 +43,9 @@ type ticketer struct {
 	// time.Time.Sub uses it when both readings carry it, as time.Now's do).
 	elapsed func() time.Duration
 
+	// revocation finds an API key's revocation by id and serial (nil: no API keys).
+	revocation func(id string, serial uint64) (<-chan struct{}, bool)
+
 	mu        sync.Mutex
 	used      map[string]time.Duration // ticket id → expiry, as elapsed time
 	lastSweep time.Duration
@@ -67,6 +70,9 @@ type ticketClaims struct {
 	// CredentialExpiry is the Unix milliseconds at which the credential the ticket was
 	// minted for expires (0: it does not); the socket opened with the ticket ends then.
 	CredentialExpiry int64 `json:"cxp,omitempty"`
+	// KeySerial is the API key the ticket was minted with (0: not an API key): the socket
+	// opened with the ticket ends when that key is revoked, and a revoked key's ticket fails.
+	KeySerial uint64 `json:"ks,omitempty"`
 }
 
 func newTicketer(cfg config.Tickets, opts *Options) (*ticketer, error) {
@@ -144,6 +150,7 @@ func (t *ticketer) issue(p Principal, origin string) (string, time.Duration, err
 		ID:               base64.RawURLEncoding.EncodeToString(id),
 		Replica:          t.replica,
 		CredentialExpiry: credExp,
+		KeySerial:        p.apiKeySerial,
 	})
 	if err != nil {
 		return "", 0, fmt.Errorf("encoding a ticket: %w", err)
@@ -192,10 +199,20 @@ func (t *ticketer) redeem(ticket, origin string) (Principal, error) {
 	if c.Replica != t.replica {
 		return Principal{}, invalid(ErrTicketReplica)
 	}
+	var revoked <-chan struct{}
+	if c.KeySerial != 0 {
+		var live bool
+		if t.revocation != nil {
+			revoked, live = t.revocation(c.Subject, c.KeySerial)
+		}
+		if !live { // the key was revoked (or replaced) since the ticket was minted
+			return Principal{}, invalid(ErrUnknownAPIKey)
+		}
+	}
 	if err := t.consume(c.ID, exp, now); err != nil {
 		return Principal{}, err
 	}
-	p := Principal{Subject: c.Subject, Issuer: c.Issuer, Method: MethodTicket, Scopes: c.Scopes}
+	p := Principal{Subject: c.Subject, Issuer: c.Issuer, Method: MethodTicket, Scopes: c.Scopes, Revoked: revoked}
 	if c.CredentialExpiry != 0 {
 		p.Expires = time.UnixMilli(c.CredentialExpiry)
 	}

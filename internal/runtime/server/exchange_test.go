@@ -110,6 +110,13 @@ func buildIdleServer(t *testing.T) (*Server, *config.Config) {
 // edit configures (default: the stdio everything-server, command).
 func startTestRuntime(t *testing.T, edit func(*config.Config), command []string) *httpRuntime {
 	t.Helper()
+	return startTestRuntimeWith(t, edit, Options{Command: command})
+}
+
+// startTestRuntimeWith is startTestRuntime with more Options (its logger and drain timeout
+// are the test's).
+func startTestRuntimeWith(t *testing.T, edit func(*config.Config), o Options) *httpRuntime {
+	t.Helper()
 	cfg := testConfig(t.TempDir())
 	if edit != nil {
 		edit(cfg)
@@ -120,7 +127,8 @@ func startTestRuntime(t *testing.T, edit func(*config.Config), command []string)
 	}
 	logs := &testutil.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := Build(ctx, cfg, Options{Command: command, Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), LogOutput: logs, DrainTimeout: time.Second})
+	o.Logger, o.LogOutput, o.DrainTimeout = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), logs, time.Second
+	srv, err := Build(ctx, cfg, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -523,13 +523,28 @@ func (s *Server) streamableGet(w http.ResponseWriter, r *http.Request) {
 }
 
 // untilExpiry bounds a stream by its caller's credential: each request is authenticated
-// anew, a stream only when it opens, so it ends when the credential does and the client
-// reconnects with a fresh one.
+// anew, a stream only when it opens, so it ends when the credential expires or is revoked
+// and the client reconnects with a valid one.
 func untilExpiry(ctx context.Context, c caller) (context.Context, context.CancelFunc) {
-	if c.hasAuth && !c.principal.Expires.IsZero() {
-		return context.WithDeadline(ctx, c.principal.Expires)
+	if !c.hasAuth {
+		return ctx, func() {}
 	}
-	return ctx, func() {}
+	var cancel context.CancelFunc
+	if exp := c.principal.Expires; !exp.IsZero() {
+		ctx, cancel = context.WithDeadline(ctx, exp)
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	if revoked := c.principal.Revoked; revoked != nil {
+		go func() {
+			select {
+			case <-revoked:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return ctx, cancel
 }
 
 // pumpStream writes a session stream as SSE "message" events until the client, the

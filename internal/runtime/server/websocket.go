@@ -532,6 +532,15 @@ func (s *Server) openWebSocketSession(ctx context.Context, c *wsConn) *session {
 		default:
 		}
 	}
+	if revoked := cl.principal.Revoked; revoked != nil {
+		go func() {
+			select {
+			case <-revoked:
+				c.close(ws.StatusPolicyViolation, "credentials revoked")
+			case <-c.closed:
+			}
+		}()
+	}
 	return sess
 }
 

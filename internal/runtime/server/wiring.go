@@ -37,6 +37,9 @@ type Options struct {
 	UpstreamOptions upstream.Options
 	// DrainTimeout: see Deps.
 	DrainTimeout time.Duration
+	// AuthReloadInterval is how often JWT key files and the API key directory are re-read;
+	// 0: auth's default (a minute). Tests shorten it.
+	AuthReloadInterval time.Duration
 }
 
 // Build creates every part from a validated config and wires a Server. The upstream is
@@ -82,7 +85,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Server, error) 
 		}
 	}
 	d.Limiter = ratelimit.New(cfg.Limits)
-	ao := auth.Options{Logger: log, OnDecision: onDecision, Throttle: d.Limiter}
+	ao := auth.Options{Logger: log, OnDecision: onDecision, Throttle: d.Limiter, ReloadInterval: o.AuthReloadInterval}
 	if slices.Contains(cfg.Endpoint.Transports, config.TransportWebSocket) {
 		ao.WebSocketPath = cfg.Endpoint.Path
 	}
