@@ -245,6 +245,15 @@ endpoint: {publicURL: "mcp.example.com/mcp"}
 		Entry("an uppercase TLS dnsName", validStdio+`
 tls: {dnsNames: [MCP.example.com]}
 `, "spec.tls.dnsNames[0]", "should match"),
+		Entry("a certificate duration at or below the default renewBefore", validStdio+`
+tls: {duration: 24h}
+`, "spec.tls.renewBefore", "must be shorter than spec.tls.duration", "lower spec.tls.renewBefore"),
+		Entry("a certificate duration under cert-manager's minimum", validStdio+`
+tls: {duration: 30m, renewBefore: 10m}
+`, "spec.tls.duration", "at least 1h"),
+		Entry("a renewBefore under cert-manager's minimum", validStdio+`
+tls: {renewBefore: 1m}
+`, "spec.tls.renewBefore", "at least 5m"),
 	)
 
 	DescribeTable("accepts valid edge cases, so the rules are not over-strict",
@@ -309,6 +318,9 @@ endpoint: {path: /v1/mcp-server.v2, port: 1024}
 `),
 		Entry("/auth as an endpoint path (only /auth/ is reserved)", validStdio+`
 endpoint: {path: /authz}
+`),
+		Entry("a short certificate with its renewBefore", validStdio+`
+tls: {duration: 1h, renewBefore: 5m}
 `),
 	)
 

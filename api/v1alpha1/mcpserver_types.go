@@ -301,6 +301,7 @@ type SecretKeyReference struct {
 // +kubebuilder:validation:XValidation:rule="!(has(self.issuerRef) && has(self.secretName))",message="set spec.tls.issuerRef (cert-manager issues the certificate) or spec.tls.secretName (you provide it), not both"
 // +kubebuilder:validation:XValidation:rule="!(has(self.insecureDisabled) && self.insecureDisabled) || (!has(self.issuerRef) && !has(self.secretName) && (!has(self.clientAuth) || self.clientAuth == 'none'))",message="spec.tls.insecureDisabled turns TLS off; remove issuerRef, secretName and clientAuth or keep TLS on"
 // +kubebuilder:validation:XValidation:rule="!has(self.clientAuth) || self.clientAuth == 'none' || has(self.clientCASecretRef)",message="spec.tls.clientCASecretRef is required when spec.tls.clientAuth is request or require"
+// +kubebuilder:validation:XValidation:rule="!has(self.duration) || !has(self.renewBefore) || duration(self.renewBefore) < duration(self.duration)",message="spec.tls.renewBefore (default 360h) must be shorter than spec.tls.duration, or cert-manager refuses the Certificate: lower spec.tls.renewBefore or raise spec.tls.duration",fieldPath=".renewBefore"
 type TLSSpec struct {
 	// IssuerRef is the cert-manager issuer of the serving certificate. Default: the
 	// operator-wide issuer (--default-issuer).
@@ -318,13 +319,15 @@ type TLSSpec struct {
 	// +kubebuilder:validation:items:Pattern=`^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	DNSNames []string `json:"dnsNames,omitempty"`
 
-	// Duration of the certificate.
+	// Duration of the certificate; at least 1h (cert-manager's minimum).
 	// +kubebuilder:default="2160h0m0s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="spec.tls.duration must be at least 1h, cert-manager's minimum"
 	// +optional
 	Duration *metav1.Duration `json:"duration,omitempty"`
 
-	// RenewBefore expiry.
+	// RenewBefore expiry; at least 5m (cert-manager's minimum) and shorter than Duration.
 	// +kubebuilder:default="360h0m0s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5m')",message="spec.tls.renewBefore must be at least 5m, cert-manager's minimum"
 	// +optional
 	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
 
