@@ -78,6 +78,8 @@ func (r *MCPServerReconciler) Reconciles() int64 { return r.reconciles.Load() }
 
 // +kubebuilder:rbac:groups=mcp.mcpfleet.dev,resources=mcpservers,verbs=get;list;watch
 // +kubebuilder:rbac:groups=mcp.mcpfleet.dev,resources=mcpservers/status,verbs=get;update;patch
+// Children carry blockOwnerDeletion, which needs this where OwnerReferencesPermissionEnforcement is on.
+// +kubebuilder:rbac:groups=mcp.mcpfleet.dev,resources=mcpservers/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=serviceaccounts;services;configmaps;secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete

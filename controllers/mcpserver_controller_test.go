@@ -19,6 +19,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,6 +31,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	mcpv1alpha1 "github.com/mcpfleet/mcp-fleet-operator/api/v1alpha1"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/resources"
@@ -429,6 +431,37 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 			err := k8sClient.Create(ctx, bad, client.DryRunAll)
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(ContainSubstring("violates PodSecurity \"restricted"))
+		}
+	})
+
+	It("writes every child with only the permissions of config/rbac/role.yaml", func() {
+		var role rbacv1.ClusterRole
+		data, err := os.ReadFile(filepath.Join("..", "config", "rbac", "role.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(yaml.Unmarshal(data, &role)).To(Succeed())
+		const user = "manager-rbac-under-test"
+		role.ObjectMeta = metav1.ObjectMeta{Name: user}
+		Expect(k8sClient.Create(ctx, &role)).To(Succeed())
+		Expect(k8sClient.Create(ctx, &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: user},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: user},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+		})).To(Succeed())
+		au, err := testEnv.AddUser(envtest.User{Name: user}, nil)
+		Expect(err).NotTo(HaveOccurred())
+		as, err := client.New(au.Config(), client.Options{Scheme: scheme})
+		Expect(err).NotTo(HaveOccurred())
+
+		// Children that do not exist yet, so that each apply sets its owner reference.
+		s := getServer(srv)
+		s.Name = "rbac-probe"
+		cm, err := resources.ConfigMap(s, testOpts)
+		Expect(err).NotTo(HaveOccurred())
+		for _, obj := range []runtime.ApplyConfiguration{resources.ServiceAccount(s), cm, resources.Service(s), resources.Certificate(s, testOpts)} {
+			// The API server authorises with a delay after the binding; the first apply may race it.
+			Eventually(func() error {
+				return as.Apply(ctx, obj, client.FieldOwner(resources.FieldOwner), client.ForceOwnership, client.DryRunAll)
+			}, timeout, interval).Should(Succeed(), "%T", obj)
 		}
 	})
 

@@ -153,6 +153,7 @@ func resourceScopes(t *testing.T) map[string]bool {
 		out[crd.Spec.Group+"/"+crd.Spec.Names.Plural] = ns
 		out[crd.Spec.Group+"/"+crd.Spec.Names.Plural+"/status"] = ns
 		out[crd.Spec.Group+"/"+crd.Spec.Names.Plural+"/scale"] = ns
+		out[crd.Spec.Group+"/"+crd.Spec.Names.Plural+"/finalizers"] = ns // RBAC-only: blockOwnerDeletion
 	}
 	return out
 }
