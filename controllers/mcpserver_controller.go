@@ -121,6 +121,7 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req reconcile.Reque
 		r.reconcileNetworkPolicy,
 		r.reconcileDeployment,
 		r.retireAuthSecret,
+		r.reconcileIssuedTLSSecret,
 		r.reconcilePodDisruptionBudget,
 	}
 	for _, step := range steps {
@@ -323,6 +324,38 @@ func (r *MCPServerReconciler) retireAuthSecret(ctx context.Context, sc *scope) e
 		return nil // the Deployment's next status change brings the server back here
 	}
 	return r.deleteChild(ctx, key(sc.server, resources.AuthSecretName(sc.server)), &corev1.Secret{})
+}
+
+// reconcileIssuedTLSSecret looks after the Secret cert-manager issued for the server, which
+// cert-manager itself never deletes: while the server uses it, the server becomes its owner
+// (so the garbage collector deletes it, private key included, with the server); once the
+// server no longer does (TLS off, or a Secret of your own) it is deleted when no pod mounts it.
+func (r *MCPServerReconciler) reconcileIssuedTLSSecret(ctx context.Context, sc *scope) error {
+	s := sc.server
+	secret := &corev1.Secret{}
+	live, err := r.getLive(ctx, key(s, resources.IssuedTLSSecretName(s)), secret)
+	if err != nil || live == nil {
+		return err
+	}
+	if secret.Labels[resources.LabelInstance] != s.Name {
+		return nil // not issued through this server's Certificate (its secretTemplate sets the labels)
+	}
+	if resources.UsesCertManager(s) {
+		for _, ref := range secret.OwnerReferences {
+			if ref.UID == s.UID {
+				return nil
+			}
+		}
+		if err := r.Apply(ctx, resources.IssuedTLSSecretOwner(s), ctrl.FieldOwner(resources.FieldOwner), ctrl.ForceOwnership); err != nil {
+			return terminal(sc, fmt.Errorf("adding the server as owner of Secret %s: %w", secret.Name, err))
+		}
+		r.countWrite()
+		return nil
+	}
+	if d := sc.deployment; d != nil && (mountsSecret(d, secret.Name) || !rolledOut(d)) {
+		return nil // the Deployment's next status change brings the server back here
+	}
+	return r.deleteChild(ctx, key(s, secret.Name), &corev1.Secret{})
 }
 
 // mountsSecret reports whether d's pod template mounts the Secret name.

@@ -373,6 +373,46 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		Expect(keys).NotTo(BeEmpty())
 	})
 
+	It("owns the Secret cert-manager issued and deletes it once TLS is off and no pod mounts it", func() {
+		s := stdioServer(ns, "tlsoff")
+		Expect(k8sClient.Create(ctx, s)).To(Succeed())
+		cert := child(s, "tlsoff", &cmv1.Certificate{}).(*cmv1.Certificate)
+
+		By("cert-manager issues the Secret with the Certificate's secretTemplate labels and no owner")
+		issued := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cert.Spec.SecretName, Labels: cert.Spec.SecretTemplate.Labels},
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{"tls.crt": []byte("crt"), "tls.key": []byte("key")},
+		}
+		Expect(k8sClient.Create(ctx, issued)).To(Succeed())
+		makeReady(s)
+		Eventually(condition(s, ConditionReady), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "Serving"))
+		uid := getServer(s).UID
+		Eventually(func() []metav1.OwnerReference {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(issued), issued)).To(Succeed())
+			return issued.OwnerReferences
+		}, timeout, interval).Should(ContainElement(And(
+			HaveField("UID", uid), HaveField("Kind", "MCPServer"), HaveField("Controller", HaveValue(BeFalse())))),
+			"the garbage collector must delete the private key with the server")
+		Expect(issued.Data).To(HaveKey("tls.key"), "cert-manager's data is left alone")
+
+		By("turning TLS off keeps the Secret until every replica runs without it, then deletes it")
+		update(s, func(s *mcpv1alpha1.MCPServer) { s.Spec.TLS.InsecureDisabled = true })
+		dep := &appsv1.Deployment{}
+		Eventually(func() bool {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s), dep)).To(Succeed())
+			return mountsSecret(dep, issued.Name)
+		}, timeout, interval).Should(BeFalse())
+		Consistently(func() error { return k8sClient.Get(ctx, client.ObjectKeyFromObject(issued), &corev1.Secret{}) }, 2*time.Second, 200*time.Millisecond).Should(Succeed(), "the rollout has not finished")
+		updateStatus(dep, func(d *appsv1.Deployment) {
+			n := *d.Spec.Replicas
+			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+		})
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(issued), &corev1.Secret{}))
+		}, timeout, interval).Should(BeTrue(), "the issued Secret outlived TLS")
+	})
+
 	It("never takes over an object of the same name it did not create", func() {
 		// A namespace's own default-deny NetworkPolicy and Service, named like a server.
 		deny := &networkingv1.NetworkPolicy{

@@ -90,6 +90,15 @@ func Certificate(s *mcpv1alpha1.MCPServer, o Options) *cmac.CertificateApplyConf
 		WithSpec(spec)
 }
 
+// IssuedTLSSecretOwner adds the server as an owner of the Secret cert-manager issued, which
+// cert-manager leaves without one (unless run with --enable-certificate-owner-ref): so the
+// private key goes with the server. It sets nothing else, so it never contends with
+// cert-manager's fields, and it is not the controller (cert-manager may set the Certificate).
+func IssuedTLSSecretOwner(s *mcpv1alpha1.MCPServer) *corev1ac.SecretApplyConfiguration {
+	return corev1ac.Secret(IssuedTLSSecretName(s), s.Namespace).
+		WithOwnerReferences(OwnerReference(s).WithController(false))
+}
+
 // Service exposes the runtime's endpoint, and on a ClusterIP Service its metrics port. A
 // NodePort or LoadBalancer Service carries the endpoint only: the metrics port is plain,
 // unauthenticated HTTP and must not reach beyond the cluster whatever the CNI enforces

@@ -91,7 +91,15 @@ func TLSSecretName(s *mcpv1alpha1.MCPServer) string {
 	if s.Spec.TLS.SecretName != "" {
 		return s.Spec.TLS.SecretName
 	}
-	return s.Name + "-tls"
+	return IssuedTLSSecretName(s)
+}
+
+// IssuedTLSSecretName is the Secret cert-manager issues the serving certificate into.
+func IssuedTLSSecretName(s *mcpv1alpha1.MCPServer) string { return s.Name + "-tls" }
+
+// UsesCertManager reports whether cert-manager issues the server's certificate.
+func UsesCertManager(s *mcpv1alpha1.MCPServer) bool {
+	return !s.Spec.TLS.InsecureDisabled && s.Spec.TLS.SecretName == ""
 }
 
 // SelectorLabels select the pods of a server.
