@@ -245,6 +245,21 @@ endpoint: {publicURL: "mcp.example.com/mcp"}
 		Entry("an uppercase TLS dnsName", validStdio+`
 tls: {dnsNames: [MCP.example.com]}
 `, "spec.tls.dnsNames[0]", "should match"),
+		Entry("a TLS Secret name no Secret can have", validStdio+`
+tls: {secretName: My_Cert}
+`, "spec.tls.secretName", "must name a Secret: lowercase letters, digits, '-' and '.'"),
+		Entry("a client CA Secret name no Secret can have", validStdio+`
+tls: {clientAuth: require, clientCASecretRef: {name: "ca/bundle", key: ca.crt}}
+`, "spec.tls.clientCASecretRef.name", "must name a Secret"),
+		Entry("an API keys Secret name no Secret can have", validStdio+`
+auth: {apiKeys: {secretName: API-Keys}}
+`, "spec.auth.apiKeys.secretName", "must name a Secret"),
+		Entry("an unknown image pull policy", validStdio+`
+imagePullPolicy: Sometimes
+`, "spec.imagePullPolicy", `Unsupported value: "Sometimes"`, `"IfNotPresent"`),
+		Entry("a priority class name no PriorityClass can have", validStdio+`
+priorityClassName: High Priority
+`, "spec.priorityClassName", "must name a PriorityClass"),
 		Entry("a certificate duration at or below the default renewBefore", validStdio+`
 tls: {duration: 24h}
 `, "spec.tls.renewBefore", "must be shorter than spec.tls.duration", "lower spec.tls.renewBefore"),

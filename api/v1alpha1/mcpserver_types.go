@@ -50,6 +50,7 @@ type MCPServerSpec struct {
 	Image string `json:"image"`
 
 	// ImagePullPolicy of the server image.
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
 	// +optional
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 
@@ -153,6 +154,8 @@ type MCPServerSpec struct {
 	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
 
 	// PriorityClassName of the pods.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must name a PriorityClass: lowercase letters, digits, '-' and '.' (e.g. high-priority)"
 	// +optional
 	PriorityClassName string `json:"priorityClassName,omitempty"`
 
@@ -291,6 +294,8 @@ type IssuerReference struct {
 type SecretKeyReference struct {
 	// Name of the Secret.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must name a Secret: lowercase letters, digits, '-' and '.' (e.g. my-secret)"
 	Name string `json:"name"`
 	// Key in the Secret.
 	// +kubebuilder:validation:MinLength=1
@@ -309,6 +314,8 @@ type TLSSpec struct {
 	IssuerRef *IssuerReference `json:"issuerRef,omitempty"`
 
 	// SecretName of a kubernetes.io/tls Secret you provide instead of cert-manager.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must name a Secret: lowercase letters, digits, '-' and '.' (e.g. my-cert)"
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
 
@@ -469,6 +476,8 @@ type APIKeysSpec struct {
 	// SecretName holds one entry per key: the entry name is the key id (the caller's
 	// identity), the value is "sha256:<hex of the key>". Only hashes are stored.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must name a Secret: lowercase letters, digits, '-' and '.' (e.g. api-keys)"
 	SecretName string `json:"secretName"`
 }
 
