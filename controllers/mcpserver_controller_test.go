@@ -315,6 +315,35 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		}, timeout, interval).Should(ContainElement("Serving"))
 	})
 
+	It("reports Stalled, which kstatus computes as Failed, while the Deployment is past its progress deadline", func() {
+		s := stdioServer(ns, "stuck")
+		Expect(k8sClient.Create(ctx, s)).To(Succeed())
+		makeReady(s)
+		Eventually(condition(s, ConditionReady), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "Serving"))
+
+		By("the new pods never become available (say, an image that does not exist)")
+		dep := child(s, "stuck", &appsv1.Deployment{}).(*appsv1.Deployment)
+		updateStatus(dep, func(d *appsv1.Deployment) {
+			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 1, UpdatedReplicas: 1, UnavailableReplicas: 1,
+				Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionFalse,
+					Reason: "ProgressDeadlineExceeded", Message: `ReplicaSet "stuck-5d4f" has timed out progressing.`}}}
+		})
+		Eventually(condition(s, ConditionStalled), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "ProgressDeadlineExceeded"))
+		got := getServer(s)
+		Expect(meta.FindStatusCondition(got.Status.Conditions, ConditionReconciling)).To(BeNil(), "it will not settle by itself")
+		Expect(meta.FindStatusCondition(got.Status.Conditions, ConditionReady).Message).To(ContainSubstring("has timed out progressing"))
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(got)
+		Expect(err).NotTo(HaveOccurred())
+		res, err := status.Compute(&unstructured.Unstructured{Object: u})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(res.Status).To(Equal(status.FailedStatus), res.Message)
+
+		By("pods that become available after all clear it")
+		makeReady(s)
+		Eventually(condition(s, ConditionReady), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "Serving"))
+		Expect(condition(s, ConditionStalled)()).To(BeNil())
+	})
+
 	It("scales through the scale subresource and adds a PodDisruptionBudget above one replica", func() {
 		scale := &autoscalingv1.Scale{}
 		Expect(k8sClient.SubResource("scale").Get(ctx, getServer(srv), scale)).To(Succeed())

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,11 @@ const (
 	ConditionCertificateReady = "CertificateReady"
 	ConditionAvailable        = "Available"
 )
+
+// ReasonProgressDeadlineExceeded: the Deployment controller gave up waiting for the pods
+// (progressDeadlineSeconds). It does not settle by itself, so it is Stalled, as kstatus
+// and Argo CD judge the Deployment itself.
+const ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 
 func configFileKey() string { return config.FileName }
 
@@ -88,6 +94,10 @@ func computeStatus(s *mcpv1alpha1.MCPServer, sc *scope, o resources.Options, rec
 		meta.RemoveStatusCondition(&st.Conditions, ConditionStalled)
 		set(ConditionReconciling, metav1.ConditionTrue, "WaitingForCertificate", certMsg)
 		set(ConditionReady, metav1.ConditionFalse, "WaitingForCertificate", certMsg)
+	case availReason == ReasonProgressDeadlineExceeded:
+		set(ConditionStalled, metav1.ConditionTrue, availReason, availMsg)
+		meta.RemoveStatusCondition(&st.Conditions, ConditionReconciling)
+		set(ConditionReady, metav1.ConditionFalse, availReason, availMsg)
 	case !availOK:
 		meta.RemoveStatusCondition(&st.Conditions, ConditionStalled)
 		set(ConditionReconciling, metav1.ConditionTrue, availReason, availMsg)
@@ -140,6 +150,9 @@ func deploymentState(d *appsv1.Deployment, want int32) (bool, string, string) {
 	switch {
 	case st.ObservedGeneration < d.Generation:
 		return false, "RollingOut", "Waiting for the Deployment controller to observe the latest spec"
+	case progressDeadlineExceeded(d):
+		return false, ReasonProgressDeadlineExceeded, truncate("The Deployment made no progress within its deadline (" +
+			progressMessage(d) + "): see the events of its newest pods (image pull, scheduling, crashes), then fix the spec")
 	case st.UpdatedReplicas < want:
 		return false, "RollingOut", fmt.Sprintf("%d of %d replicas updated", st.UpdatedReplicas, want)
 	case st.Replicas > st.UpdatedReplicas:
@@ -148,6 +161,27 @@ func deploymentState(d *appsv1.Deployment, want int32) (bool, string, string) {
 		return false, "WaitingForPods", fmt.Sprintf("%d of %d replicas available", st.AvailableReplicas, want)
 	}
 	return true, "Available", fmt.Sprintf("%d of %d replicas available", st.AvailableReplicas, want)
+}
+
+func progressDeadlineExceeded(d *appsv1.Deployment) bool {
+	c := deploymentCondition(d, appsv1.DeploymentProgressing)
+	return c != nil && c.Status == corev1.ConditionFalse && c.Reason == ReasonProgressDeadlineExceeded
+}
+
+func progressMessage(d *appsv1.Deployment) string {
+	if c := deploymentCondition(d, appsv1.DeploymentProgressing); c != nil {
+		return c.Message
+	}
+	return ""
+}
+
+func deploymentCondition(d *appsv1.Deployment, t appsv1.DeploymentConditionType) *appsv1.DeploymentCondition {
+	for i := range d.Status.Conditions {
+		if d.Status.Conditions[i].Type == t {
+			return &d.Status.Conditions[i]
+		}
+	}
+	return nil
 }
 
 // statusEqual compares statuses ignoring condition timestamps: SetStatusCondition keeps
