@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -115,10 +116,12 @@ func (r *MCPServerReconciler) Reconcile(ctx context.Context, req reconcile.Reque
 		r.reconcilePolicy,
 		r.reconcileServiceAccount,
 		r.reconcileAuthSecret,
-		r.reconcileConfigMap,
+		r.renderConfigMap,
 		r.reconcileCertificate,
 		r.reconcileService,
 		r.reconcileNetworkPolicy,
+		// Last before the Deployment: pods of the running template that restart read it.
+		r.reconcileConfigMap,
 		r.reconcileDeployment,
 		r.retireAuthSecret,
 		r.reconcileIssuedTLSSecret,
@@ -142,6 +145,7 @@ type scope struct {
 	server      *mcpv1alpha1.MCPServer
 	before      *mcpv1alpha1.MCPServerStatus
 	configData  []byte
+	configMap   *corev1ac.ConfigMapApplyConfiguration
 	authData    map[string][]byte
 	deployment  *appsv1.Deployment
 	certificate *cmv1.Certificate
@@ -216,7 +220,9 @@ func (r *MCPServerReconciler) reconcileAuthSecret(ctx context.Context, sc *scope
 	return terminal(sc, err)
 }
 
-func (r *MCPServerReconciler) reconcileConfigMap(ctx context.Context, sc *scope) error {
+// renderConfigMap renders the runtime config and stalls before anything changes when the
+// runtime would refuse it; reconcileConfigMap applies it just before the Deployment.
+func (r *MCPServerReconciler) renderConfigMap(_ context.Context, sc *scope) error {
 	cfg := resources.RuntimeConfig(sc.server, r.Options)
 	// The operator renders only configs the runtime accepts; a failure here is a spec
 	// the CRD rules could not catch, so it stalls with the runtime's own message.
@@ -233,11 +239,16 @@ func (r *MCPServerReconciler) reconcileConfigMap(ctx context.Context, sc *scope)
 		return stalled(sc, "InvalidSpec", "%v", err)
 	}
 	sc.configData = []byte(cm.Data[configFileKey()])
+	sc.configMap = cm
+	return nil
+}
+
+func (r *MCPServerReconciler) reconcileConfigMap(ctx context.Context, sc *scope) error {
 	live, err := r.getLive(ctx, key(sc.server, resources.ConfigMapName(sc.server)), &corev1.ConfigMap{})
 	if err != nil {
 		return err
 	}
-	_, err = r.applyChild(ctx, cm, live)
+	_, err = r.applyChild(ctx, sc.configMap, live)
 	return terminal(sc, err)
 }
 

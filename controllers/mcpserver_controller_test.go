@@ -442,6 +442,35 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		}, timeout, interval).Should(BeTrue(), "the issued Secret outlived TLS")
 	})
 
+	It("leaves the running pods' ConfigMap alone while a later child is refused", func() {
+		s := stdioServer(ns, "partial")
+		Expect(k8sClient.Create(ctx, s)).To(Succeed())
+		cm := child(s, "partial-runtime", &corev1.ConfigMap{}).(*corev1.ConfigMap)
+		makeReady(s)
+		Eventually(condition(s, ConditionReady), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "Serving"))
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cm), cm)).To(Succeed())
+		running := cm.Data[config.FileName]
+
+		By("a spec whose NetworkPolicy the API server refuses, with a config change")
+		update(s, func(s *mcpv1alpha1.MCPServer) {
+			s.Spec.Tools.Deny = []string{"delete_*"}
+			s.Spec.NetworkPolicy.Egress = []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/33"}}}}}
+		})
+		Eventually(condition(s, ConditionStalled), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "ApplyRejected"))
+		// A pod of the old template restarting now would read a config its template was not made for.
+		Consistently(func() string {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cm), cm)).To(Succeed())
+			return cm.Data[config.FileName]
+		}, 2*time.Second, 200*time.Millisecond).Should(Equal(running), "the ConfigMap changed though the Deployment did not")
+
+		By("once the spec is fixed, config and template change together")
+		update(s, func(s *mcpv1alpha1.MCPServer) { s.Spec.NetworkPolicy.Egress = nil })
+		Eventually(func() string {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cm), cm)).To(Succeed())
+			return cm.Data[config.FileName]
+		}, timeout, interval).Should(ContainSubstring("delete_*"))
+	})
+
 	It("never takes over an object of the same name it did not create", func() {
 		// A namespace's own default-deny NetworkPolicy and Service, named like a server.
 		deny := &networkingv1.NetworkPolicy{
