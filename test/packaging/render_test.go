@@ -13,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -120,6 +121,31 @@ func TestHelmLintStrict(t *testing.T) {
 	} {
 		_, err := helm("lint", "--strict", chartDir, "--set", bad)
 		g.Expect(err).To(HaveOccurred(), "values.schema.json accepted %s", bad)
+	}
+}
+
+// TestPodDisruptionBudgetAllowsDrains: a PodDisruptionBudget that allows no disruption
+// (minAvailable as high as the replicas) makes `kubectl drain` of the operator's node hang.
+func TestPodDisruptionBudgetAllowsDrains(t *testing.T) {
+	g := NewWithT(t)
+	const ns, name = "mcp-fleet-system", "pdb-mcp-fleet-operator"
+	for _, args := range [][]string{nil, {"--set", "replicaCount=1"}, {"--set", "replicaCount=3"}} {
+		objs := render(t, "pdb", ns, args...)
+		var dep appsv1.Deployment
+		g.Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(find(objs, "Deployment", ns, name).Object, &dep)).To(Succeed())
+		replicas := *dep.Spec.Replicas
+		o := find(objs, "PodDisruptionBudget", ns, name)
+		if replicas > 1 {
+			g.Expect(o).NotTo(BeNil(), "%v: no PodDisruptionBudget for %d replicas", args, replicas)
+		}
+		if o == nil {
+			continue
+		}
+		var pdb policyv1.PodDisruptionBudget
+		g.Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &pdb)).To(Succeed())
+		g.Expect(pdb.Spec.MinAvailable).NotTo(BeNil())
+		g.Expect(pdb.Spec.MinAvailable.IntValue()).To(BeNumerically("<", replicas),
+			"%v: minAvailable %s with %d replicas lets no pod be evicted", args, pdb.Spec.MinAvailable.String(), replicas)
 	}
 }
 
