@@ -85,6 +85,9 @@ func run(m *testing.M) (int, error) {
 
 	// No CRDs of our own at start: `helm install` must be able to create (and own) them.
 	testEnv = &envtest.Environment{}
+	// As in OpenShift and other distributions: the manager's children carry
+	// blockOwnerDeletion, so its RBAC must allow updating its servers' finalizers.
+	testEnv.ControlPlane.GetAPIServer().Configure().Set("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	if cfg, err = testEnv.Start(); err != nil {
 		return 1, fmt.Errorf("starting envtest: %w", err)
 	}
