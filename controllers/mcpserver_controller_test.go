@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
@@ -200,12 +201,13 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		owned(np)
 		Expect(np.Spec.PolicyTypes).To(ConsistOf(networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress))
 		Expect(np.Spec.Ingress[0].Ports).To(HaveLen(1))
-		Expect(np.Spec.Ingress[0].Ports[0].Port.IntValue()).To(Equal(8443))
+		Expect(np.Spec.Ingress[0].Ports[0].Port.String()).To(Equal(resources.PortNameMCP))
 		Expect(np.Spec.Ingress[0].From[0].PodSelector).NotTo(BeNil(), "default ingress peers: the same namespace")
 		Expect(np.Spec.Ingress[1].From[0].NamespaceSelector.MatchLabels).To(HaveKeyWithValue("kubernetes.io/metadata.name", "monitoring"))
 
 		dep := child(s, s.Name, &appsv1.Deployment{}).(*appsv1.Deployment)
 		owned(dep)
+		Expect(admits(np, dep.Spec.Template, 8443)).To(BeTrue(), "the endpoint port")
 		pod := dep.Spec.Template.Spec
 		Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
 		Expect(*pod.SecurityContext.RunAsNonRoot).To(BeTrue())
@@ -471,6 +473,29 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		}, timeout, interval).Should(ContainSubstring("delete_*"))
 	})
 
+	It("keeps the pods of the old template reachable while a new endpoint port rolls out", func() {
+		s := stdioServer(ns, "moveport")
+		Expect(k8sClient.Create(ctx, s)).To(Succeed())
+		makeReady(s)
+		Eventually(condition(s, ConditionReady), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "Serving"))
+		old := child(s, "moveport", &appsv1.Deployment{}).(*appsv1.Deployment).Spec.Template
+
+		update(s, func(s *mcpv1alpha1.MCPServer) { s.Spec.Endpoint.Port, s.Spec.Metrics.Port = 9443, 9091 })
+		dep := &appsv1.Deployment{}
+		Eventually(func() int32 {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s), dep)).To(Succeed())
+			return containerPort(dep.Spec.Template, resources.PortNameMCP)
+		}, timeout, interval).Should(Equal(int32(9443)))
+		np := &networkingv1.NetworkPolicy{}
+		Eventually(func() bool {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s), np)).To(Succeed())
+			return admits(np, dep.Spec.Template, 9443)
+		}, timeout, interval).Should(BeTrue(), "the new pods' endpoint")
+		// The old pods serve until the rollout replaces them (and for good if it never does).
+		Expect(admits(np, old, 8443)).To(BeTrue(), "the NetworkPolicy cut off the running pods' endpoint port")
+		Expect(admits(np, old, 9090)).To(BeTrue(), "the NetworkPolicy cut off the running pods' metrics port")
+	})
+
 	It("never takes over an object of the same name it did not create", func() {
 		// A namespace's own default-deny NetworkPolicy and Service, named like a server.
 		deny := &networkingv1.NetworkPolicy{
@@ -594,3 +619,33 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		Expect(string(out)).To(ContainSubstring("single-use ticket"))
 	})
 })
+
+// containerPort is the number of the named port in the pod template (0 when none).
+func containerPort(tpl corev1.PodTemplateSpec, name string) int32 {
+	for _, c := range tpl.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.Name == name {
+				return p.ContainerPort
+			}
+		}
+	}
+	return 0
+}
+
+// admits reports whether an ingress rule of np opens TCP port on a pod of the template,
+// resolving named ports the way a CNI does.
+func admits(np *networkingv1.NetworkPolicy, tpl corev1.PodTemplateSpec, port int32) bool {
+	for _, rule := range np.Spec.Ingress {
+		for _, p := range rule.Ports {
+			switch {
+			case p.Port == nil:
+				return true
+			case p.Port.Type == intstr.Int && p.Port.IntVal == port:
+				return true
+			case p.Port.Type == intstr.String && containerPort(tpl, p.Port.StrVal) == port:
+				return true
+			}
+		}
+	}
+	return false
+}

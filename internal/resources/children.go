@@ -126,7 +126,9 @@ func Service(s *mcpv1alpha1.MCPServer) *corev1ac.ServiceApplyConfiguration {
 
 // NetworkPolicy is default-deny: ingress only to the runtime's port from the listed peers
 // (default: the same namespace), the metrics port only from the monitoring namespace, and
-// egress only to DNS plus the listed rules. The upstream's port is never reachable.
+// egress only to DNS plus the listed rules. The upstream's port is never reachable. The
+// ports are named, so that while a new endpoint or metrics port rolls out the pods of the
+// old template (which still get traffic) stay reachable on theirs.
 // It returns nil when the policy is explicitly disabled.
 func NetworkPolicy(s *mcpv1alpha1.MCPServer, o Options) (*netv1ac.NetworkPolicyApplyConfiguration, error) {
 	np := s.Spec.NetworkPolicy
@@ -145,12 +147,12 @@ func NetworkPolicy(s *mcpv1alpha1.MCPServer, o Options) (*netv1ac.NetworkPolicyA
 	}
 	ingress := []*netv1ac.NetworkPolicyIngressRuleApplyConfiguration{
 		netv1ac.NetworkPolicyIngressRule().
-			WithPorts(netv1ac.NetworkPolicyPort().WithProtocol(tcp).WithPort(intstr.FromInt32(endpointPort(s)))).
+			WithPorts(netv1ac.NetworkPolicyPort().WithProtocol(tcp).WithPort(intstr.FromString(PortNameMCP))).
 			WithFrom(peerACs...),
 	}
 	if o.MonitoringNamespace != "" {
 		ingress = append(ingress, netv1ac.NetworkPolicyIngressRule().
-			WithPorts(netv1ac.NetworkPolicyPort().WithProtocol(tcp).WithPort(intstr.FromInt32(metricsPort(s)))).
+			WithPorts(netv1ac.NetworkPolicyPort().WithProtocol(tcp).WithPort(intstr.FromString(PortNameMetrics))).
 			WithFrom(netv1ac.NetworkPolicyPeer().WithNamespaceSelector(
 				metav1ac.LabelSelector().WithMatchLabels(map[string]string{corev1.LabelMetadataName: o.MonitoringNamespace}))))
 	}

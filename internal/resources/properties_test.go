@@ -18,6 +18,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	mcpv1alpha1 "github.com/mcpfleet/mcp-fleet-operator/api/v1alpha1"
@@ -393,7 +394,7 @@ func TestNetworkPolicy(t *testing.T) {
 			g.Expect(rule.Ports).NotTo(BeEmpty(), "an ingress rule without ports opens every port, the upstream's included")
 			for _, p := range rule.Ports {
 				g.Expect(p.EndPort).To(BeNil())
-				ports = append(ports, p.Port.IntVal)
+				ports = append(ports, resolvePort(t, s, p))
 			}
 		}
 		g.Expect(ports).To(ConsistOf(int32(8443), int32(9090)))
@@ -413,7 +414,17 @@ func TestNetworkPolicy(t *testing.T) {
 		g.Expect(np.Spec.Ingress).To(HaveLen(1))
 		g.Expect(np.Spec.Ingress[0].From).To(Equal([]networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{}}}))
 		g.Expect(np.Spec.Ingress[0].Ports).To(HaveLen(1))
-		g.Expect(np.Spec.Ingress[0].Ports[0].Port.IntVal).To(Equal(int32(8443)))
+		g.Expect(resolvePort(t, s, np.Spec.Ingress[0].Ports[0])).To(Equal(int32(8443)))
+	})
+
+	t.Run("ports are named, so the pods of the old template stay reachable while new ports roll out", func(t *testing.T) {
+		g := NewWithT(t)
+		np := networkPolicyOf(t, loadCase(t, "http-full"), testOptions)
+		for _, rule := range np.Spec.Ingress {
+			for _, p := range rule.Ports {
+				g.Expect(p.Port.Type).To(Equal(intstr.String), "port %s", p.Port.String())
+			}
+		}
 	})
 
 	for _, name := range []string{"stdio-default", "http-full"} {
@@ -444,6 +455,23 @@ func TestNetworkPolicy(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(np).To(BeNil())
 	})
+}
+
+// resolvePort is the container port number a NetworkPolicy port opens on the server's pods,
+// resolving a named port the way a CNI does (0: the name matches no container port).
+func resolvePort(t *testing.T, s *mcpv1alpha1.MCPServer, p networkingv1.NetworkPolicyPort) int32 {
+	t.Helper()
+	if p.Port.Type == intstr.Int {
+		return p.Port.IntVal
+	}
+	for _, c := range deploymentOf(t, s).Spec.Template.Spec.Containers {
+		for _, cp := range c.Ports {
+			if cp.Name == p.Port.StrVal {
+				return cp.ContainerPort
+			}
+		}
+	}
+	return 0
 }
 
 func networkPolicyOf(t *testing.T, s *mcpv1alpha1.MCPServer, o Options) *networkingv1.NetworkPolicy {
