@@ -118,6 +118,7 @@ func TestHelmLintStrict(t *testing.T) {
 		"watchNamespaces={Not_A_Namespace}",
 		"webhook.enabled=maybe",
 		"baselinePolicy.enforcementAction=Warn",
+		"leaderElection.enabled=false", // with the default 2 replicas: two active managers
 	} {
 		_, err := helm("lint", "--strict", chartDir, "--set", bad)
 		g.Expect(err).To(HaveOccurred(), "values.schema.json accepted %s", bad)
