@@ -112,6 +112,13 @@ func TestHelmLintStrict(t *testing.T) {
 	for _, bad := range []string{
 		"securityContext.readOnlyRootFilesystem=false",
 		"securityContext.allowPrivilegeEscalation=true",
+		// Each of these breaks restricted Pod Security too.
+		"securityContext.capabilities.drop={}",
+		"securityContext.capabilities.add={NET_ADMIN}",
+		"securityContext.seccompProfile.type=Unconfined",
+		"securityContext.runAsUser=0",
+		"podSecurityContext.seccompProfile.type=Unconfined",
+		"podSecurityContext.runAsUser=0",
 		"caBootstrap.create=maybe",
 		"replicaCount=0",
 		"image.pullpolicy=Always",
