@@ -414,6 +414,14 @@ func (r *MCPServerReconciler) reconcilePodDisruptionBudget(ctx context.Context, 
 // it changed, emitting events on Ready transitions.
 func (r *MCPServerReconciler) writeStatus(ctx context.Context, sc *scope, reconcileErr error) error {
 	s := sc.server
+	if sc.deployment == nil {
+		// A step before the Deployment's stopped this reconcile: the pods of the last good
+		// spec still run, and the status reports them rather than a Deployment "creating".
+		dep := &appsv1.Deployment{}
+		if live, err := r.getLive(ctx, key(s, resources.DeploymentName(s)), dep); err == nil && live != nil && controllerUID(dep) == string(s.UID) {
+			sc.deployment = dep
+		}
+	}
 	computeStatus(s, sc, r.Options, reconcileErr)
 	// What the API server holds is what we last wrote, when we wrote since the manager
 	// started; the cache may not have caught up with it (in either direction), so compare

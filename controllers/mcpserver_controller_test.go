@@ -496,6 +496,19 @@ var _ = Describe("MCPServer reconciler", Ordered, func() {
 		Expect(admits(np, old, 9090)).To(BeTrue(), "the NetworkPolicy cut off the running pods' metrics port")
 	})
 
+	It("reports the running Deployment while a spec stalls before reaching it", func() {
+		s := stdioServer(ns, "stalled-early")
+		Expect(k8sClient.Create(ctx, s)).To(Succeed())
+		makeReady(s)
+		Eventually(condition(s, ConditionReady), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "Serving"))
+
+		update(s, func(s *mcpv1alpha1.MCPServer) { s.Spec.Endpoint.PublicURL = "https://mcp example.com/mcp" })
+		Eventually(condition(s, ConditionStalled), timeout, interval).Should(haveStatusReason(metav1.ConditionTrue, "InvalidRuntimeConfig"))
+		got := getServer(s)
+		Expect(got.Status.ReadyReplicas).To(Equal(int32(1)), "the pods of the last good spec still serve")
+		Expect(meta.FindStatusCondition(got.Status.Conditions, ConditionAvailable)).To(haveStatusReason(metav1.ConditionTrue, "Available"))
+	})
+
 	It("never takes over an object of the same name it did not create", func() {
 		// A namespace's own default-deny NetworkPolicy and Service, named like a server.
 		deny := &networkingv1.NetworkPolicy{
