@@ -357,7 +357,14 @@ func (r *MCPServerReconciler) reconcileIssuedTLSSecret(ctx context.Context, sc *
 				return nil
 			}
 		}
-		if err := r.Apply(ctx, resources.IssuedTLSSecretOwner(s), ctrl.FieldOwner(resources.FieldOwner), ctrl.ForceOwnership); err != nil {
+		// A patch, not an apply: an apply racing a deletion would create an empty Opaque
+		// Secret, whose type cert-manager could then not change.
+		patch := ctrl.StrategicMergeFrom(secret.DeepCopy(), ctrl.MergeFromWithOptimisticLock{})
+		secret.OwnerReferences = append(secret.OwnerReferences, resources.IssuedTLSSecretOwner(s))
+		if err := r.Patch(ctx, secret, patch, ctrl.FieldOwner(resources.FieldOwner)); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
 			return terminal(sc, fmt.Errorf("adding the server as owner of Secret %s: %w", secret.Name, err))
 		}
 		r.countWrite()

@@ -15,6 +15,7 @@ import (
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	netv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
+	"k8s.io/utils/ptr"
 
 	mcpv1alpha1 "github.com/mcpfleet/mcp-fleet-operator/api/v1alpha1"
 	"github.com/mcpfleet/mcp-fleet-operator/internal/runtime/config"
@@ -90,13 +91,19 @@ func Certificate(s *mcpv1alpha1.MCPServer, o Options) *cmac.CertificateApplyConf
 		WithSpec(spec)
 }
 
-// IssuedTLSSecretOwner adds the server as an owner of the Secret cert-manager issued, which
-// cert-manager leaves without one (unless run with --enable-certificate-owner-ref): so the
-// private key goes with the server. It sets nothing else, so it never contends with
-// cert-manager's fields, and it is not the controller (cert-manager may set the Certificate).
-func IssuedTLSSecretOwner(s *mcpv1alpha1.MCPServer) *corev1ac.SecretApplyConfiguration {
-	return corev1ac.Secret(IssuedTLSSecretName(s), s.Namespace).
-		WithOwnerReferences(OwnerReference(s).WithController(false))
+// IssuedTLSSecretOwner is the owner reference the server adds to the Secret cert-manager
+// issued, which cert-manager leaves without one (unless run with
+// --enable-certificate-owner-ref): so the private key goes with the server. It is not the
+// controller: cert-manager may set the Certificate as that.
+func IssuedTLSSecretOwner(s *mcpv1alpha1.MCPServer) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion:         mcpv1alpha1.GroupVersion.String(),
+		Kind:               "MCPServer",
+		Name:               s.Name,
+		UID:                s.UID,
+		Controller:         ptr.To(false),
+		BlockOwnerDeletion: ptr.To(true),
+	}
 }
 
 // Service exposes the runtime's endpoint, and on a ClusterIP Service its metrics port. A
