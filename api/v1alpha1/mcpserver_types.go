@@ -319,7 +319,8 @@ type TLSSpec struct {
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
 
-	// DNSNames added to the certificate besides the Service names.
+	// DNSNames added to the certificate besides the Service names and the host of
+	// spec.endpoint.publicURL.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=32

@@ -3,6 +3,7 @@ package resources
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 
 	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmac "github.com/cert-manager/cert-manager/pkg/client/applyconfigurations/certmanager/v1"
@@ -72,7 +73,7 @@ func Certificate(s *mcpv1alpha1.MCPServer, o Options) *cmac.CertificateApplyConf
 	spec := cmac.CertificateSpec().
 		WithSecretName(TLSSecretName(s)).
 		WithSecretTemplate(cmac.CertificateSecretTemplate().WithLabels(Labels(s))).
-		WithDNSNames(append(ServiceDNSNames(s, o), s.Spec.TLS.DNSNames...)...).
+		WithDNSNames(certificateDNSNames(s, o)...).
 		WithIssuerRef(cmmetaac.IssuerReference().WithName(issuer.Name).WithKind(issuer.Kind).WithGroup(issuer.Group)).
 		WithPrivateKey(cmac.CertificatePrivateKey().
 			WithAlgorithm(cmv1.ECDSAKeyAlgorithm).
@@ -89,6 +90,16 @@ func Certificate(s *mcpv1alpha1.MCPServer, o Options) *cmac.CertificateApplyConf
 		WithLabels(Labels(s)).
 		WithOwnerReferences(OwnerReference(s)).
 		WithSpec(spec)
+}
+
+// certificateDNSNames are the Service names, spec.tls.dnsNames and the publicURL host, which
+// clients behind a TLS-passthrough load balancer verify (an IP address is no DNS name).
+func certificateDNSNames(s *mcpv1alpha1.MCPServer, o Options) []string {
+	names := append(ServiceDNSNames(s, o), s.Spec.TLS.DNSNames...)
+	if h := publicURLHost(s); h != "" && net.ParseIP(h) == nil {
+		names = append(names, h)
+	}
+	return dedupe(names)
 }
 
 // IssuedTLSSecretOwner is the owner reference the server adds to the Secret cert-manager

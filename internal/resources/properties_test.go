@@ -12,6 +12,7 @@ import (
 	"testing"
 	"testing/cryptotest"
 
+	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -512,6 +513,27 @@ func TestServiceSchemeFollowsTLS(t *testing.T) {
 		g.Expect(*svc.Spec.Ports[0].AppProtocol).To(Equal(want), name)
 		g.Expect(URL(s, testOptions)).To(HavePrefix(want+"://"), name)
 	}
+}
+
+// Clients of a publicURL verify its host against the pod's certificate (a TLS-passthrough
+// load balancer): the certificate covers it as the Host allowlist does, without repeating it
+// in spec.tls.dnsNames.
+func TestCertificateCoversThePublicURLHost(t *testing.T) {
+	g := NewWithT(t)
+	s := loadCase(t, "stdio-default")
+	s.Spec.Endpoint.PublicURL = "https://mcp.example.com:8443/mcp"
+	cert := typed[cmv1.Certificate](t, Certificate(s, testOptions))
+	g.Expect(cert.Spec.DNSNames).To(ContainElement("mcp.example.com"))
+	g.Expect(cert.Spec.DNSNames).To(ContainElements(ServiceDNSNames(s, testOptions)))
+
+	s.Spec.TLS.DNSNames = []string{"mcp.example.com"}
+	cert = typed[cmv1.Certificate](t, Certificate(s, testOptions))
+	g.Expect(cert.Spec.DNSNames).To(HaveLen(len(ServiceDNSNames(s, testOptions))+1), "no duplicate names")
+
+	s.Spec.TLS.DNSNames = nil
+	s.Spec.Endpoint.PublicURL = "https://203.0.113.7/mcp"
+	cert = typed[cmv1.Certificate](t, Certificate(s, testOptions))
+	g.Expect(cert.Spec.DNSNames).NotTo(ContainElement("203.0.113.7"), "an IP address is no DNS name")
 }
 
 // The metrics port (plain HTTP, no authentication) is on a ClusterIP Service only: a

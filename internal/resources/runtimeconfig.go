@@ -153,18 +153,32 @@ func runtimeAuth(s *mcpv1alpha1.MCPServer, o Options) config.Auth {
 // the certificate's extra names, the public URL's host and localhost (port-forwarding).
 func defaultAllowedHosts(s *mcpv1alpha1.MCPServer, o Options) []string {
 	hosts := append(ServiceDNSNames(s, o), s.Spec.TLS.DNSNames...)
-	if s.Spec.Endpoint.PublicURL != "" {
-		if u, err := url.Parse(s.Spec.Endpoint.PublicURL); err == nil {
-			hosts = append(hosts, u.Hostname())
-		}
+	if h := publicURLHost(s); h != "" {
+		hosts = append(hosts, h)
 	}
-	hosts = append(hosts, "localhost")
+	return dedupe(append(hosts, "localhost"))
+}
+
+// publicURLHost is the host of spec.endpoint.publicURL ("" when unset).
+func publicURLHost(s *mcpv1alpha1.MCPServer) string {
+	if s.Spec.Endpoint.PublicURL == "" {
+		return ""
+	}
+	u, err := url.Parse(s.Spec.Endpoint.PublicURL)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
+}
+
+// dedupe drops repeated strings, keeping the first of each in order.
+func dedupe(xs []string) []string {
 	seen := map[string]bool{}
-	out := hosts[:0]
-	for _, h := range hosts {
-		if !seen[h] {
-			seen[h] = true
-			out = append(out, h)
+	out := xs[:0]
+	for _, x := range xs {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
 		}
 	}
 	return out
