@@ -48,6 +48,9 @@ func TestChartCRDsEqualConfig(t *testing.T) {
 		g.Expect(yaml.Unmarshal(bases["mcp.mcpfleet.dev_"+strings.TrimSuffix(got.Name, ".mcp.mcpfleet.dev")+".yaml"], &want)).To(Succeed())
 		g.Expect(got.Spec).To(Equal(want.Spec), "rendered CRD %s differs from config/crd/bases", got.Name)
 		g.Expect(got.Annotations).To(HaveKeyWithValue("helm.sh/resource-policy", "keep"))
+		// Argo CD honours keep when an Application is deleted, but prunes a CRD that leaves the
+		// manifests (crds.install=false) unless told not to: every MCPServer would go with it.
+		g.Expect(strings.Split(got.Annotations["argocd.argoproj.io/sync-options"], ",")).To(ContainElements("Prune=false", "Delete=false"))
 	}
 	g.Expect(rendered).To(Equal(len(bases)))
 }
