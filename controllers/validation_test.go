@@ -263,6 +263,9 @@ priorityClassName: High Priority
 		Entry("a certificate duration at or below the default renewBefore", validStdio+`
 tls: {duration: 24h}
 `, "spec.tls.renewBefore", "must be shorter than spec.tls.duration", "lower spec.tls.renewBefore"),
+		Entry("a certificate duration in days, which no Go duration parses", validStdio+`
+tls: {duration: 90d}
+`, "spec.tls.duration"),
 		Entry("a certificate duration under cert-manager's minimum", validStdio+`
 tls: {duration: 30m, renewBefore: 10m}
 `, "spec.tls.duration", "at least 1h"),
