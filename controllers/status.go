@@ -105,11 +105,14 @@ func computeStatus(s *mcpv1alpha1.MCPServer, sc *scope, o resources.Options, rec
 	default:
 		meta.RemoveStatusCondition(&st.Conditions, ConditionStalled)
 		meta.RemoveStatusCondition(&st.Conditions, ConditionReconciling)
-		msg := "Serving at " + st.URL
+		reason, msg := "Serving", "Serving at "+st.URL
+		if st.Replicas == 0 { // as asked, so Ready (kstatus Current), but nothing answers
+			reason, msg = "ScaledToZero", "Scaled to zero replicas: nothing serves at "+st.URL
+		}
 		if len(st.InsecureOptions) > 0 {
 			msg += fmt.Sprintf(" with insecure options %v", st.InsecureOptions)
 		}
-		set(ConditionReady, metav1.ConditionTrue, "Serving", msg)
+		set(ConditionReady, metav1.ConditionTrue, reason, msg)
 	}
 }
 
