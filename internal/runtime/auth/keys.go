@@ -369,7 +369,7 @@ func (r *remoteKeys) discover(ctx context.Context) (string, error) {
 func (r *remoteKeys) get(ctx context.Context, u string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.FetchTimeout)
 	defer cancel()
-	shown := redactedURL(u)
+	shown := config.RedactURL(u)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("fetching %s: %w", shown, err)
@@ -391,16 +391,6 @@ func (r *remoteKeys) get(ctx context.Context, u string) ([]byte, error) {
 		return nil, fmt.Errorf("fetching %s: larger than %d bytes", shown, r.opts.MaxFetchBytes)
 	}
 	return body, nil
-}
-
-// redactedURL is u with its password masked, for errors (which are logged): Go's client
-// sends a password in the URL as basic auth, so a JWKS URL may carry one.
-func redactedURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return "an unparsable URL"
-	}
-	return p.Redacted()
 }
 
 // parseJWKS keeps the public signing keys whose algorithm — from "alg", else derived from

@@ -491,7 +491,7 @@ func (c *Config) Validate() error {
 	}
 	if c.Endpoint.PublicURL != "" {
 		if u, err := url.Parse(c.Endpoint.PublicURL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-			bad("endpoint.publicURL", "%q must be an absolute http(s) URL", redactURL(c.Endpoint.PublicURL))
+			bad("endpoint.publicURL", "%q must be an absolute http(s) URL", RedactURL(c.Endpoint.PublicURL))
 		}
 	}
 
@@ -503,7 +503,7 @@ func (c *Config) Validate() error {
 	case UpstreamHTTP:
 		u, err := url.Parse(c.Upstream.URL)
 		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			bad("upstream.url", "%q must be an absolute http(s) URL such as http://127.0.0.1:8080/mcp", redactURL(c.Upstream.URL))
+			bad("upstream.url", "%q must be an absolute http(s) URL such as http://127.0.0.1:8080/mcp", RedactURL(c.Upstream.URL))
 		}
 		if len(c.Upstream.Command) > 0 {
 			bad("upstream.command", "only for upstream.transport stdio")
@@ -565,7 +565,7 @@ func (c *Config) Validate() error {
 		if p.JWKSURL != "" {
 			sources++
 			if !httpsOrLoopback(p.JWKSURL) {
-				bad(f+".jwksURL", "%q must be an https URL", redactURL(p.JWKSURL))
+				bad(f+".jwksURL", "%q must be an https URL", RedactURL(p.JWKSURL))
 			}
 		}
 		if p.Discovery {
@@ -723,7 +723,7 @@ func SafeKeyURL(u *url.URL) bool {
 
 // redactURL masks the password of a URL quoted in an error (it is a credential, and the
 // error goes to the log), also when the URL does not parse.
-func redactURL(raw string) string {
+func RedactURL(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
 		return u.Redacted()
 	}
