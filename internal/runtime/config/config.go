@@ -721,8 +721,8 @@ func SafeKeyURL(u *url.URL) bool {
 	return u.Scheme == "http" && (h == "localhost" || ip != nil && ip.IsLoopback())
 }
 
-// redactURL masks the password of a URL quoted in an error (it is a credential, and the
-// error goes to the log), also when the URL does not parse.
+// RedactURL masks the password of a URL quoted in an error or a log line (Go's client sends
+// it as basic auth, so it is a credential), also when the URL does not parse.
 func RedactURL(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
 		return u.Redacted()
